@@ -1,0 +1,198 @@
+"""The ``pq`` command: the composition root.
+
+This module alone wires ``connectors``, ``models``, ``ui`` and ``simulators`` together, importing
+each inside the command that needs it, so ``pq --help`` stays fast and a plant machine that only
+runs an edge process never imports Dash. Every :class:`~pq.errors.PQError` becomes one line on
+stderr and exit status 1; a bad setting is reported the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from pq import __version__
+from pq.config import Settings, load_settings
+from pq.errors import PQError
+
+__all__ = ["main", "cli", "get_settings", "open_store"]
+
+logger = logging.getLogger(__name__)
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands live in other packages and are imported only when used.
+
+    ``lazy`` maps a command name to ("module:attribute", short help); the help text is given here so
+    that listing the commands does not import LightGBM, Dash or asyncua.
+    """
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            target = self.lazy[name][0]
+            module, attr = target.split(":")
+            try:
+                command = getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                raise click.ClickException(f"command {name!r} is not available: {exc}") from None
+            command.name = name
+            return command
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, self.lazy[name][1]))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit=formatter.width - 6)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class RootGroup(LazyGroup):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PQError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def get_settings(ctx: click.Context | None = None) -> Settings:
+    """The settings of this invocation, loaded once (a bad value is one clear line)."""
+    ctx = ctx or click.get_current_context()
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = {}
+    if "settings" not in root.obj:
+        root.obj["settings"] = load_settings()
+        logging.getLogger().setLevel(root.obj["settings"].log_level)
+    return root.obj["settings"]
+
+
+def open_store(ctx: click.Context | None = None, *, check_schema: bool = True):
+    """Open the configured store (retrying an unreachable database) and check its schema version."""
+    from pq.storage import Store, migrate
+
+    store = Store.open(get_settings(ctx))
+    if check_schema:
+        migrate.check(store)
+    return store
+
+
+@click.group(
+    cls=RootGroup,
+    lazy={
+        "simulate": ("simulators.cli:simulate", "Run the OPC UA production-line simulator; generate history."),
+        "connect": ("connectors.cli:connect", "OPC UA connector: browse a server, certificates, run a tag map."),
+        "features": ("pq.features.cli:features", "Feature sets: show the spec, backfill vectors from raw samples."),
+        "train": ("models.cli:train", "Train a defect model on the store's history."),
+        "models": ("models.cli:models", "Model registry: list, show, promote, roll back."),
+        "report": ("models.cli:report", "Reports: robustness per environmental regime."),
+        "import": ("models.cli:import_history", "Import a part-level history (CSV/Parquet) into the store."),
+        "edge": ("pq.edge.cli:edge", "Edge runtime: score parts as they are made, raise explained alerts."),
+        "ui": ("ui.cli:ui", "Serve the operator and engineer web UI."),
+        "users": ("pq.auth.cli:users", "Manage UI users and roles."),
+        "demo": ("pq.demo:demo", "One-command demo: simulator, history, model, edge and UI."),
+    },
+)
+@click.version_option(__version__, prog_name="pq")
+def cli():
+    """pq: industrial predictive quality.
+
+    Scores every part while it is made, explains at-risk parts in operator language, and keeps
+    the alarm load honest. Settings come from PQ_* environment variables or pq.toml.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for noisy in ("alembic", "asyncua", "werkzeug"):  # their INFO lines drown pq's own
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- pq db ---------------------------------------------------------------------------------------
+
+@cli.group()
+def db():
+    """Create, upgrade and inspect the store."""
+
+
+@db.command()
+def upgrade():
+    """Create or upgrade the database schema (and TimescaleDB hypertables where installed)."""
+    from pq.storage import migrate
+
+    store = open_store(check_schema=False)
+    version = migrate.upgrade(store)
+    click.echo(f"{store.display_url}: schema version {version}")
+
+
+@db.command()
+def info():
+    """Print the store, TimescaleDB edition, schema version and row counts."""
+    from pq.storage import info as store_info
+
+    store = open_store(check_schema=False)
+    for key, value in store_info.describe(store).items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k:<20} {v}")
+        else:
+            click.echo(f"{key:<22} {value}")
+
+
+@db.command()
+def retention():
+    """Drop raw samples older than PQ_RETENTION_DAYS (drop_chunks on TimescaleDB)."""
+    from pq.storage import timescale
+
+    store = open_store()
+    removed = timescale.apply_retention(store)
+    click.echo(f"removed {removed} {'chunks' if store.timescale_edition else 'rows'}")
+
+
+# -- pq bench ------------------------------------------------------------------------------------
+
+@cli.group(
+    cls=LazyGroup,
+    lazy={
+        "ingest": ("pq.storage.bench:ingest", "Ingest rows/s: pq's idempotent path vs raw COPY and executemany."),
+        "simulate": ("simulators.bench:bench", "Simulator values/s delivered to a subscriber, 1/10/50 lines."),
+        "features": ("pq.features.bench:features", "Feature windows: Numba batch vs pandas; streaming p99."),
+        "connect": ("connectors.bench:connect", "Connector: delivered samples/s, loss, lag vs a bare client."),
+        "train": ("models.bench:train", "Training time: 100k x 200 and the simulator's default history."),
+        "score": ("models.bench:score", "Scoring with explanations: p50/p99 latency and throughput."),
+        "edge": ("pq.edge.bench:edge", "Edge decision and commit latency for L lines x T tags x R Hz."),
+        "ui": ("ui.bench:ui", "Operator page render and live-update server time on a large store."),
+    },
+)
+def bench():
+    """Benchmarks: figures and the ratio against a baseline measured in the same run.
+
+    With --json the last line printed is one JSON object.
+    """
+
+
+def main() -> None:
+    cli(prog_name="pq")
+
+
+if __name__ == "__main__":
+    main()

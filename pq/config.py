@@ -1,0 +1,106 @@
+"""Settings: the only place pq reads its configuration.
+
+Sources, highest priority first: keyword arguments, ``PQ_*`` environment variables, a TOML file
+(``PQ_CONFIG_FILE``, default ``pq.toml`` in the working directory, optional), then the defaults
+below. Entry points call :func:`load_settings` once and pass the object down; nothing reads
+``os.environ`` or builds settings at import time.
+
+Example::
+
+    settings = load_settings(database_url="sqlite:///tmp/pq.db")
+    settings.database_url
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pq.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "settings_table"]
+
+ENV_PREFIX = "PQ_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    # --- store --------------------------------------------------------------------------------
+    database_url: str = Field(
+        "sqlite:///var/pq.db",
+        description="Store URL: sqlite:///path (embedded default) or postgresql+psycopg://user@host/db",
+    )
+    db_connect_timeout_s: float = Field(
+        30.0, ge=0, description="How long to retry an unreachable database (with backoff) before giving up"
+    )
+    db_pool_size: int = Field(5, gt=0, description="PostgreSQL connections kept open per process")
+    retention_days: int = Field(
+        90, gt=0, description="Raw samples older than this are dropped (TimescaleDB chunks or DELETE)"
+    )
+    ingest_max_future_s: float = Field(
+        300.0, ge=0, description="Samples stamped further than this in the future are rejected and counted"
+    )
+    # --- files ----------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("var"), description="Local state: spools, certificates, reports, logs, the demo database"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of pq's own loggers"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("PQ_CONFIG_FILE", "pq.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+
+def _describe_error(err: dict) -> str:
+    name = ".".join(str(p) for p in err.get("loc", ()))
+    got = err.get("input")
+    if isinstance(got, SecretStr) or "password" in name or "secret" in name:
+        got = "***"
+    expected = err.get("msg", "a valid value")
+    if err.get("type") == "extra_forbidden":
+        return f"unknown setting {ENV_PREFIX}{name.upper()} (see the settings table in README.md)"
+    return f"setting {ENV_PREFIX}{name.upper()}: got {got!r}, expected {expected[0].lower() + expected[1:]}"
+
+
+def load_settings(**overrides) -> Settings:
+    """Build the settings once, turning a bad value into a one-line :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe_error(e) for e in exc.errors())) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed pq.toml
+        raise ConfigError(f"config file {os.environ.get('PQ_CONFIG_FILE', 'pq.toml')}: {exc}") from None
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (README and docs are generated from this)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = "(secret)"
+        shown = "" if default is None else f"`{default}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)

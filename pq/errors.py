@@ -1,0 +1,57 @@
+"""Errors pq raises on purpose, each with a message an operator or integrator can act on.
+
+Hierarchy::
+
+    PQError
+    ├── ConfigError            a setting or input file is wrong (names the setting/file, got, expected)
+    ├── StorageError           the store cannot be reached or used
+    │   └── SchemaVersionError the database schema is older/newer than this code
+    ├── ConnectorError         an OPC UA connection or tag map problem
+    │   ├── ConnectionLost
+    │   └── UnknownTag
+    └── ModelError             training, registry or scoring
+        ├── NotFittedError
+        └── FeatureMismatch
+
+The CLI turns any ``PQError`` into one line on stderr and a non-zero exit; the UI shows the message.
+"""
+
+
+class PQError(Exception):
+    """Base class of every error pq raises deliberately."""
+
+
+class ConfigError(PQError):
+    """A setting, tag map, playbook or other input file is invalid."""
+
+
+class StorageError(PQError):
+    """The store is unreachable, misconfigured or refused an operation."""
+
+
+class SchemaVersionError(StorageError):
+    """The database schema does not match what this version of pq knows."""
+
+
+class ConnectorError(PQError):
+    """An OPC UA connection, subscription or tag map problem."""
+
+
+class ConnectionLost(ConnectorError):
+    """The OPC UA server went away."""
+
+
+class UnknownTag(ConnectorError):
+    """A tag or node id is not known to the server or the store."""
+
+
+class ModelError(PQError):
+    """Training, registry or scoring failed."""
+
+
+class NotFittedError(ModelError):
+    """A model was used before it was fitted."""
+
+
+class FeatureMismatch(ModelError):
+    """Feature vectors do not match what a model was trained on."""

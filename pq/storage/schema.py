@@ -1,0 +1,312 @@
+"""The whole product's schema, in SQLAlchemy Core.
+
+Owned here: every table pq stores. Migrations (``pq/storage/migrations``) create and evolve it;
+later work adds columns through a new migration rather than redesigning.
+
+Keys that make replays safe:
+- ``samples``: (tag_id, ts), the OPC UA source timestamp; a replay after an outage writes nothing twice.
+- ``parts``, ``inspections``: (line_id, serial); an inspection may arrive before its part row.
+- ``predictions``, ``alerts``, ``alert_events``: ids minted by the edge runtime (UUID text), so the
+  decision exists in memory first and its later write through the spool is idempotent.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from pq.storage.types import Json, UtcDateTime
+
+__all__ = ["metadata"] + [
+    "lines", "tags", "samples", "parts", "part_features", "inspections", "predictions",
+    "alerts", "alert_events", "alert_kpis", "model_versions", "model_deployments",
+    "training_jobs", "users", "audit_log", "playbook_versions", "component_health", "line_events",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+# BIGINT autoincrement on PostgreSQL, INTEGER (rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+TAG_ROLES = ("process", "context", "part_event", "label")
+
+lines = Table(
+    "lines", metadata,
+    Column("id", String(64), primary_key=True, comment="e.g. line-1"),
+    Column("name", String(200), nullable=False),
+    Column("station", String(200), comment="machine/station name shown to operators"),
+    Column("description", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+tags = Table(
+    "tags", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("line_id", String(64), ForeignKey("lines.id"), nullable=False),
+    Column("name", String(200), nullable=False, comment="snake_case ending in its unit: melt_temp_c"),
+    Column("unit", String(32)),
+    Column("role", String(16), nullable=False, comment="process | context | part_event | label"),
+    Column("low_limit", Float, comment="normal range, lower"),
+    Column("high_limit", Float, comment="normal range, upper"),
+    Column("node_id", String(400), comment="OPC UA node id it was read from"),
+    Column("description", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("line_id", "name"),
+)
+
+samples = Table(
+    "samples", metadata,
+    Column("tag_id", Integer, primary_key=True),
+    Column("ts", UtcDateTime, primary_key=True, comment="OPC UA source timestamp"),
+    Column("value", Float, comment="NULL when not numeric or not finite; see status"),
+    Column("status", BigInteger, nullable=False, default=0, comment="OPC UA status code; 0 = Good"),
+    Column("server_ts", UtcDateTime),
+    Column("value_text", Text, comment="non-numeric values (lot ids, product codes)"),
+)
+
+parts = Table(
+    "parts", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("line_id", String(64), ForeignKey("lines.id"), nullable=False),
+    Column("serial", String(100), nullable=False),
+    Column("cycle_start", UtcDateTime),
+    Column("cycle_end", UtcDateTime, nullable=False),
+    Column("product", String(100)),
+    Column("material_lot", String(100)),
+    Column("shift", String(16)),
+    Column("context", Json, comment="context signal values at cycle start"),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("line_id", "serial"),
+    Index(None, "line_id", "cycle_end"),
+)
+
+part_features = Table(
+    "part_features", metadata,
+    Column("part_id", BigId, ForeignKey("parts.id", ondelete="CASCADE"), primary_key=True),
+    Column("feature_set_version", String(64), primary_key=True),
+    Column("source", String(16), nullable=False, comment="edge (served) | backfill"),
+    Column("features", Json, nullable=False, comment="{feature name: value}; NaN as null"),
+    Column("reason", Text, comment="why some features are NaN; empty when complete"),
+    Column("computed_at", UtcDateTime, nullable=False),
+)
+
+inspections = Table(
+    "inspections", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("line_id", String(64), nullable=False),
+    Column("serial", String(100), nullable=False),
+    Column("defect", Boolean, nullable=False),
+    Column("defect_code", String(64)),
+    Column("inspected_at", UtcDateTime, nullable=False),
+    Column("source", String(32), nullable=False, default="inspection", comment="inspection | import"),
+    UniqueConstraint("line_id", "serial"),
+)
+
+predictions = Table(
+    "predictions", metadata,
+    Column("id", String(36), primary_key=True, comment="UUID minted at the edge"),
+    Column("decided_at", UtcDateTime, primary_key=True),
+    Column("line_id", String(64), nullable=False),
+    Column("serial", String(100), nullable=False),
+    Column("model_version_id", Integer),
+    Column("feature_set_version", String(64)),
+    Column("score", Float, comment="calibrated defect probability; NULL when not scored"),
+    Column("threshold", Float),
+    Column("decision", String(16), nullable=False, comment="ok | at_risk | not_scored"),
+    Column("reason", Text, comment="why not scored, in plain words"),
+    Column("contributions", Json, comment="per-signal TreeSHAP contributions, top first"),
+    Column("latency_ms", Float, comment="cycle-complete notification to decision"),
+    Index(None, "line_id", "decided_at"),
+    Index(None, "line_id", "serial"),
+)
+
+ALERT_STATES = ("active", "acknowledged", "cleared", "shelved", "suppressed")
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", String(36), primary_key=True, comment="UUID minted at the edge"),
+    Column("line_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False, default="part", comment="part | flood | system"),
+    Column("cause", String(200), nullable=False, comment="signal or mechanism key; one active alert per line+cause"),
+    Column("state", String(16), nullable=False, comment="active | acknowledged | cleared | shelved | suppressed"),
+    Column("severity", String(16), nullable=False, comment="low | medium | high"),
+    Column("serial", String(100), comment="latest part that raised or updated it"),
+    Column("station", String(200)),
+    Column("product", String(100)),
+    Column("material_lot", String(100)),
+    Column("shift", String(16)),
+    Column("score", Float),
+    Column("title", Text, nullable=False, comment="what is wrong, in one operator sentence"),
+    Column("action", Text, comment="recommended action from the playbook"),
+    Column("explanation", Json, comment="top signals: value, normal range for today's conditions, direction"),
+    Column("model_version_id", Integer),
+    Column("repeat_count", Integer, nullable=False, default=1),
+    Column("raised_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("acked_at", UtcDateTime),
+    Column("acked_by", String(100)),
+    Column("cleared_at", UtcDateTime),
+    Column("shelved_until", UtcDateTime),
+    Column("shelve_reason", Text),
+    Column("feedback", String(16), comment="confirmed | false_alarm | not_checked"),
+    Column("feedback_comment", Text),
+    Column("feedback_by", String(100)),
+    Column("feedback_at", UtcDateTime),
+    Index(None, "line_id", "state", "raised_at"),
+    Index(None, "state", "raised_at"),
+)
+
+alert_events = Table(
+    "alert_events", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("alert_id", String(36), nullable=False),
+    Column("event", String(16), nullable=False,
+           comment="raised | updated | acknowledged | shelved | unshelved | cleared | suppressed | feedback"),
+    Column("at", UtcDateTime, nullable=False),
+    Column("username", String(100), comment="who; 'edge' for the runtime"),
+    Column("detail", Json),
+    Index(None, "alert_id", "at"),
+)
+
+alert_kpis = Table(
+    "alert_kpis", metadata,
+    Column("line_id", String(64), primary_key=True),
+    Column("period_start", UtcDateTime, primary_key=True),
+    Column("period_s", Integer, primary_key=True),
+    Column("alerts", Integer, nullable=False),
+    Column("floods", Integer, nullable=False, default=0),
+    Column("alerts_per_10min_max", Float),
+    Column("mean_time_to_ack_s", Float),
+    Column("top_causes", Json),
+    Column("computed_at", UtcDateTime, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, comment="e.g. defect"),
+    Column("version", Integer, nullable=False),
+    Column("line_id", String(64), comment="NULL = all lines"),
+    Column("product", String(100), comment="NULL = all products"),
+    Column("kind", String(32), nullable=False, default="environment-aware", comment="environment-aware | naive"),
+    Column("feature_set_version", String(64), nullable=False),
+    Column("feature_names", Json, nullable=False),
+    Column("train_start", UtcDateTime),
+    Column("train_end", UtcDateTime),
+    Column("params", Json),
+    Column("metrics", Json, comment="overall validation metrics"),
+    Column("regime_metrics", Json, comment="per environmental regime"),
+    Column("threshold", Float, nullable=False),
+    Column("card", Json, comment="model card: data, threshold rule, limits"),
+    Column("artifact", LargeBinary, nullable=False),
+    Column("artifact_sha256", String(64), nullable=False),
+    Column("trained_by", String(100)),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("name", "version"),
+)
+
+model_deployments = Table(
+    "model_deployments", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scope", String(200), nullable=False, comment="line/product the version serves, '*' for all"),
+    Column("model_version_id", Integer, ForeignKey("model_versions.id"), nullable=False),
+    Column("action", String(16), nullable=False, comment="promote | rollback"),
+    Column("approved_by", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("override", Boolean, nullable=False, default=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index(None, "scope", "at"),
+)
+
+training_jobs = Table(
+    "training_jobs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("status", String(16), nullable=False, comment="queued | running | done | failed"),
+    Column("progress", Float, nullable=False, default=0.0, comment="0..1"),
+    Column("message", Text),
+    Column("params", Json),
+    Column("requested_by", String(100)),
+    Column("model_version_id", Integer),
+    Column("error", Text),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+)
+
+USER_ROLES = ("operator", "engineer", "admin")
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("password_hash", String(300), nullable=False),
+    Column("role", String(16), nullable=False, comment="operator | engineer | admin"),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", UtcDateTime),
+    Column("last_login_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("username", String(100), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200)),
+    Column("detail", Json),
+    Column("client", String(100), comment="remote address or 'cli'"),
+    Index(None, "at"),
+    Index(None, "action", "at"),
+)
+
+playbook_versions = Table(
+    "playbook_versions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("content", Text, nullable=False, comment="TOML, validated before it is stored"),
+    Column("author", String(100), nullable=False),
+    Column("comment", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+component_health = Table(
+    "component_health", metadata,
+    Column("component", String(200), primary_key=True, comment="connector:NAME | edge:LINE"),
+    Column("line_id", String(64)),
+    Column("state", String(32), nullable=False, comment="e.g. connected | lost | scoring | degraded"),
+    Column("detail", Json, comment="samples/s, spool depth and age, drops, reconnects, freshness ..."),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+line_events = Table(
+    "line_events", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("line_id", String(64)),
+    Column("source", String(200), nullable=False),
+    Column("kind", String(32), nullable=False, comment="connection_lost | connection_recovered | gap | degraded | ..."),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime),
+    Column("detail", Json),
+    Index(None, "line_id", "started_at"),
+)
