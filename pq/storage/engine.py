@@ -113,7 +113,8 @@ class Store:
                 return
             except OperationalError as exc:
                 reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                if time.monotonic() + delay > deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise StorageError(
                         f"database {self.display_url} unreachable after {timeout_s:.0f} s: {reason}"
                     ) from None
@@ -121,7 +122,7 @@ class Store:
                     logger.warning("database %s unreachable, retrying for up to %.0f s: %s",
                                    self.display_url, timeout_s, reason)
                     warned = True
-                time.sleep(delay)
+                time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 5.0)
 
     def dispose(self) -> None:
