@@ -73,16 +73,15 @@ class IngestResult:
 
 
 def to_epoch_us(ts) -> np.ndarray:
-    """Timestamps (aware/UTC datetime64, pandas Series, or float epoch seconds) to int64 Unix µs; NaT -> min int."""
-    arr = ts.to_numpy() if isinstance(ts, (pd.Series, pd.Index)) else np.asarray(ts)
-    if arr.dtype.kind == "f":
+    """Timestamps (datetimes, tz-aware or UTC-naive, or float epoch seconds) to int64 Unix µs; NaT -> min int64."""
+    arr = ts.to_numpy() if isinstance(ts, (pd.Series, pd.Index)) and ts.dtype.kind == "f" else ts
+    if getattr(arr, "dtype", None) is not None and arr.dtype.kind == "f":
         out = np.full(arr.shape, np.iinfo(np.int64).min, dtype=np.int64)
         ok = np.isfinite(arr)
         out[ok] = np.round(arr[ok] * 1e6).astype(np.int64)
         return out
-    if arr.dtype == object:  # tz-aware values that pandas kept as objects
-        arr = pd.to_datetime(pd.Series(arr), utc=True).dt.tz_localize(None).to_numpy()
-    return arr.astype("datetime64[us]").astype(np.int64)
+    index = pd.DatetimeIndex(pd.to_datetime(arr, utc=True))  # vectorised, keeps NaT
+    return index.as_unit("us").asi8.copy()
 
 
 def _known_tags(store: Store, wanted: np.ndarray) -> np.ndarray:

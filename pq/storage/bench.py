@@ -1,0 +1,124 @@
+"""``pq bench ingest``: pq's idempotent ingest path against the plain ways, in the same run.
+
+Writes N samples into the configured store under a scratch line (``bench``) and removes them
+afterwards. On PostgreSQL the baselines are psycopg's own binary ``COPY`` (``write_row``, not
+idempotent: the ceiling) and ``executemany`` of plain INSERTs; on SQLite, SQLAlchemy Core
+executemany inserts.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+import numpy as np
+import pandas as pd
+from sqlalchemy import delete, insert
+
+from pq.bench import emit, json_option
+from pq.storage import schema
+from pq.storage.catalog import TagDef, ensure_tags
+from pq.storage.engine import Store
+from pq.storage.samples import write_samples
+
+__all__ = ["ingest"]
+
+_TAGS = 20
+
+
+def _frame(tag_ids: np.ndarray, n: int, start: pd.Timestamp) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({
+        "tag_id": tag_ids[np.arange(n) % len(tag_ids)],
+        "ts": start + pd.to_timedelta(np.arange(n) // len(tag_ids) * 100, unit="ms"),
+        "value": rng.normal(200, 5, n),
+        "status": np.zeros(n, np.int64),
+    })
+
+
+def _ours(store: Store, frame: pd.DataFrame, batch: int) -> float:
+    t0 = time.perf_counter()
+    written = 0
+    for i in range(0, len(frame), batch):
+        written += write_samples(store, frame.iloc[i:i + batch]).written
+    elapsed = time.perf_counter() - t0
+    assert written == len(frame), f"wrote {written} of {len(frame)}"
+    return len(frame) / elapsed
+
+
+def _pg_copy(store: Store, frame: pd.DataFrame) -> float:
+    rows = list(zip(frame.tag_id.tolist(), frame.ts.dt.to_pydatetime().tolist(), frame.value.tolist(),
+                    frame.status.tolist()))
+    raw = store.engine.raw_connection()
+    try:
+        t0 = time.perf_counter()
+        with raw.driver_connection.cursor() as cur:
+            with cur.copy("COPY samples (tag_id, ts, value, status) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int4", "timestamptz", "float8", "int8"])
+                for row in rows:
+                    copy.write_row(row)
+        raw.driver_connection.commit()
+        return len(rows) / (time.perf_counter() - t0)
+    finally:
+        raw.close()
+
+
+def _pg_executemany(store: Store, frame: pd.DataFrame) -> float:
+    rows = list(zip(frame.tag_id.tolist(), frame.ts.dt.to_pydatetime().tolist(), frame.value.tolist(),
+                    frame.status.tolist()))
+    raw = store.engine.raw_connection()
+    try:
+        t0 = time.perf_counter()
+        with raw.driver_connection.cursor() as cur:
+            cur.executemany("INSERT INTO samples (tag_id, ts, value, status) VALUES (%s, %s, %s, %s)", rows)
+        raw.driver_connection.commit()
+        return len(rows) / (time.perf_counter() - t0)
+    finally:
+        raw.close()
+
+
+def _core_executemany(store: Store, frame: pd.DataFrame) -> float:
+    rows = [dict(tag_id=t, ts=ts, value=v, status=s) for t, ts, v, s in
+            zip(frame.tag_id.tolist(), frame.ts.dt.to_pydatetime().tolist(), frame.value.tolist(),
+                frame.status.tolist())]
+    t0 = time.perf_counter()
+    with store.engine.begin() as conn:
+        conn.execute(insert(schema.samples), rows)
+    return len(rows) / (time.perf_counter() - t0)
+
+
+@click.command()
+@click.option("-n", "--rows", default=2_000_000, show_default=True, help="Samples written by pq's path.")
+@click.option("--baseline-rows", default=200_000, show_default=True,
+              help="Samples written by each baseline (executemany is slow; its rate is what counts).")
+@click.option("--batch", default=100_000, show_default=True, help="Samples per write_samples call.")
+@json_option
+def ingest(rows: int, baseline_rows: int, batch: int, as_json: bool):
+    """Ingest rows/s: pq's idempotent path vs raw COPY and executemany, same run, same store."""
+    from pq.cli import open_store
+
+    store = open_store()
+    ids = ensure_tags(store, "bench", [TagDef(f"bench{i}_c", "°C") for i in range(3 * _TAGS)])
+    tag_ids = np.array([ids[f"bench{i}_c"] for i in range(3 * _TAGS)])
+    start = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(days=2)
+    try:
+        figures: dict = {"store": store.dialect, "timescaledb": store.timescale_edition or "none", "rows": rows}
+        figures["pq_rows_per_s"] = _ours(store, _frame(tag_ids[:_TAGS], rows, start), batch)
+        replay = _frame(tag_ids[:_TAGS], min(rows, batch), start)
+        t0 = time.perf_counter()
+        result = write_samples(store, replay)
+        figures["pq_replay_rows_per_s"] = len(replay) / (time.perf_counter() - t0)
+        figures["replay_duplicates_written"] = result.written
+        base = _frame(tag_ids[_TAGS:2 * _TAGS], baseline_rows, start)
+        if store.dialect == "postgresql":
+            figures["copy_rows_per_s"] = _pg_copy(store, _frame(tag_ids[2 * _TAGS:], baseline_rows, start))
+            figures["executemany_rows_per_s"] = _pg_executemany(store, base)
+            figures["ratio_vs_copy"] = figures["pq_rows_per_s"] / figures["copy_rows_per_s"]
+        else:
+            figures["executemany_rows_per_s"] = _core_executemany(store, base)
+        figures["ratio"] = figures["pq_rows_per_s"] / figures["executemany_rows_per_s"]
+        figures["loss"] = 0
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(delete(schema.samples).where(schema.samples.c.tag_id.in_(tag_ids.tolist())))
+    emit("ingest", figures, as_json)
