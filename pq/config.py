@@ -60,6 +60,56 @@ class Settings(BaseSettings):
         "INFO", description="Log level of pq's own loggers"
     )
 
+    # --- Connector / spool (issue 4: connectors/, pq/spool/, pq/health.py) -------------------------
+    spool_dir: Path | None = Field(
+        None, description="Directory of the durable spools (one SQLite file per connector); default PQ_DATA_DIR/spool"
+    )
+    spool_max_mb: float = Field(
+        512.0, gt=0, description="Size bound of one spool (payload MB); what happens when full is PQ_SPOOL_FULL_POLICY"
+    )
+    spool_full_policy: Literal["block", "drop_oldest"] = Field(
+        "block",
+        description="Spool full: block = keep data upstream and wait for the store (back-pressure, counted); "
+        "drop_oldest = delete the oldest records (counted, logged)",
+    )
+    spool_block_timeout_s: float = Field(
+        5.0, ge=0, description="How long one spool append waits for room under the block policy before it is retried"
+    )
+    spool_fsync: Literal["full", "normal"] = Field(
+        "full",
+        description="full = every spool append is fsynced (survives power loss); normal = survives a killed "
+        "process, not a power cut",
+    )
+    connector_flush_interval_ms: int = Field(
+        100, gt=0, description="How often the connector moves received samples into the spool (one record per flush)"
+    )
+    connector_buffer_max_samples: int = Field(
+        500_000, gt=0,
+        description="Samples held in memory while the spool refuses appends; beyond this the newest are dropped and counted",
+    )
+    connector_reconnect_max_delay_s: float = Field(
+        2.0, gt=0, description="Longest wait between OPC UA reconnect attempts (exponential backoff cap)"
+    )
+    connector_watchdog_s: float = Field(
+        1.0, gt=0, description="OPC UA liveness probe interval; a server that does not answer within it is treated as hung"
+    )
+    connector_request_timeout_s: float = Field(
+        4.0, gt=0, description="Timeout of one OPC UA request (browse, read, create subscription)"
+    )
+    connector_health_interval_s: float = Field(
+        5.0, gt=0, description="How often a connector writes its component_health row"
+    )
+    pki_dir: Path | None = Field(
+        None, description="Client certificate, key and trust list for OPC UA security; default PQ_DATA_DIR/pki"
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset = off)"
+    )
+    metrics_addr: str = Field(
+        "127.0.0.1", description="Address the Prometheus metrics server binds to"
+    )
+    # --- end Connector / spool ------------------------------------------------------------------------
+
     @classmethod
     def settings_customise_sources(
         cls,
