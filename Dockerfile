@@ -1,0 +1,15 @@
+# The pq image: one image for the UI, the edge runtime per line, migrations and the simulator.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/var/lib/pq/numba-cache
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY pq ./pq
+COPY connectors ./connectors
+COPY models ./models
+COPY ui ./ui
+COPY simulators ./simulators
+RUN pip install --no-cache-dir . && useradd --system --home /var/lib/pq pq && mkdir -p /var/lib/pq && chown pq /var/lib/pq
+USER pq
+EXPOSE 8050 4840 9101
+CMD ["pq", "--help"]
