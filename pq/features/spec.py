@@ -55,6 +55,7 @@ __all__ = [
     "FeatureSet",
     "FeatureSpecError",
     "UnknownTagError",
+    "FeatureInputError",
     "load_feature_set",
     "parse_feature_set",
     "DEFAULT_SPEC_PATH",
@@ -62,18 +63,19 @@ __all__ = [
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("default_spec.toml")
 
-try:  # the lead's error hierarchy, when it exists; features must work without it
-    from pq.errors import ConfigError as _ConfigBase  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on what has landed
-    _ConfigBase = ValueError  # type: ignore[assignment,misc]
+from pq.errors import ConfigError, PQError, UnknownTag
 
 
-class FeatureSpecError(_ConfigBase):  # type: ignore[misc,valid-type]
+class FeatureSpecError(ConfigError):
     """A feature spec is malformed: the message names the entry, what arrived and what was expected."""
 
 
-class UnknownTagError(FeatureSpecError):
+class UnknownTagError(FeatureSpecError, UnknownTag):
     """The spec references tags that the tag catalog does not know."""
+
+
+class FeatureInputError(PQError, ValueError):
+    """Samples or parts handed to the feature code have the wrong shape, dtype or columns."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -128,7 +130,8 @@ def _check_name(kind: str, name: Any) -> str:
 class WindowDef:
     """A window relative to the part's cycle: bound = cycle_start + frac * duration + offset_s.
 
-    Both bounds are clipped to [cycle_start, cycle_end]; the window is half-open [start, end).
+    Both bounds are clipped to [cycle_start, cycle_end]; the window is (start, end]: a value stamped
+    exactly at the cycle end (per-cycle actual values are written then) belongs to that cycle.
     `cycle` is (0, 0, 1, 0); `last_s = 5` is (1, -5, 1, 0); `first_s = 2` is (0, 0, 0, 2).
     """
 
@@ -354,7 +357,7 @@ class DerivedFeature:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FeatureSet:
     """A versioned, immutable feature set. `feature_names` fixes the vector order everywhere."""
 
