@@ -178,3 +178,19 @@ def test_retention_drops_old_samples(store):
     removed = timescale.apply_retention(store)
     assert removed >= 1
     assert _count(store, schema.samples) == 1
+
+
+def test_large_batches_split_across_connections_stay_idempotent(store):
+    ids = _tags(store, 2)
+    n = 60_000  # above the two-connection threshold on PostgreSQL
+    start = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(days=1)
+    frame = pd.DataFrame({
+        "tag_id": np.array(list(ids.values()))[np.arange(n) % 2],
+        "ts": start + pd.to_timedelta(np.arange(n) // 2 * 100, unit="ms"),
+        "value": np.arange(n, dtype=float),
+        "status": 0,
+    })
+    assert write_samples(store, frame.iloc[: n // 3]).written == n // 3  # an earlier partial write
+    result = write_samples(store, frame)
+    assert result.written == n - n // 3 and result.duplicates == n // 3
+    assert _count(store, schema.samples) == n
