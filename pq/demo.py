@@ -1,0 +1,190 @@
+"""``pq demo``: the whole product on one machine, from nothing, in one command.
+
+Every step is a real ``pq`` command run as a child process, so the demo exercises exactly what a
+plant runs and this module imports none of connectors, models, ui or simulators:
+
+1. ``pq db upgrade`` on the configured store (the embedded SQLite file by default);
+2. demo users (printed with their passwords; demo only);
+3. if no model is in production: ``pq simulate history`` → ``pq db load`` → ``pq features backfill``
+   → ``pq train`` → ``pq models promote`` (progress shown by each step);
+4. the simulator (``pq simulate serve``), one ``pq edge run`` per line, and ``pq ui``;
+5. prints the address and credentials, forwards scenario changes requested in the UI to the
+   simulator, and on Ctrl-C (or after ``--duration``) stops every child, process group and all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from sqlalchemy import func, select
+
+__all__ = ["demo", "DEMO_USERS"]
+
+logger = logging.getLogger(__name__)
+
+# Demo only: printed at start. Outside the demo there are no default passwords.
+DEMO_USERS = (("operator", "operator", "operator-demo"), ("engineer", "engineer", "engineer-demo"),
+              ("admin", "admin", "admin-demo-pw"))
+
+
+def _pq(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pq.cli", *args]
+
+
+def _run_step(title: str, *args: str, env: dict) -> None:
+    click.secho(f"\n▶ {title}", bold=True)
+    started = time.monotonic()
+    proc = subprocess.run(_pq(*args), env=env)
+    if proc.returncode != 0:
+        raise click.ClickException(f"demo step failed: pq {' '.join(args)} (exit {proc.returncode})")
+    click.echo(f"  done in {time.monotonic() - started:.0f} s")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_for_port(port: int, timeout_s: float, children: dict) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _port_free(port):
+            return
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                raise click.ClickException(f"{name} exited with status {proc.returncode} while starting")
+        time.sleep(0.3)
+    raise click.ClickException(f"nothing answered on port {port} after {timeout_s:.0f} s")
+
+
+def _stop(children: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for name, proc in children.items():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop within %.0f s: killing it", name, grace_s)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _has_production_model(store) -> bool:
+    from pq.storage import schema
+
+    with store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(schema.model_deployments)).scalar() > 0
+
+
+def _requested_scenario(store) -> str | None:
+    """A scenario an engineer asked for in the UI (component_health row 'simulator')."""
+    from pq.storage import schema
+
+    with store.engine.connect() as conn:
+        row = conn.execute(select(schema.component_health.c.detail).where(
+            schema.component_health.c.component == "simulator")).first()
+    return (row.detail or {}).get("requested_scenario") if row else None
+
+
+@click.command()
+@click.option("--lines", default=2, show_default=True, type=click.IntRange(1, 10), help="Simulated lines.")
+@click.option("--history-days", default=1.0, show_default=True, type=click.FloatRange(0.1, 30),
+              help="Days of history generated for the first model.")
+@click.option("--sample-hz", default=2.0, show_default=True, type=click.FloatRange(0.5, 50),
+              help="Sample rate of every signal, in history and live (the model sees the same rate).")
+@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(0.1, 100),
+              help="Simulated time per wall-clock second.")
+@click.option("--scenario", default="normal", show_default=True, help="Simulator scenario at start.")
+@click.option("--port", default=8050, show_default=True, help="UI port.")
+@click.option("--opcua-port", default=4840, show_default=True, help="Simulator OPC UA port.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C).")
+@click.option("--retrain", is_flag=True, help="Generate history and train even if a model is in production.")
+def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, duration, retrain):
+    """One-command demo: simulator, history, first model, edge runtimes and UI.
+
+    Uses the configured store (by default the embedded SQLite file under PQ_DATA_DIR). Prints the
+    UI address and the demo users; Ctrl-C stops everything cleanly.
+    """
+    from pq.auth.users import ensure_user
+    from pq.cli import get_settings
+    from pq.storage import Store, migrate
+
+    settings = get_settings()
+    for p in (port, opcua_port):
+        if not _port_free(p):
+            raise click.ClickException(f"port {p} is in use: choose another with --port / --opcua-port")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("NUMBA_CACHE_DIR", str(Path(settings.data_dir) / "numba-cache"))
+    work = Path(settings.data_dir) / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+
+    store = Store.open(settings)
+    migrate.upgrade(store)
+    for username, role, password in DEMO_USERS:
+        ensure_user(store, username, password, role, actor="demo")
+
+    line_ids = [f"line-{i + 1}" for i in range(lines)]
+    if retrain or not _has_production_model(store):
+        history = work / "history"
+        _run_step(f"Generating {history_days:g} day(s) of history for {lines} line(s)", "simulate", "history",
+                  "--days", str(history_days), "--lines", str(lines), "--sample-hz", str(sample_hz),
+                  "--out", str(history), env=env)
+        _run_step("Loading history into the store", "db", "load", str(history), env=env)
+        _run_step("Computing feature vectors (Numba batch path)", "features", "backfill", env=env)
+        _run_step("Training the environment-aware defect model", "train", "--trained-by", "demo", env=env)
+        _run_step("Promoting it to production", "models", "promote", "--latest", "--approved-by", "demo",
+                  "--reason", "demo: first model", env=env)
+
+    tagmaps = work / "tagmaps"
+    _run_step("Writing tag maps for the simulator", "connect", "tagmap-simulator", "--lines", str(lines),
+              "--endpoint", f"opc.tcp://127.0.0.1:{opcua_port}", "--out-dir", str(tagmaps), env=env)
+
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        children["simulator"] = subprocess.Popen(
+            _pq("simulate", "serve", "--lines", str(lines), "--port", str(opcua_port), "--speed", str(speed),
+                "--sample-hz", str(sample_hz), "--scenario", scenario), env=env, start_new_session=True)
+        _wait_for_port(opcua_port, 60, children)
+        for line_id in line_ids:
+            children[f"edge {line_id}"] = subprocess.Popen(
+                _pq("edge", "run", "--line", line_id, "--tagmap", str(tagmaps / f"{line_id}.toml")),
+                env=env, start_new_session=True)
+        children["ui"] = subprocess.Popen(_pq("ui", "--port", str(port)), env=env, start_new_session=True)
+        _wait_for_port(port, 60, children)
+
+        click.secho(f"\npq demo is running: http://127.0.0.1:{port}/", bold=True, fg="green")
+        click.echo("Demo users (demo only; create real ones with `pq users add`):")
+        for username, role, password in DEMO_USERS:
+            click.echo(f"  {username:<10} password {password:<15} ({role})")
+        click.echo("Switch the simulator's scenario on the Models page (e.g. heatwave). Ctrl-C stops everything.")
+
+        deadline = time.monotonic() + duration if duration else None
+        current = scenario
+        while deadline is None or time.monotonic() < deadline:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    raise click.ClickException(f"{name} stopped unexpectedly (exit {proc.returncode})")
+            wanted = _requested_scenario(store)
+            if wanted and wanted != current:
+                result = subprocess.run(_pq("simulate", "set-scenario", wanted, "--endpoint",
+                                            f"opc.tcp://127.0.0.1:{opcua_port}"), env=env)
+                if result.returncode == 0:
+                    click.echo(f"simulator scenario: {current} -> {wanted}")
+                    current = wanted
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        click.echo("\nstopping ...")
+    finally:
+        _stop(children)
+        store.dispose()
+    click.echo("pq demo stopped.")
