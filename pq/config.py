@@ -110,6 +110,38 @@ class Settings(BaseSettings):
     )
     # --- end Connector / spool ------------------------------------------------------------------------
 
+    # --- Models (issue 6: models/) -------------------------------------------------------------------
+    model_feature_set: str = Field(
+        "default-1", description="Feature-set version `pq train` and `pq report robustness` use by default"
+    )
+    model_alarm_budget_per_h: float | None = Field(
+        2.0, gt=0, description="Alert threshold rule: at most this many alerts per hour per line on validation "
+        "(unset to use PQ_MODEL_TARGET_RECALL alone)"
+    )
+    model_target_recall: float | None = Field(
+        None, gt=0, le=1, description="Alert threshold rule: catch at least this share of defects on validation "
+        "(with a budget too, the budget wins)"
+    )
+    model_cv_folds: int = Field(3, ge=2, le=10, description="Validation folds (contiguous stretches of days and lots)")
+    model_seed: int = Field(42, description="Random seed of training: the same data and seed give the same model")
+    model_threads: int = Field(2, gt=0, description="LightGBM threads for training and batch scoring")
+    model_min_labelled_parts: int = Field(
+        200, gt=0, description="Training refuses fewer labelled parts than this (label delay: unlabelled parts are left out)"
+    )
+    model_min_defects: int = Field(
+        10, gt=0, description="Training refuses fewer defective (or good) labelled parts than this"
+    )
+    model_label_precedence: Literal["inspection", "feedback"] = Field(
+        "inspection", description="Which label wins when a part has both: the inspection result, or operator feedback "
+        "(confirmed / false alarm) on its alert"
+    )
+    model_promotion_margin: float = Field(
+        0.02, ge=0, le=1, description="Promotion refuses a model whose false-alarm rate or recall in any regime band is "
+        "worse than production's by more than this (explicit, audited override)"
+    )
+    model_explain_top_n: int = Field(5, gt=0, le=50, description="Signals listed in a score's explanation")
+    # --- end Models -----------------------------------------------------------------------------------
+
     @classmethod
     def settings_customise_sources(
         cls,
