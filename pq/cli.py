@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -156,6 +157,27 @@ def info():
                 click.echo(f"  {k:<20} {v}")
         else:
             click.echo(f"{key:<22} {value}")
+
+
+@db.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def load(directory: Path):
+    """Load a history directory (tags, parts with labels, raw samples) into the store.
+
+    DIRECTORY is what `pq simulate history --out DIR` writes, or a historian export of that shape.
+    Loading twice stores everything once.
+    """
+    from pq.storage.history import load_history_dir
+
+    store = open_store()
+    with click.progressbar(length=1000, label="loading history", show_eta=True) as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.label = message
+            bar.update(int(fraction * 1000) - bar.pos)
+
+        result = load_history_dir(store, directory, progress=progress)
+    click.echo(f"{result.parts:,} parts, {result.inspections:,} inspections, {result.written:,} samples written "
+               f"({result.duplicates:,} already stored, {result.rejected_total:,} rejected: {result.rejected or 'none'})")
 
 
 @db.command()
