@@ -1,0 +1,626 @@
+"""The process model of one injection-moulding line: pure, seeded, deterministic, no asyncio.
+
+Owns the physics-flavoured model behind every value the simulator publishes: environment (hall
+temperature and humidity, shared by all lines of a plant), material lots, dryer, tool wear, shifts,
+the machine's set-points and latent process deviations, the hidden defect mechanisms and the
+inspection station. Both drivers step this same model: the live OPC UA server
+(``simulators.server``) paces it against the wall clock, history generation (``simulators.history``)
+runs it flat out. Imports nothing of ``pq`` (numpy only).
+
+Time is integer microseconds since the model's ``start``. One call to :meth:`LineModel.next_cycle`
+makes one part and returns a :class:`Cycle` with every value to publish and the ground truth.
+
+Example::
+
+    m = LineModel("line-1", seed=7, start=datetime(2025, 6, 1, tzinfo=timezone.utc))
+    c = m.next_cycle()
+    c.serial, c.truth["defect_prob"], c.cont[0].name
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from .scenarios import Scenario, get_scenario, parse_schedule
+from .signals import CONTINUOUS_SIGNALS, serial_prefix
+
+# OPC UA status codes used by the model (values from OPC 10000-6 / asyncua.ua.StatusCodes)
+GOOD = 0x00000000
+UNCERTAIN_LAST_USABLE = 0x40900000
+UNCERTAIN_SENSOR_NOT_ACCURATE = 0x40930000
+BAD_COMMUNICATION_ERROR = 0x80050000
+BAD_SENSOR_FAILURE = 0x808C0000
+
+
+def is_bad(status: int) -> bool:
+    return (status & 0xC0000000) == 0x80000000
+
+
+REFERENCE_MFI = 22.0  # g/10min the products' base set-points are written for
+US = 1_000_000
+
+
+@dataclass(frozen=True)
+class Supplier:
+    name: str
+    code: str
+    mfi_mean: float
+    mfi_sd: float
+    moisture_mean: float  # % as received
+    moisture_sd: float
+
+
+SUPPLIERS: dict[str, Supplier] = {
+    "Polymera": Supplier("Polymera", "PM", 22.0, 1.4, 0.10, 0.025),
+    "NovaResin": Supplier("NovaResin", "NR", 16.0, 1.2, 0.19, 0.035),
+}
+
+
+@dataclass(frozen=True)
+class Product:
+    name: str
+    melt_c: float  # melt set-point at REFERENCE_MFI
+    mould_c: float
+    inj_bar: float  # peak injection pressure at REFERENCE_MFI
+    hold_bar: float
+    inj_time_s: float
+    hold_time_s: float
+    cooling_s: float
+    clamp_kn: float
+    cushion_mm: float
+    screw_rpm: float
+    close_s: float
+    open_s: float
+
+
+PRODUCTS: tuple[Product, ...] = (
+    Product("HSG-1040", 238.0, 60.0, 1000.0, 560.0, 1.30, 4.0, 9.0, 950.0, 4.5, 110.0, 1.2, 2.2),
+    Product("CLP-2210", 232.0, 56.0, 860.0, 480.0, 0.95, 2.6, 6.2, 700.0, 3.6, 130.0, 1.0, 1.8),
+    Product("CVR-3300", 244.0, 64.0, 1150.0, 620.0, 1.70, 5.5, 13.0, 1150.0, 5.5, 95.0, 1.4, 2.6),
+)
+
+SHIFTS = (("C", 0, 6), ("A", 6, 14), ("B", 14, 22), ("C", 22, 24))
+# operator habits per shift: set-point offsets that are within spec and make no bad parts
+SHIFT_OFFSETS = {"A": (0.0, 0.0, 0.0), "B": (0.8, 0.5, 4.0), "C": (-0.6, -0.8, -3.0)}  # melt, mould, hold
+
+# latent process deviations: (name, AR(1) sigma, excursion magnitude)
+LATENTS = (
+    ("melt", 1.6, -11.0),  # °C, barrel heater band failure -> cold melt
+    ("inj", 14.0, 120.0),  # bar, pressure control overshoot
+    ("hold", 9.0, -70.0),  # bar, hold pressure valve
+    ("cool", 0.25, -2.0),  # s, cooling time cut short
+    ("dry", 1.3, 12.0),  # °C dew point, dryer regeneration fault
+    ("mould", 0.7, 0.0),  # °C, mould temperature controller wander (no quality effect)
+)
+_LAT = {name: i for i, (name, _, _) in enumerate(LATENTS)}
+N_EXCURSION_TYPES = 5  # the first five latents have excursions
+EXCURSION_START_P = 0.0006  # per cycle and type
+AR_PHI = 0.95
+
+MECHANISMS = ("short_shot", "flash", "sink_mark", "splay", "contamination")
+DEFECT_CODES = {
+    "short_shot": "SHORT_SHOT",
+    "flash": "FLASH",
+    "sink_mark": "SINK_MARK",
+    "splay": "SPLAY",
+    "contamination": "CONTAMINATION",
+}
+
+MECHANISM_DOC = (
+    ("short_shot", "SHORT_SHOT",
+     "melt too cold for the lot's flow: severity = -(melt - melt_needed(MFI))/4 - (inj_pressure - "
+     "needed)/60; melt_needed = product melt + 2.6 °C per g/10min below 22. Signature: low melt and "
+     "barrel zone 2 relative to the lot's MFI, higher peak pressure, larger cushion."),
+    ("flash", "FLASH",
+     "pressure too high on a worn tool: severity = (inj_pressure - needed(MFI))/45 + (melt - needed)/8 + "
+     "(tool_wear_shots/30000)^2. Signature: high peak pressure relative to MFI, small cushion, "
+     "lower clamp force and more vibration on a worn tool."),
+    ("sink_mark", "SINK_MARK",
+     "not enough packing: severity = -(hold - needed(MFI))/30 - (cooling - needed(mould temp))/0.8. "
+     "Signature: low hold pressure, larger cushion, or cooling time short for the mould temperature."),
+    ("splay", "SPLAY",
+     "moisture: severity = (dew_point - expected(humidity))/4 + 0.6 * lot moisture z-score within its "
+     "supplier; expected dew point = -40 + 0.22 (RH - 48). Signature: dew point high for the humidity, "
+     "wet lot, slightly lower injection pressure."),
+    ("contamination", "CONTAMINATION", "random 0.3 % (black specks); not learnable, the floor of any model."),
+)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _mech_p(severity: float, pmax: float = 0.6, threshold: float = 2.3, slope: float = 3.0) -> float:
+    return pmax * _sigmoid(slope * (severity - threshold))
+
+
+@dataclass
+class ContSamples:
+    """Regularly sampled values of one continuous signal within one cycle."""
+
+    name: str
+    t_us: np.ndarray  # int64, µs since model start
+    values: np.ndarray  # float64 (NaN where the status is Bad)
+    status: np.ndarray | None  # uint32 per sample, None means all Good
+
+
+@dataclass
+class Cycle:
+    """One machine cycle = one part, with everything the line publishes for it."""
+
+    line_id: str
+    index: int  # 1-based part number on this line
+    serial: str
+    t_start_us: int
+    t_end_us: int
+    scenario: str
+    cont: list[ContSamples]
+    # values written at t_end_us, in write order: (name, value, status)
+    events: list[tuple[str, object, int]]
+    part: dict  # parts-table row (label filled in when inspected)
+    truth: dict  # ground truth: mechanism, defect_prob, per-mechanism probabilities
+    inspected: dict | None = None  # the part row inspected at the end of this cycle
+
+
+@dataclass
+class _Lot:
+    lot_id: str
+    supplier: Supplier
+    mfi: float
+    moisture: float
+    remaining: int
+
+
+@dataclass
+class _Weather:
+    """Plant-wide hall climate: a deterministic function of absolute time and the seed."""
+
+    periods_s: np.ndarray
+    phases: np.ndarray
+    amps: np.ndarray
+    h_phases: np.ndarray
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "_Weather":
+        rng = np.random.default_rng([seed, 0xA1])
+        periods = rng.uniform(1.5, 9.0, 4) * 86400.0
+        amps = np.array([1.6, 1.1, 0.8, 0.5]) * rng.uniform(0.8, 1.2, 4)
+        return cls(periods, rng.uniform(0, 2 * np.pi, 4), amps, rng.uniform(0, 2 * np.pi, 4))
+
+    def at(self, epoch_s: float, sc: Scenario) -> tuple[float, float]:
+        """(ambient °C, relative humidity %) without local noise."""
+        doy = (epoch_s / 86400.0) % 365.25
+        hour = (epoch_s / 3600.0) % 24.0
+        season = 21.0 + 2.5 * math.cos(2 * math.pi * (doy - 200.0) / 365.25)
+        daily = 3.0 * sc.ambient_daily_amp_factor * math.cos(2 * math.pi * (hour - 15.0) / 24.0)
+        w = 2 * math.pi * epoch_s / self.periods_s
+        front = float(np.dot(self.amps, np.sin(w + self.phases)))
+        ambient = season + daily + front + sc.ambient_offset_c
+        h_season = 48.0 + 10.0 * math.cos(2 * math.pi * (doy - 220.0) / 365.25)
+        h_front = 4.0 * float(np.dot(self.amps, np.sin(w + self.h_phases)))
+        humidity = h_season + h_front - 1.5 * (daily / sc.ambient_daily_amp_factor) + sc.humidity_offset_pct
+        return ambient, humidity
+
+
+class LineModel:
+    """Seeded model of one line. Same (seed, line index, start, scenario schedule, rates) -> same data.
+
+    ``scenario`` is a name or a schedule ``[(day_offset, name), ...]`` (see
+    :func:`simulators.scenarios.parse_schedule`); :meth:`set_scenario` overrides it live from the
+    next cycle on. ``sample_hz`` is the rate of every continuous signal, ``signal_hz`` overrides it
+    per signal. ``label_delay`` is the number of cycles between a part's end and its inspection.
+    """
+
+    def __init__(
+        self,
+        line_id: str,
+        seed: int = 0,
+        start: datetime | None = None,
+        sample_hz: float = 10.0,
+        scenario: str | list | tuple = "normal",
+        label_delay: int = 3,
+        signal_hz: dict[str, float] | None = None,
+        line_index: int | None = None,
+        product: str | None = None,
+    ) -> None:
+        if sample_hz <= 0:
+            raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
+        if label_delay < 0:
+            raise ValueError(f"label_delay must be >= 0, got {label_delay}")
+        self.line_id = line_id
+        self.line_index = line_index if line_index is not None else int(line_id.rsplit("-", 1)[-1]) - 1
+        self.seed = int(seed)
+        start = start or datetime.now(timezone.utc).replace(microsecond=0)
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=timezone.utc)
+        self.start = start.astimezone(timezone.utc)
+        self.start_epoch_us = int(round(self.start.timestamp() * US))
+        self.schedule = parse_schedule(scenario)
+        self._override: str | None = None
+        self.label_delay = int(label_delay)
+        self.prefix = serial_prefix(line_id)
+        if product is None:
+            self.product = PRODUCTS[self.line_index % len(PRODUCTS)]
+        else:
+            matches = [p for p in PRODUCTS if p.name == product]
+            if not matches:
+                raise ValueError(f"unknown product {product!r}, expected one of: {', '.join(p.name for p in PRODUCTS)}")
+            self.product = matches[0]
+
+        # sampling groups: period_us -> signal names
+        rates = dict.fromkeys(CONTINUOUS_SIGNALS, float(sample_hz))
+        for name, hz in (signal_hz or {}).items():
+            if name not in rates:
+                raise ValueError(f"signal_hz: {name!r} is not a continuous signal ({', '.join(CONTINUOUS_SIGNALS)})")
+            if hz <= 0:
+                raise ValueError(f"signal_hz[{name!r}] must be > 0, got {hz}")
+            rates[name] = float(hz)
+        self.rates_hz = rates
+        groups: dict[int, list[str]] = {}
+        for name, hz in rates.items():
+            groups.setdefault(max(1, int(round(US / hz))), []).append(name)
+        self._groups = sorted(groups.items())
+
+        base = [self.seed, self.line_index]
+        self._rng_proc = np.random.default_rng(base + [1])  # latents, excursions, defects: fixed draws/cycle
+        self._rng_noise = np.random.default_rng(base + [2])  # sample noise
+        self._rng_lot = np.random.default_rng(base + [3])  # lots, maintenance
+        self._rng_bad = np.random.default_rng(base + [4])  # status-code episodes
+        self._rng_ctx = np.random.default_rng(base + [5])  # context measurement noise
+        self._weather = _Weather.from_seed(self.seed)
+        self._line_ambient_offset = float(np.random.default_rng(base + [6]).uniform(-0.6, 0.6))
+
+        self.t_us = 0  # start of the next cycle
+        self.index = 0
+        self._lat = np.zeros(len(LATENTS))
+        self._exc_left = np.zeros(N_EXCURSION_TYPES, dtype=np.int64)
+        self._exc_len = np.zeros(N_EXCURSION_TYPES, dtype=np.int64)
+        self._exc_mag = np.zeros(N_EXCURSION_TYPES)
+        self._maint_interval = int(self._rng_lot.integers(18000, 32000))
+        self.tool_wear = int(self._rng_lot.integers(0, self._maint_interval))
+        self._lot: _Lot | None = None
+        self._lot_seq = 0
+        self._bad_left: dict[str, int] = {}
+        self._pending: deque[dict] = deque()
+        self._scenario_name = self.schedule[0][1]
+        self._scenario_since_us = 0
+        self._last_value: dict[str, float] = {}
+        self._stuck_value: dict[str, float] = {}
+
+    # -- scenario -----------------------------------------------------------------------------
+    def set_scenario(self, name: str | None) -> None:
+        """Override the schedule from the next cycle on (None returns to the schedule)."""
+        if name is not None:
+            get_scenario(name)
+        self._override = name
+
+    def scenario_at(self, t_us: int) -> str:
+        if self._override is not None:
+            return self._override
+        day = t_us / (86400 * US)
+        name = self.schedule[0][1]
+        for d, n in self.schedule:
+            if d <= day:
+                name = n
+        return name
+
+    @property
+    def scenario(self) -> str:
+        return self._scenario_name
+
+    # -- helpers --------------------------------------------------------------------------------
+    def datetime_at(self, t_us: int) -> datetime:
+        return self.start + timedelta(microseconds=int(t_us))
+
+    def _shift(self, epoch_s: float) -> str:
+        hour = (epoch_s / 3600.0) % 24.0
+        for name, lo, hi in SHIFTS:
+            if lo <= hour < hi:
+                return name
+        return "C"
+
+    def _new_lot(self, supplier: Supplier, epoch_s: float) -> _Lot:
+        r = self._rng_lot
+        self._lot_seq += 1
+        day = datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%y%m%d")
+        mfi = float(np.clip(r.normal(supplier.mfi_mean, supplier.mfi_sd), 8.0, 40.0))
+        moisture = float(np.clip(r.normal(supplier.moisture_mean, supplier.moisture_sd), 0.02, 0.6))
+        size = int(r.integers(250, 650))
+        lot_id = f"{supplier.code}{day}-{self.line_index + 1:02d}{self._lot_seq:04d}"
+        return _Lot(lot_id, supplier, round(mfi, 2), round(moisture, 3), size)
+
+    # -- the cycle --------------------------------------------------------------------------------
+    def next_cycle(self) -> Cycle:
+        """Make the next part: advance time by one cycle and return everything published for it."""
+        p = self.product
+        t0 = self.t_us
+        name = self.scenario_at(t0)
+        if name != self._scenario_name:
+            self._scenario_name = name
+            self._scenario_since_us = t0
+        sc = get_scenario(name)
+        epoch_s = (self.start_epoch_us + t0) / US
+        self.index += 1
+        idx = self.index
+        serial = f"{self.prefix}-{idx:06d}"
+
+        # -- context at cycle start
+        amb, hum = self._weather.at(epoch_s, sc)
+        cn = self._rng_ctx.standard_normal(4)
+        ambient = amb + self._line_ambient_offset + 0.15 * cn[0]
+        humidity = float(np.clip(hum + 1.0 * cn[1], 12.0, 98.0))
+        supplier = SUPPLIERS[sc.supplier]
+        if self._lot is None or self._lot.remaining <= 0 or self._lot.supplier is not supplier:
+            self._lot = self._new_lot(supplier, epoch_s)
+        lot = self._lot
+        lot.remaining -= 1
+        self.tool_wear += 1
+        if self.tool_wear >= self._maint_interval:
+            self.tool_wear = 0
+            self._maint_interval = int(self._rng_lot.integers(18000, 32000))
+        wear = self.tool_wear
+        wear_frac = wear / 30000.0
+        shift = self._shift(epoch_s)
+        s_melt, s_mould, s_hold = SHIFT_OFFSETS[shift]
+
+        # -- latent deviations: AR(1) + excursion episodes (fixed number of draws per cycle)
+        r = self._rng_proc
+        z = r.standard_normal(len(LATENTS))
+        u_start = r.random(N_EXCURSION_TYPES)
+        exc_draw = r.random((N_EXCURSION_TYPES, 2))
+        u_defect, u_mech = r.random(2)
+        sig = np.array([s for _, s, _ in LATENTS])
+        self._lat = AR_PHI * self._lat + math.sqrt(1 - AR_PHI**2) * sig * z
+        dev = self._lat.copy()
+        for k in range(N_EXCURSION_TYPES):
+            if self._exc_left[k] <= 0 and u_start[k] < EXCURSION_START_P:
+                n = 6 + int(-14.0 * math.log(1.0 - exc_draw[k, 0]))
+                self._exc_len[k] = n
+                self._exc_left[k] = n
+                self._exc_mag[k] = (0.6 + 0.7 * exc_draw[k, 1]) * LATENTS[k][2]
+            if self._exc_left[k] > 0:
+                n, left = self._exc_len[k], self._exc_left[k]
+                j = n - left
+                ramp = min(1.0, (j + 1) / 3.0, left / 3.0)
+                dev[k] += ramp * self._exc_mag[k]
+                self._exc_left[k] -= 1
+        d_melt, d_inj, d_hold, d_cool, d_dry, d_mould = (float(x) for x in dev)
+
+        # -- set-points (the well-controlled process compensates for conditions) and actuals
+        mfi_ratio = REFERENCE_MFI / lot.mfi
+        melt_sp = p.melt_c + 2.6 * (REFERENCE_MFI - lot.mfi) + s_melt
+        mould_sp = p.mould_c + s_mould
+        inj_sp = p.inj_bar * mfi_ratio**0.65
+        hold_sp = p.hold_bar * mfi_ratio**0.3 + s_hold
+        amb_dev = ambient - 21.0
+        hum_dev = humidity - 48.0
+        dp_expected = -40.0 + 0.22 * hum_dev
+        dew_point = dp_expected + d_dry + 0.4 * cn[2]
+        melt_real = melt_sp + d_melt
+        mould_real = mould_sp + 0.45 * amb_dev + d_mould
+        moisture_z = (lot.moisture - lot.supplier.moisture_mean) / lot.supplier.moisture_sd
+        inj_peak = inj_sp * (1.0 - 0.006 * d_melt) + d_inj - 0.6 * hum_dev - 3.0 * max(d_dry, 0.0)
+        hold_act = hold_sp + d_hold
+        inj_time = p.inj_time_s * mfi_ratio**0.25 * (1.0 - 0.004 * d_melt) - 0.0006 * d_inj
+        cool_needed = p.cooling_s + 0.12 * (mould_real - p.mould_c)
+        cool_act = cool_needed + d_cool
+        cushion = p.cushion_mm - 0.08 * d_melt - 0.004 * d_inj - 0.01 * d_hold
+
+        # -- hidden defect mechanisms (relative to conditions)
+        sev = {
+            "short_shot": -d_melt / 4.0 - d_inj / 60.0,
+            "flash": d_inj / 45.0 + d_melt / 8.0 + wear_frac**2,
+            "sink_mark": -d_hold / 30.0 - d_cool / 0.8,
+            "splay": d_dry / 4.0 + 0.6 * moisture_z,
+        }
+        probs = {m: _mech_p(s) for m, s in sev.items()}
+        probs["contamination"] = 0.003
+        p_ok = 1.0
+        for v in probs.values():
+            p_ok *= 1.0 - v
+        p_defect = 1.0 - p_ok
+        defect = bool(u_defect < p_defect)
+        mechanism = None
+        if defect:
+            total = sum(probs.values())
+            acc = 0.0
+            for m in MECHANISMS:
+                acc += probs[m] / total
+                if u_mech <= acc:
+                    mechanism = m
+                    break
+            mechanism = mechanism or MECHANISMS[-1]
+        defect_code = DEFECT_CODES[mechanism] if mechanism else None
+
+        # -- phases and cycle time
+        nz = self._rng_noise.standard_normal(8)
+        close_s = p.close_s + 0.02 * nz[0]
+        inj_s = max(0.3, inj_time + 0.01 * nz[1])
+        hold_s = p.hold_time_s
+        cool_s = max(1.0, cool_act + 0.05 * nz[2])
+        open_s = p.open_s + 0.03 * abs(nz[3])
+        cycle_s = close_s + inj_s + hold_s + cool_s + open_s
+        t_end = t0 + int(round(cycle_s * 1000.0)) * 1000 + 500  # ends at .xxx500 s: never on a sample grid
+        cycle_s = (t_end - t0) / US
+        c1 = close_s
+        c2 = c1 + inj_s
+        c3 = c2 + hold_s
+        rec_end = c3 + 0.55 * cool_s
+        c4 = c3 + cool_s
+
+        # -- continuous samples
+        bad_status = self._bad_statuses(sc)
+        drift = 0.0
+        if sc.drift_signal:
+            hours = (t0 - self._scenario_since_us) / (3600.0 * US)
+            drift = min(sc.drift_max, sc.drift_c_per_h * hours)
+        cont: list[ContSamples] = []
+        for period, names in self._groups:
+            k0 = -(-t0 // period)
+            k1 = -(-t_end // period)
+            t_us = np.arange(k0, k1, dtype=np.int64) * period
+            n = len(t_us)
+            tau = (t_us - t0) / US
+            noise = self._rng_noise.standard_normal((len(names), n))
+            in_close = tau < c1
+            in_inj = (tau >= c1) & (tau < c2)
+            in_hold = (tau >= c2) & (tau < c3)
+            in_rec = (tau >= c3) & (tau < rec_end)
+            in_open = tau >= c4
+            clamped = (tau >= c1) & (tau < c4)
+            for i, sname in enumerate(names):
+                e = noise[i]
+                if sname == "barrel_zone1_temp_c":
+                    v = melt_sp - 18.0 + 0.3 * d_melt + 0.3 * amb_dev + 0.4 * e
+                elif sname == "barrel_zone2_temp_c":
+                    v = melt_sp - 10.0 + 0.8 * d_melt + 0.3 * amb_dev + 0.4 * e
+                elif sname == "barrel_zone3_temp_c":
+                    v = melt_sp - 4.0 + 0.5 * d_melt + 0.3 * amb_dev + 0.4 * e
+                elif sname == "nozzle_temp_c":
+                    v = melt_sp + 3.0 + 0.6 * d_melt + 0.25 * amb_dev + 0.3 * e
+                elif sname == "melt_temp_c":
+                    v = melt_real + 0.35 * amb_dev - 1.5 * in_inj + 0.5 * e + drift
+                elif sname == "mould_temp_c":
+                    since = np.where(tau >= c1, tau - c1, tau + cycle_s - c1)
+                    v = mould_real + 3.5 * np.exp(-since / 6.0) + 0.25 * e
+                elif sname == "injection_pressure_bar":
+                    u = np.clip((tau - c1) / inj_s, 0.0, 1.0)
+                    v = (in_inj * inj_peak * u**0.7 + in_hold * hold_act + in_rec * 60.0
+                         + (in_inj * 6.0 + 1.0) * e)
+                    v = np.maximum(v, 0.0)
+                elif sname == "hold_pressure_bar":
+                    v = np.maximum(in_hold * (hold_act + 3.0 * e) + (~in_hold) * 0.4 * np.abs(e), 0.0)
+                elif sname == "screw_speed_rpm":
+                    v = np.maximum(in_rec * (p.screw_rpm + 0.04 * hum_dev + 1.5 * e) + (~in_rec) * 0.2 * np.abs(e), 0.0)
+                elif sname == "clamp_force_kn":
+                    force = p.clamp_kn * (1.0 - 0.05 * wear_frac)
+                    ramp_in = np.clip(tau / max(c1, 1e-3), 0.0, 1.0)
+                    ramp_out = np.clip(1.0 - (tau - c4) / max(cycle_s - c4, 1e-3), 0.0, 1.0)
+                    v = (in_close * force * ramp_in + clamped * (force + 0.04 * in_inj * inj_peak)
+                         + in_open * force * ramp_out * 0.2 + 5.0 * e)
+                    v = np.maximum(v, 0.0)
+                elif sname == "vibration_mm_s":
+                    v = np.abs(1.1 + 0.9 * wear_frac + 2.5 * (in_close | in_open) + 0.6 * in_inj + 0.15 * e)
+                else:  # pragma: no cover - table and code out of sync
+                    raise KeyError(sname)
+                v = np.asarray(v, dtype=np.float64)
+                if sc.stuck_signal == sname:
+                    stuck = self._stuck_value.setdefault(sname, self._last_value.get(sname, float(v[0]) if n else 0.0))
+                    v = np.full(n, stuck)
+                else:
+                    self._stuck_value.pop(sname, None)
+                if n:
+                    self._last_value[sname] = float(v[-1])
+                status = None
+                code = bad_status.get(sname)
+                if code:
+                    status = np.full(n, code, dtype=np.uint32)
+                    if is_bad(code):
+                        v = np.full(n, np.nan)
+                cont.append(ContSamples(sname, t_us, v, status))
+
+        # -- values written at cycle end, in write order
+        def st(name: str) -> int:
+            return bad_status.get(name, GOOD)
+
+        ambient_r = round(ambient, 2)
+        per_cycle = [
+            ("injection_time_s", round(inj_s, 3)),
+            ("cushion_mm", round(cushion + 0.12 * nz[4], 3)),
+            ("cooling_time_s", round(cool_s, 3)),
+            ("cycle_time_s", round(cycle_s, 3)),
+            ("ambient_temp_c", ambient_r),
+            ("humidity_pct", round(humidity, 2)),
+            ("material_lot", lot.lot_id),
+            ("supplier", lot.supplier.name),
+            ("lot_moisture_pct", lot.moisture),
+            ("lot_mfi_g10min", lot.mfi),
+            ("dryer_dew_point_c", round(dew_point, 2)),
+            ("tool_wear_shots", wear),
+            ("shift", shift),
+            ("product", p.name),
+        ]
+        events: list[tuple[str, object, int]] = []
+        for nm, val in per_cycle:
+            code = st(nm)
+            events.append((nm, float("nan") if is_bad(code) else val, code))
+        start_dt = self.datetime_at(t0)
+        end_dt = self.datetime_at(t_end)
+        events += [
+            ("cycle_start_time", start_dt, GOOD),
+            ("cycle_end_time", end_dt, GOOD),
+            ("part_serial", serial, GOOD),
+            ("part_counter", idx, GOOD),
+            ("cycle_complete", bool(idx % 2), GOOD),
+        ]
+        part = {
+            "line_id": self.line_id,
+            "serial": serial,
+            "cycle_start_us": t0,
+            "cycle_end_us": t_end,
+            "product": p.name,
+            "material_lot": lot.lot_id,
+            "supplier": lot.supplier.name,
+            "shift": shift,
+            "ambient_temp_c": ambient_r,
+            "humidity_pct": round(humidity, 2),
+            "lot_moisture_pct": lot.moisture,
+            "lot_mfi_g10min": lot.mfi,
+            "dryer_dew_point_c": round(dew_point, 2),
+            "tool_wear_shots": wear,
+            "scenario": name,
+            "defect": defect,
+            "defect_code": defect_code,
+            "inspected_at_us": None,
+        }
+        truth = {
+            "line_id": self.line_id,
+            "serial": serial,
+            "mechanism": mechanism,
+            "defect_prob": p_defect,
+            "defect": defect,
+            "defect_code": defect_code,
+            "scenario": name,
+            **{f"p_{m}": probs[m] for m in MECHANISMS},
+        }
+        self._pending.append(part)
+        inspected = None
+        if len(self._pending) > self.label_delay:
+            inspected = self._pending.popleft()
+            inspected["inspected_at_us"] = t_end
+            events += [
+                ("inspection_serial", inspected["serial"], GOOD),
+                ("inspection_result", "NOK" if inspected["defect"] else "OK", GOOD),
+                ("defect_code", inspected["defect_code"] or "", GOOD),
+            ]
+        self.t_us = t_end
+        return Cycle(self.line_id, idx, serial, t0, t_end, name, cont, events, part, truth, inspected)
+
+    def _bad_statuses(self, sc: Scenario) -> dict[str, int]:
+        """Status-code episodes of the bad-quality scenario (fixed draws per cycle)."""
+        plan = (
+            ("vibration_mm_s", BAD_SENSOR_FAILURE),
+            ("melt_temp_c", UNCERTAIN_LAST_USABLE),
+            ("screw_speed_rpm", UNCERTAIN_SENSOR_NOT_ACCURATE),
+            ("ambient_temp_c", BAD_COMMUNICATION_ERROR),
+        )
+        u = self._rng_bad.random((len(plan), 2))
+        out: dict[str, int] = {}
+        for i, (nm, code) in enumerate(plan):
+            left = self._bad_left.get(nm, 0)
+            if left <= 0 and u[i, 0] < 0.08:
+                left = 1 + int(-4.0 * math.log(1.0 - u[i, 1]))
+            if left > 0:
+                self._bad_left[nm] = left - 1
+                if sc.bad_quality:
+                    out[nm] = code
+        return out
+
+    def pending_inspections(self) -> list[dict]:
+        """Parts made but not yet inspected (oldest first)."""
+        return list(self._pending)

@@ -1,0 +1,101 @@
+"""Scenarios: what each one changes, as a table, and scenario schedules for history.
+
+Owns ``SCENARIOS`` and ``parse_schedule``. Imports nothing of ``pq``.
+
+A scenario changes conditions (ambient, humidity, supplier), sensors (drift, stuck, status codes) or
+the server itself (restart). None of them changes the hidden defect mechanisms: a well-controlled
+process makes the same share of bad parts in a heatwave as in spring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    ambient_offset_c: float = 0.0  # added to hall temperature
+    ambient_daily_amp_factor: float = 1.0  # scales the daily temperature swing
+    humidity_offset_pct: float = 0.0  # added to relative humidity
+    supplier: str = "Polymera"  # supplier of new lots (see line_model.SUPPLIERS)
+    drift_signal: str | None = None  # reading drifts away from truth (no effect on parts)
+    drift_c_per_h: float = 0.0
+    drift_max: float = 0.0
+    stuck_signal: str | None = None  # reading frozen at its value when the scenario began
+    bad_quality: bool = False  # Bad/Uncertain status code episodes on some signals
+    server_restart: bool = False  # live server goes away and comes back periodically
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("normal", "Spring-like conditions, the usual supplier, healthy sensors."),
+        Scenario("heatwave", "Hall +9 °C with a wider daily swing: mould, melt and barrel readings and "
+                 "cooling time rise; defect rate unchanged.", ambient_offset_c=9.0,
+                 ambient_daily_amp_factor=1.5),
+        Scenario("humid", "Humid season, RH +25 %: dryer dew point worse, injection pressure slightly "
+                 "lower (moister melt); drying is compensated, defect rate unchanged.",
+                 humidity_offset_pct=25.0),
+        Scenario("new-supplier", "New lots from NovaResin: lower MFI, more moisture. Set-points compensate "
+                 "(hotter melt, higher pressures, longer drying); defect rate unchanged.",
+                 supplier="NovaResin"),
+        Scenario("sensor-drift", "melt_temp_c reading drifts up 3 °C/h (max +15 °C); the real melt and the "
+                 "parts are unaffected.", drift_signal="melt_temp_c", drift_c_per_h=3.0, drift_max=15.0),
+        Scenario("stuck-sensor", "mould_temp_c reading freezes at its last value (status Good).",
+                 stuck_signal="mould_temp_c"),
+        Scenario("bad-quality", "Episodes of Bad/Uncertain status codes on vibration, melt temperature, "
+                 "screw speed and ambient temperature.", bad_quality=True),
+        Scenario("server-restart", "The OPC UA server goes away periodically and comes back on the same "
+                 "endpoint; the line keeps producing while it is down.", server_restart=True),
+    )
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    """The scenario called ``name``; ValueError naming the valid ones otherwise."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ValueError(f"unknown scenario {name!r}, expected one of: {', '.join(SCENARIOS)}") from None
+
+
+Schedule = tuple[tuple[float, str], ...]
+
+
+def parse_schedule(scenario: str | list | tuple) -> Schedule:
+    """Normalise a scenario or a schedule into ``((day_offset, name), ...)`` sorted by offset.
+
+    Accepts ``"heatwave"``, ``[(0, "normal"), (7, "heatwave")]`` or the CLI form
+    ``"normal,7:heatwave,10:humid"`` (a bare first name starts at day 0).
+
+    >>> parse_schedule("normal,2.5:heatwave")
+    ((0.0, 'normal'), (2.5, 'heatwave'))
+    """
+    if isinstance(scenario, str):
+        items: list[tuple[float, str]] = []
+        for part in scenario.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if ":" in part:
+                day, name = part.split(":", 1)
+                try:
+                    items.append((float(day), name.strip()))
+                except ValueError:
+                    raise ValueError(f"bad schedule item {part!r}, expected DAY:SCENARIO") from None
+            else:
+                items.append((0.0 if not items else items[-1][0], part))
+    else:
+        items = [(float(d), str(n)) for d, n in scenario]
+    if not items:
+        raise ValueError("empty scenario schedule")
+    for d, n in items:
+        get_scenario(n)
+        if d < 0:
+            raise ValueError(f"schedule day offsets must be >= 0, got {d}")
+    items.sort(key=lambda x: x[0])
+    if items[0][0] > 0:
+        items.insert(0, (0.0, "normal"))
+    return tuple(items)
