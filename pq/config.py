@@ -110,6 +110,59 @@ class Settings(BaseSettings):
     )
     # --- end Connector / spool ------------------------------------------------------------------------
 
+    # --- Edge / alerts (issue 7: pq/edge/, pq/alerts/, connectors/outputs/) --------------------------
+    edge_stale_s: float = Field(
+        30.0, gt=0, description="A key signal with no good sample for this long (source time) makes parts 'not scored'"
+    )
+    edge_drift_margin: float = Field(
+        0.1, ge=0, description="A feature beyond the model's training min/max by more than this fraction of the "
+        "range makes the part 'not scored' (drift)"
+    )
+    edge_ring_capacity: int = Field(
+        8192, ge=16, description="Samples kept per tag in the edge's ring buffers (replayed when the feature set changes)"
+    )
+    edge_feature_capacity_s: float = Field(
+        120.0, gt=0, description="Seconds of samples the streaming feature buffers hold (longer than the longest cycle)"
+    )
+    edge_max_rate_hz: float = Field(
+        50.0, gt=0, description="Highest sample rate per tag the feature buffers are sized for"
+    )
+    edge_model_poll_s: float = Field(
+        5.0, gt=0, le=30, description="How often the edge asks the registry which model is in production"
+    )
+    edge_alert_sync_s: float = Field(
+        3.0, gt=0, description="How often the edge re-reads operator actions (acknowledge, shelve) from the store"
+    )
+    edge_health_interval_s: float = Field(
+        5.0, gt=0, description="How often the edge writes its component_health row (and on every state change)"
+    )
+    edge_kpi_interval_s: float = Field(
+        300.0, gt=0, description="How often the edge recomputes alert KPIs (current and previous hour) into alert_kpis"
+    )
+    edge_flood_limit: int = Field(
+        10, gt=0, description="More new alerts than this within PQ_EDGE_FLOOD_WINDOW_S on a line = flood: one flood alert"
+    )
+    edge_flood_window_s: float = Field(600.0, gt=0, description="Window of the flood rule")
+    edge_clear_after_ok_parts: int = Field(
+        5, gt=0, description="An alert clears after this many scored parts in a row without its cause"
+    )
+    edge_playbook_file: Path | None = Field(
+        None, description="Playbook TOML used when the store has no playbook version; default the shipped one"
+    )
+    edge_playbook_poll_s: float = Field(
+        10.0, gt=0, description="How often the edge checks for a new playbook version (store, then file)"
+    )
+    edge_outputs_file: Path | None = Field(
+        None, description="TOML file configuring alert outputs (MQTT, webhook, OPC UA write-back); unset = none"
+    )
+    edge_output_queue_max: int = Field(
+        1000, gt=0, description="Messages each output holds while its endpoint is down; beyond it the oldest are dropped and counted"
+    )
+    edge_webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing webhook bodies (X-PQ-Signature header). Never logged"
+    )
+    # --- end Edge / alerts ----------------------------------------------------------------------------
+
     # --- Models (issue 6: models/) -------------------------------------------------------------------
     model_feature_set: str = Field(
         "default-1", description="Feature-set version `pq train` and `pq report robustness` use by default"

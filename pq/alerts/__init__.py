@@ -1,0 +1,11 @@
+"""Alerts: alarm discipline (ISA-18.2 style), explanations in operator words, the playbook, KPIs.
+
+Modules: ``discipline`` (state machine: dedup per line + cause, floods, shelving, clearing),
+``explain`` (sentences), ``playbook`` (TOML -> actions), ``kpis`` (alert_kpis), and ``actions``
+(operator actions, owned by the UI). Must not import connectors, models, ui or simulators.
+"""
+
+from pq.alerts.discipline import AlarmBoard, Alert, Change
+from pq.alerts.playbook import Playbook, PlaybookLoader, parse_playbook
+
+__all__ = ["AlarmBoard", "Alert", "Change", "Playbook", "PlaybookLoader", "parse_playbook"]

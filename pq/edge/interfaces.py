@@ -1,0 +1,121 @@
+"""The small interfaces the edge runtime is built on, so pq/edge imports no connector or model.
+
+The composition root (``pq/edge/cli.py``, ``pq/edge/bench.py``, tests) hands the runtime concrete
+objects that fit these shapes: the connector's in-memory stream, the features' streaming path,
+the model registry's scorer, the durable spool and the plant outputs.
+Must not import connectors, models, ui or simulators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Sample", "PartEvent", "Source", "FeatureComputer", "FeatureFactory", "ScoreLike", "Scorer",
+           "ScorerProvider", "Sink", "Output", "is_bad", "is_good"]
+
+
+class Sample(NamedTuple):
+    """One value of one tag: source timestamp in ns since the epoch, OPC UA status code (0 = Good)."""
+
+    tag: str
+    ts_ns: int
+    value: float
+    status: int = 0
+
+
+def is_bad(status: int) -> bool:
+    """OPC UA severity bits 10 = Bad (Uncertain, 01, is still used but flagged by the features)."""
+    return (int(status) & 0xC0000000) == 0x80000000
+
+
+def is_good(status: int) -> bool:
+    return (int(status) & 0xC0000000) == 0
+
+
+@dataclass
+class PartEvent:
+    """A cycle-complete notification: the part's serial, its window and its context.
+
+    ``received_s`` is ``time.perf_counter()`` when the notification reached this process (set by the
+    connector); decision latency is measured from it.
+    """
+
+    serial: str
+    cycle_start_ns: int
+    cycle_end_ns: int
+    received_s: float
+    context: Mapping[str, Any] = field(default_factory=dict)  # product, material_lot, shift, station, ...
+
+
+class Source(Protocol):
+    """The connector's in-memory stream: batches of samples and part events in arrival order."""
+
+    def __aiter__(self) -> AsyncIterator[Sequence[Sample | PartEvent]]: ...
+
+
+@runtime_checkable
+class FeatureComputer(Protocol):
+    """The streaming feature path (``pq.features`` StreamingFeatures, wrapped by the composition root)."""
+
+    feature_names: Sequence[str]
+
+    def push(self, samples: Sequence[Sample]) -> None: ...
+
+    def vector(self, cycle_start_ns: int, cycle_end_ns: int, context: Mapping[str, Any]) -> tuple[np.ndarray, str]:
+        """The part's feature vector (NaN where missing) and a plain reason for what is missing."""
+        ...
+
+
+class FeatureFactory(Protocol):
+    def __call__(self, scorer: "Scorer") -> FeatureComputer: ...
+
+
+class ScoreLike(Protocol):
+    probability: float
+    threshold: float
+    at_risk: bool
+    flags: Sequence[str]
+    contributions: Sequence[Any]  # objects with signal, contribution, value, normal_lo, normal_hi, direction
+
+
+class Scorer(Protocol):
+    """``models.scoring.Scorer``. Optional ``feature_ranges``: {feature: (min, max)} seen in training."""
+
+    feature_names: Sequence[str]
+    feature_set_version: str
+    threshold: float
+    version_id: int | None
+
+    def score(self, vector: Mapping[str, float], context: Mapping[str, Any] | None = None,
+              explain: bool | None = None) -> ScoreLike: ...
+
+
+class ScorerProvider(Protocol):
+    """Hands out the production scorer for a product; swapping it is the provider's business."""
+
+    def scorer_for(self, product: str | None) -> Scorer | None: ...
+
+    def status(self) -> dict: ...
+
+
+class Sink(Protocol):
+    """The durable spool: ``append`` must not block on the database."""
+
+    def append(self, kind: str, payload: dict) -> None: ...
+
+
+class Output(Protocol):
+    """An alert output into a plant system; both calls return at once (queued, retried, counted)."""
+
+    name: str
+
+    def on_alert(self, event: str, alert: Mapping[str, Any]) -> None: ...
+
+    def on_decision(self, decision: Mapping[str, Any]) -> None: ...
+
+    def status(self) -> dict: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,140 @@
+"""Model hot reload: which version is in production for this line (per product), polled off the decision path.
+
+Owns :class:`ModelWatcher`, the edge's :class:`~pq.edge.interfaces.ScorerProvider`. A background
+thread asks the registry every ``poll_s`` seconds which version serves (line, product), loads a
+new one (artifact checked by the loader) and swaps it in with one reference assignment; the
+decision path only reads that reference. A promotion or a rollback therefore reaches the edge
+within ``poll_s`` plus the load time, without a restart. A version that fails to load is logged
+once and the previous one keeps scoring; the status says so. Must not import connectors, models,
+ui or simulators: ``resolve`` and ``load`` are handed in by the composition root.
+
+Example::
+
+    watcher = ModelWatcher("line-1", resolve=lambda product: registry_lookup(product),
+                           load=lambda version_id: load_scorer(version_id), poll_s=5).start()
+    scorer = watcher.scorer_for("housing-a")
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+__all__ = ["ModelWatcher"]
+
+logger = logging.getLogger(__name__)
+
+_ALL = "\x00all"  # key of the line-wide lookup (product None)
+_RETRY_FAILED_S = 60.0
+
+
+class ModelWatcher:
+    def __init__(self, line_id: str, *, resolve: Callable[[str | None], int | None],
+                 load: Callable[[int], Any], poll_s: float = 5.0):
+        self.line_id = line_id
+        self._resolve = resolve
+        self._load = load
+        self.poll_s = poll_s
+        self._scorers: dict[str, Any] = {}  # product key -> scorer (None: no model)
+        self._versions: dict[str, int | None] = {}
+        self._cache: dict[int, Any] = {}  # version id -> loaded scorer
+        self._wanted: set[str] = {_ALL}
+        self._failed: dict[int, tuple[str, float]] = {}  # version id -> (load error, when); logged once
+        self._resolve_error: str | None = None
+        self.last_poll_ok_s: float | None = None
+        self.swaps = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- decision path ---------------------------------------------------------------------------
+    def scorer_for(self, product: str | None) -> Any:
+        """The production scorer for the product (falling back to the line-wide one), or None."""
+        key = _ALL if product is None else str(product)
+        scorer = self._scorers.get(key)
+        if scorer is None and key not in self._wanted:
+            self._wanted.add(key)  # first part of a new product: resolve it in the background
+            self._wake.set()
+        return scorer if scorer is not None else self._scorers.get(_ALL)
+
+    # -- background ------------------------------------------------------------------------------
+    def start(self) -> "ModelWatcher":
+        self.poll_once()
+        self._thread = threading.Thread(target=self._run, name=f"pq-modelwatch-{self.line_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.poll_once()
+
+    def poll_once(self) -> bool:
+        """Resolve every product seen so far; swap changed versions. True when something changed."""
+        changed = False
+        for key in sorted(self._wanted):
+            product = None if key == _ALL else key
+            try:
+                version_id = self._resolve(product)
+            except Exception as exc:  # noqa: BLE001 - registry unreachable: keep scoring with what we have
+                msg = f"cannot ask the registry for the production model ({type(exc).__name__}: {exc})"
+                if self._resolve_error is None:
+                    logger.warning("line %s: %s; keeping the current model", self.line_id, msg)
+                self._resolve_error = msg
+                return changed
+            if self._resolve_error is not None:
+                logger.info("line %s: registry reachable again", self.line_id)
+                self._resolve_error = None
+            if key in self._versions and self._versions[key] == version_id:
+                continue
+            if version_id is None:
+                if self._scorers.get(key) is not None:
+                    logger.warning("line %s product %s: no model in production any more", self.line_id, product)
+                self._scorers[key], self._versions[key] = None, None
+                changed = True
+                continue
+            scorer = self._cache.get(version_id)
+            if scorer is None:
+                failed = self._failed.get(version_id)
+                if failed is not None and time.monotonic() - failed[1] < _RETRY_FAILED_S:
+                    continue  # logged once; retried now and then in case the cause was transient
+                try:
+                    scorer = self._load(version_id)
+                except Exception as exc:  # noqa: BLE001 - a broken artifact must not stop the line; logged once
+                    msg = f"model version {version_id} failed to load: {exc}"
+                    if failed is None:
+                        logger.error("line %s: %s; still scoring with version %s", self.line_id, msg,
+                                     self._versions.get(key))
+                    self._failed[version_id] = (msg, time.monotonic())
+                    continue
+                self._failed.pop(version_id, None)
+                self._cache[version_id] = scorer
+            old = self._versions.get(key)
+            self._scorers[key], self._versions[key] = scorer, version_id
+            self.swaps += 1
+            changed = True
+            logger.info("line %s product %s: model version %s in production (was %s)", self.line_id,
+                        product or "(all)", version_id, old)
+        self.last_poll_ok_s = time.time()
+        live = set(self._versions.values())
+        for vid in [v for v in self._cache if v not in live]:
+            del self._cache[vid]  # keep memory bounded across many promotions
+        return changed
+
+    def status(self) -> dict:
+        versions = {("*" if k == _ALL else k): v for k, v in self._versions.items()}
+        errors = [m for m, _t in list(self._failed.values())[-3:]]
+        if self._resolve_error:
+            errors.append(self._resolve_error)
+        return {"model_version_id": self._versions.get(_ALL), "versions": versions, "errors": errors,
+                "swaps": self.swaps}
