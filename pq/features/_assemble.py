@@ -37,6 +37,13 @@ class Plan:
     dev_target: tuple[str, ...]  # baseline target name (group prefix) of each dev feature
     dev_group: np.ndarray  # group index of each dev feature
     n_features: int
+    labels: tuple[str, ...]  # group labels for reasons
+    need2: np.ndarray  # bool[G]: a statistic needing 2 samples while min_good < 2
+    need2_text: tuple[str, ...]
+    need_lo: np.ndarray  # bool[G]: time_below requested
+    need_hi: np.ndarray  # bool[G]: time_above requested
+    ctx_start: int
+    index: dict  # feature name -> column
 
 
 @lru_cache(maxsize=32)
@@ -76,6 +83,14 @@ def plan_for(fs: FeatureSet) -> Plan:
         dev_target=tuple(dt),
         dev_group=i64(dg),
         n_features=len(names),
+        labels=tuple(g.label for g in fs.groups),
+        need2=np.asarray([g.min_good < 2 and any(STATS[s].min_n >= 2 for s in g.stats)
+                          for g in fs.groups], bool),
+        need2_text=tuple(", ".join(s for s in g.stats if STATS[s].min_n >= 2) for g in fs.groups),
+        need_lo=np.asarray([any(STATS[s].limit == "low" for s in g.stats) for g in fs.groups], bool),
+        need_hi=np.asarray([any(STATS[s].limit == "high" for s in g.stats) for g in fs.groups], bool),
+        ctx_start=len(fs.group_feature_names),
+        index=fix,
     )
 
 
@@ -226,34 +241,34 @@ def assemble(
             reasons[p].append("empty cycle window (cycle_end <= cycle_start)")
     skip = empty_cycle if empty_cycle is not None else np.zeros(P, bool)
 
-    # ---- too few good samples, per-statistic minimums, missing limits ----------------------------
-    for j, g in enumerate(fs.groups):
-        n_good = stats[:, j, K_N_GOOD]
-        n_bad = stats[:, j, K_N_BAD]
-        few = (n_good < g.min_good) & ~skip
-        for p in np.nonzero(few)[0]:
-            ng, nb = int(n_good[p]), int(n_bad[p])
+    # ---- too few good samples, per-statistic minimums, missing limits (vectorised over groups) --
+    NG = stats[:, :, K_N_GOOD]
+    NB = stats[:, :, K_N_BAD]
+    live = ~skip[:, None]
+    few = (NG < plan.g_min[None, :]) & live
+    if few.any():
+        for p, j in zip(*np.nonzero(few)):
+            ng, nb = int(NG[p, j]), int(NB[p, j])
             extra = f"; {nb} excluded" if nb else ""
-            reasons[p].append(f"{g.label}: {_plural(ng, 'good sample')} (needs {g.min_good}{extra})")
-        need2 = [s for s in g.stats if STATS[s].min_n >= 2]
-        if need2 and g.min_good < 2:
-            one = (n_good == 1) & ~skip
-            for p in np.nonzero(one)[0]:
-                reasons[p].append(f"{g.label}: {', '.join(need2)} need 2 good samples, got 1")
-        if key_lim is not None:
-            for s in g.stats:
-                lim = STATS[s].limit
-                if not lim:
-                    continue
-                lv = key_lim[0][:, j] if lim == "low" else key_lim[1][:, j]
-                m = np.isnan(lv) & (n_good >= g.min_good) & ~skip
-                for p in np.nonzero(m)[0]:
-                    reasons[p].append(f"{g.label}: no {lim} limit for {s}")
+            reasons[p].append(
+                f"{plan.labels[j]}: {_plural(ng, 'good sample')} (needs {int(plan.g_min[j])}{extra})")
+    if plan.need2.any():
+        one = (NG == 1) & plan.need2[None, :] & live
+        for p, j in zip(*np.nonzero(one)):
+            reasons[p].append(f"{plan.labels[j]}: {plan.need2_text[j]} need 2 good samples, got 1")
+    if key_lim is not None:
+        enough = (NG >= plan.g_min[None, :]) & live
+        for lim, need, stat in ((key_lim[0], plan.need_lo, "time_below"),
+                                (key_lim[1], plan.need_hi, "time_above")):
+            if need.any():
+                m = np.isnan(lim) & need[None, :] & enough
+                for p, j in zip(*np.nonzero(m)):
+                    side = "low" if stat == "time_below" else "high"
+                    reasons[p].append(f"{plan.labels[j]}: no {side} limit for {stat}")
 
     # ---- context ----------------------------------------------------------------------------------
     if fs.context:
-        names = fs.feature_names
-        c0 = names.index(fs.context_feature_names[0])
+        c0 = plan.ctx_start
         C, issues = encode_context(fs, context, P)
         X[:, c0 : c0 + C.shape[1]] = C
         for mask, text in issues:
@@ -276,8 +291,7 @@ def assemble(
 
     # ---- derived -----------------------------------------------------------------------------------
     if fs.derived:
-        names = fs.feature_names
-        fix = {n: i for i, n in enumerate(names)}
+        fix = plan.index
         for d in fs.derived:
             refs = d.refs
             cols = {r: X[:, fix[r]] for r in refs}

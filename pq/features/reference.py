@@ -86,7 +86,7 @@ def reference_features(
     else:
         m = m.merge(lim.drop(columns=["line_id"]).drop_duplicates("tag"), on="tag", how="left")
 
-    out = pd.DataFrame(index=parts.index)
+    out: dict[str, pd.Series] = {}
     for wname in dict.fromkeys(g.window for g in fs.groups):
         wd = fs.windows[wname]
         a = parts["cs"] + np.rint(wd.start_frac * dur + wd.start_offset_s * 1e9).astype("int64")
@@ -154,21 +154,24 @@ def reference_features(
                 d = pd.get_dummies(cat).astype(float).set_axis(list(c.feature_names), axis=1)
                 d.index = parts.index
                 d[pd.Series(cat.codes, index=parts.index) < 0] = np.nan
-                out[list(c.feature_names)] = d
+                for name in c.feature_names:
+                    out[name] = d[name]
     # deviation from the context baseline
     targets = fs.baseline_targets
     if targets:
         cols = [f"{t}__dev_baseline" for t in targets]
         if baseline is None:
-            out[cols] = np.nan
+            for c in cols:
+                out[c] = pd.Series(np.nan, index=parts.index)
         else:
             ctx = {c: parts[c].to_numpy() for c in parts.columns}
             pred, _ = baseline.predict_matrix(list(targets), ctx, len(parts))
-            out[cols] = out[cols].to_numpy() - pred
+            for i, c in enumerate(cols):
+                out[c] = out[c] - pred[:, i]
     for d in fs.derived:
         v = d.evaluate({r: out[r] for r in d.refs})
         out[d.name] = pd.Series(v, index=parts.index).astype(float).where(np.isfinite(v))
-    out = out[list(fs.feature_names)].astype(float)
+    out = pd.DataFrame({n: out[n] for n in fs.feature_names}, index=parts.index).astype(float)
     out.index = pd.MultiIndex.from_arrays(
         [parts["line_id"].to_numpy(), parts["serial"].astype(str).to_numpy()], names=["line_id", "serial"])
     return out

@@ -40,6 +40,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -215,7 +216,7 @@ class ContextFeature:
     categories: tuple[str, ...] = ()
     encoding: str = "codes"  # "codes" -> ctx__<name> = index; "onehot" -> ctx__<name>__<cat> 0/1
 
-    @property
+    @cached_property
     def feature_names(self) -> tuple[str, ...]:
         if self.kind == "category" and self.encoding == "onehot":
             return tuple(f"ctx__{self.name}__{_slug(c)}" for c in self.categories)
@@ -372,12 +373,12 @@ class FeatureSet:
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- derived views -------------------------------------------------------------------------
-    @property
+    @cached_property
     def tags(self) -> tuple[str, ...]:
         """Process tags the spec reads, in first-use order."""
         return tuple(dict.fromkeys(g.tag for g in self.groups))
 
-    @property
+    @cached_property
     def window_list(self) -> tuple[WindowDef, ...]:
         """Windows the groups use, in first-use order (index = window id for the kernels)."""
         names = dict.fromkeys(g.window for g in self.groups)
@@ -388,7 +389,7 @@ class FeatureSet:
         """Status bits that make a sample unusable (OPC UA: Bad 0x80000000, Uncertain 0x40000000)."""
         return 0x80000000 if self.accept_uncertain else 0xC0000000
 
-    @property
+    @cached_property
     def group_feature_names(self) -> tuple[str, ...]:
         out: list[str] = []
         for g in self.groups:
@@ -397,11 +398,11 @@ class FeatureSet:
             out.append(g.n_bad_name)
         return tuple(out)
 
-    @property
+    @cached_property
     def context_feature_names(self) -> tuple[str, ...]:
         return tuple(n for c in self.context for n in c.feature_names)
 
-    @property
+    @cached_property
     def feature_names(self) -> tuple[str, ...]:
         return (
             self.group_feature_names
@@ -409,12 +410,12 @@ class FeatureSet:
             + tuple(d.name for d in self.derived)
         )
 
-    @property
+    @cached_property
     def baseline_targets(self) -> tuple[str, ...]:
         """Mean features whose context baseline the spec asks for (dev_baseline), e.g. melt_temp_c."""
         return tuple(g.prefix for g in self.groups if "dev_baseline" in g.stats)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """sha256 of the canonical spec content: two specs with one version must share it."""
         blob = json.dumps(self.source, sort_keys=True, default=str).encode()

@@ -169,13 +169,8 @@ class StreamingFeatures:
         if nat.any():
             self._counters[t, K.C_TOO_OLD] += int(nat.sum())
             tsn, v, s = tsn[~nat], v[~nat], s[~nat]
-        before = int(self._counters[t, K.C_EVICTED])
         K.ring_push(self._ts, self._val, self._st, self._head, self._tail, self._evicted_max,
                     self._counters, self.capacity, t, tsn, v, s)
-        if self._counters[t, K.C_EVICTED] > before and t not in self._logged_overflow:
-            self._logged_overflow.add(t)
-            logger.warning("features: ring buffer of %s full (%d samples); evicting oldest",
-                           tag, self.capacity)
 
     # ---- output ------------------------------------------------------------------------------------
     def vector(self, cycle_start: Any, cycle_end: Any, context: Mapping[str, Any] | None = None
@@ -199,8 +194,13 @@ class StreamingFeatures:
         em = self._evicted_max
         for j in range(len(self.feature_set.groups)):
             t = self._plan.g_tag[j]
-            if em[t] != _NAT and not empty and wlo[0, self._plan.g_win[j]] <= em[t]:
+            if em[t] != _NAT and not empty and wlo[0, self._plan.g_win[j]] < em[t]:
                 invalid.append((j, np.ones(1, bool), "buffer overflow, samples evicted"))
+                if t not in self._logged_overflow:  # log the change of state once per tag
+                    self._logged_overflow.add(t)
+                    logger.warning("features: window of %s needs samples already evicted from its "
+                                   "ring buffer (%d samples); raise capacity_s or max_rate_hz",
+                                   self._plan.tags[t], self.capacity)
         X, reasons = assemble(self.feature_set, stats.copy(), self._lim, context or {},
                               self.baseline, empty_cycle=np.asarray([empty]),
                               group_invalid=invalid)
