@@ -205,6 +205,8 @@ class DefectModel:
         nan_count = X.isna().sum()
         self.train_nan_free_ = [c for c in self.feature_names_ if nan_count[c] == 0]
         self.medians_ = {c: float(v) for c, v in X.median(skipna=True).items()}
+        # training min/max per feature: the edge's drift check compares live vectors against them
+        self.feature_ranges_ = {c: [float(lo), float(hi)] for c, lo, hi in zip(X.columns, X.min(), X.max())}
         self.calibrator_ = Calibrator("identity")
         logger.debug("booster fitted: %d parts, %d features, %d rounds", len(y), len(self.feature_names_),
                      self.best_iteration_)
@@ -249,6 +251,7 @@ class DefectModel:
             "feature_names": self.feature_names_,
             "train_nan_free": self.train_nan_free_,
             "medians": {k: (None if not math.isfinite(v) else v) for k, v in self.medians_.items()},
+            "feature_ranges": self.feature_ranges_,
             "pos_weight": self.pos_weight_,
             "best_iteration": self.best_iteration_,
             "calibrator": self.calibrator_.to_dict(),
@@ -277,6 +280,8 @@ class DefectModel:
         m.feature_names_ = list(doc["feature_names"])
         m.train_nan_free_ = list(doc["train_nan_free"])
         m.medians_ = {k: (math.nan if v is None else float(v)) for k, v in doc["medians"].items()}
+        m.feature_ranges_ = {k: [math.nan if a is None else a, math.nan if b is None else b]
+                             for k, (a, b) in (doc.get("feature_ranges") or {}).items()}
         m.pos_weight_ = doc["pos_weight"]
         m.best_iteration_ = doc["best_iteration"]
         m.calibrator_ = Calibrator.from_dict(doc["calibrator"])

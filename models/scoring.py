@@ -95,6 +95,8 @@ class Scorer:
 
             self.baseline = ContextBaseline.from_dict(doc["baseline"])
         self.normal_ranges: dict[str, list] = doc.get("normal_ranges") or {}
+        # {feature: [min, max]} seen in training (the edge's drift check)
+        self.feature_ranges: dict[str, list] = dict(model.feature_ranges_)
         self._booster = model.booster_
         self._calib = model.calibrator_
         self._index = {f: i for i, f in enumerate(self.feature_names)}
