@@ -1,0 +1,1 @@
+"""The OPC UA side of the connector: session, value conversion, part events, security."""

@@ -1,0 +1,685 @@
+"""The connector session: one OPC UA connection that owns connect, reconnect and subscribe.
+
+Owns :class:`ConnectorSession` and the :class:`Listener` interface of the in-memory stream.
+Notifications become :class:`~pq.spool.SampleBatch` rows (rules in :mod:`connectors.opcua.convert`),
+part and inspection events (:mod:`connectors.opcua.events`); both go
+
+- at once, to in-process listeners (the edge runtime), independent of the database, and
+- every ``PQ_CONNECTOR_FLUSH_INTERVAL_MS``, to the durable spool in one fsynced append.
+
+Delivery path: asyncua 2.1 funnels every notification of a subscription through
+``Subscription._deliver``; the session replaces it on its own subscription objects, so a
+notification goes straight into the session's buffer with no intermediate queue, hence no silent
+drop-oldest (asyncua's iterator queue holds 1,000 events and drops the oldest by default, while one
+publish may carry up to ``MaxNotificationsPerPublish``). If a later asyncua lacks the hook, the
+session falls back to the iterator with a 200,000-event queue and ``OverflowPolicy.DISCONNECT``,
+which forces a reconnect (visible, counted) rather than losing data silently.
+
+Reconnect: asyncua 2.1's own supervisor (``auto_reconnect=True``) probes the server every
+``PQ_CONNECTOR_WATCHDOG_S`` (a hung server, TCP open and no answers, fails the probe), reconnects
+with backoff capped at ``PQ_CONNECTOR_RECONNECT_MAX_DELAY_S``, reactivates or recreates the session
+and transfers or recreates the subscription with the same client handles; its stale-subscription
+watchdog recreates a subscription whose keep-alives stop (``keepalive_s`` in the tag map). The
+session watches the client's state: one warning when the connection is lost, one info when it is
+back, a ``connection_lost`` and a ``gap`` line event per line (never interpolated), and a health row.
+If the first connection fails the session retries with the same backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+from asyncua import Client, ua
+from asyncua.client.ua_client import UaClientState
+from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+
+from pq.config import Settings
+from pq.errors import ConfigError, ConnectorError
+from pq.health import METRICS, health_row, line_event
+from pq.spool import SampleBatch, Spool, SpoolFull
+from pq.storage.catalog import TagDef
+
+from connectors.opcua.convert import ConvertCounters, to_row
+from connectors.opcua.events import EventAssembler
+from connectors.opcua.security import apply_security
+from connectors.tagmap import TagMap, TagSpec
+
+__all__ = ["ConnectorSession", "Listener"]
+
+logger = logging.getLogger(__name__)
+
+_DEADBAND = {"none": 0, "absolute": 1, "percent": 2}
+
+
+class Listener(Protocol):
+    """In-process consumer of a connector (the edge runtime). Every method is optional.
+
+    Called in the connector's event loop right after each notification burst, before the data
+    reaches the spool; keep them fast (hand off to your own queue). An exception is logged with
+    its traceback and counted (``listener_errors``); it never stops the connector.
+    """
+
+    def on_samples(self, batch: SampleBatch) -> None: ...
+    def on_part(self, part: dict) -> None: ...
+    def on_inspection(self, inspection: dict) -> None: ...
+    def on_state(self, connection: str, state: str, detail: dict) -> None: ...
+
+
+class ConnectorSession:
+    """Runs one tag map's connection until closed.
+
+    Example::
+
+        async with ConnectorSession(tagmap, settings, spool=spool, listeners=[edge]) as session:
+            await session.wait_stopped()      # or: await asyncio.sleep(60)
+        # leaving the block flushes what was received into the spool and disconnects
+    """
+
+    def __init__(self, tagmap: TagMap, settings: Settings, *, spool: Spool | None,
+                 listeners: Iterable[Any] = (), username: str | None = None, password: str | None = None,
+                 pki_dir: Path | None = None):
+        self.tagmap = tagmap
+        self.settings = settings
+        self.spool = spool
+        self.name = tagmap.connection.name
+        self.endpoint = tagmap.connection.endpoint
+        self.listeners = list(listeners)
+        self._username, self._password = username, password
+        self.pki_dir = Path(pki_dir) if pki_dir else (settings.pki_dir or Path(settings.data_dir) / "pki")
+        self.tags: tuple[TagSpec, ...] = tagmap.tags
+        self.keys = tuple(t.key for t in self.tags)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.assembler = EventAssembler(tagmap, self.index)
+        self._watched = self.assembler.watched
+        self.counters = ConvertCounters()
+        n = len(self.tags)
+        self.last_ts_us = np.zeros(n, np.int64)
+        self.last_status = np.zeros(n, np.int64)
+        self.unknown_nodes: dict[str, str] = {}  # "line/name" -> reason
+        # burst buffers (filled by the delivery hook, closed by _end_burst)
+        self._b_tag: list[int] = []
+        self._b_ts: list[int] = []
+        self._b_val: list[float] = []
+        self._b_st: list[int] = []
+        self._b_sts: list[int] = []
+        self._b_text: dict[int, str] = {}
+        self._burst_open = False
+        self._burst_us = 0
+        # waiting for the spool
+        self._pending_batches: list[SampleBatch] = []
+        self._pending_records: list[tuple[str, Any]] = []
+        self._pending_samples = 0
+        self._buffer_full = False
+        # state
+        self.state = "starting"
+        self.samples_total = 0
+        self.parts_total = 0
+        self.inspections_total = 0
+        self.dropped: dict[str, int] = {"buffer_full": 0}
+        self.reconnects = 0
+        self.listener_errors = 0
+        self.spool_rejections = 0
+        self.last_notification_us = 0
+        self._lost_at: datetime | None = None
+        self._last_data_before_loss: datetime | None = None
+        self._lost_event_ids: dict[str, str] = {}
+        self._client: Client | None = None
+        self._subscription = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._connected_once = asyncio.Event()
+        self._rate_mark = (time.monotonic(), 0)
+        self.samples_per_s = 0.0
+        self._metric = {"samples": METRICS.samples.labels(self.name),
+                        "not_good": METRICS.samples_bad.labels(self.name),
+                        "connected": METRICS.connected.labels(self.name),
+                        "reconnects": METRICS.reconnects.labels(self.name),
+                        "parts": METRICS.parts.labels(self.name),
+                        "inspections": METRICS.inspections.labels(self.name)}
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def __aenter__(self) -> "ConnectorSession":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Declare the tags (through the spool), then connect in the background."""
+        for line_id in self.tagmap.lines:
+            tags = [TagDef(t.name, t.unit, t.role, t.low_limit, t.high_limit, t.node_id, t.description).__dict__
+                    for t in self.tags if t.line_id == line_id]
+            conn = self.tagmap.connection
+            self._pending_records.append(("tags", {
+                "line_id": line_id, "tags": tags,
+                "line_name": conn.line_name if line_id == conn.line_id else None,
+                "station": conn.station if line_id == conn.line_id else None}))
+        self._set_state("starting", log=False)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._connection_loop(), name=f"pq-connect-{self.name}"),
+                       loop.create_task(self._flush_loop(), name=f"pq-flush-{self.name}"),
+                       loop.create_task(self._health_loop(), name=f"pq-health-{self.name}")]
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        """Wait for the first successful subscription (ConnectorError on timeout or a fatal error)."""
+        waiter = asyncio.ensure_future(self._connected_once.wait())
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if self._fatal is not None:
+            raise self._fatal
+        if not self._connected_once.is_set():
+            raise ConnectorError(f"connection {self.name}: no subscription on {self.endpoint} after {timeout_s:.0f} s")
+
+    async def wait_stopped(self) -> None:
+        """Until :meth:`stop` is called or a fatal error (untrusted server, bad map) ends the session."""
+        await self._stopped.wait()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        """Disconnect, then move everything received into the spool (the SIGTERM path)."""
+        self._stopping.set()
+        conn_task = self._tasks[0] if self._tasks else None
+        if conn_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(conn_task), timeout=5)
+            except asyncio.TimeoutError:
+                conn_task.cancel()
+        if self._burst_open:
+            self._end_burst()
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._set_state("stopped")
+        self._queue_health()
+        await self._flush(final=True)
+        self._stopped.set()
+
+    # -- connection ----------------------------------------------------------------------------------
+    def _new_client(self) -> Client:
+        s = self.settings
+        client = Client(self.endpoint, timeout=s.connector_request_timeout_s, watchdog_intervall=s.connector_watchdog_s,
+                        auto_reconnect=True, reconnect_max_delay=s.connector_reconnect_max_delay_s,
+                        reconnect_request_timeout=max(10.0, s.connector_request_timeout_s))
+        client.session_timeout = int(self.tagmap.connection.session_timeout_s * 1000)
+        return client
+
+    async def _connection_loop(self) -> None:
+        delay, warned = 0.5, False
+        while not self._stopping.is_set():
+            client = self._new_client()
+            try:
+                await apply_security(client, self.tagmap.connection.security, self.pki_dir, self.endpoint,
+                                     self._username, self._password)
+                await client.connect()
+                await self._subscribe(client)
+            except (ConnectorError, ConfigError) as exc:  # untrusted server, no matching endpoint, missing cert
+                logger.error("connection %s: %s", self.name, exc)
+                self._fatal = exc
+                await self._disconnect(client)
+                self._stopping.set()
+                self._stopped.set()
+                return
+            except (OSError, asyncio.TimeoutError, ua.UaError, ConnectionError) as exc:
+                reason = _reason(exc)
+                if isinstance(exc, ua.UaStatusCodeError) and _is_auth_error(exc):
+                    logger.error("connection %s: %s refused the user credentials (%s)", self.name, self.endpoint, reason)
+                if not warned:
+                    logger.warning("connection %s: cannot connect to %s (%s); retrying every <= %.0f s",
+                                   self.name, self.endpoint, reason, self.settings.connector_reconnect_max_delay_s)
+                    warned = True
+                    self._mark_lost(reason)
+                await self._disconnect(client)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, self.settings.connector_reconnect_max_delay_s)
+                continue
+            delay, warned = 0.5, False
+            self._client = client
+            self._mark_connected("subscribed")
+            self._connected_once.set()
+            gave_up = await self._watch_state(client)
+            self._client = None
+            await self._disconnect(client)
+            if not gave_up:
+                return
+
+    async def _watch_state(self, client: Client) -> bool:
+        """Follow asyncua's connection state until stop (False) or until its supervisor gives up (True)."""
+        async with client.uaclient.subscribe_state() as changes:
+            while not self._stopping.is_set():
+                try:
+                    state = await asyncio.wait_for(changes.next_change(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    state = client.uaclient.state
+                if state is UaClientState.CONNECTED:
+                    if self.state != "connected":
+                        self._mark_connected("reconnected")
+                elif state in (UaClientState.RECONNECTING, UaClientState.DISCONNECTED):
+                    if self.state == "connected":
+                        self._mark_lost("connection to the server lost")
+                    if state is UaClientState.DISCONNECTED and not self._stopping.is_set():
+                        return True
+        return False
+
+    async def _disconnect(self, client: Client) -> None:
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout=3)
+        except (OSError, asyncio.TimeoutError, ua.UaError, ConnectionError, AttributeError) as exc:
+            logger.debug("connection %s: disconnect: %s", self.name, exc)
+
+    async def _subscribe(self, client: Client) -> None:
+        nodes = await self._resolve_nodes(client)
+        conn = self.tagmap.connection
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = conn.publishing_interval_ms
+        keepalive = max(1, math.ceil(conn.keepalive_s * 1000 / conn.publishing_interval_ms))
+        params.RequestedMaxKeepAliveCount = keepalive
+        params.RequestedLifetimeCount = keepalive * 10  # the spec wants >= 3x; 10x survives short stalls
+        params.MaxNotificationsPerPublish = 0  # no limit: a slow publish must not split into a backlog
+        params.PublishingEnabled = True
+        params.Priority = 0
+        sub = await client.create_subscription(params, handler=None, queue_maxsize=200_000,
+                                               overflow=OverflowPolicy.DISCONNECT)
+        if hasattr(sub, "_deliver"):
+            sub._deliver = self._on_event  # see module docstring: direct delivery, no drop-oldest queue
+        else:  # pragma: no cover - only with an asyncua that changed its internals
+            logger.warning("asyncua has no Subscription._deliver; using its iterator (200,000 events, DISCONNECT)")
+            self._tasks.append(asyncio.get_running_loop().create_task(self._consume(sub)))
+        requests, req_tags = [], []
+        for i, tag in enumerate(self.tags):
+            if tag.mode != "subscribe" or i not in nodes:
+                continue
+            rv = ua.ReadValueId()
+            rv.NodeId = nodes[i]
+            rv.AttributeId = ua.AttributeIds.Value
+            mp = ua.MonitoringParameters()
+            mp.ClientHandle = i + 1
+            mp.SamplingInterval = tag.sampling_interval_ms
+            mp.QueueSize = tag.queue_size
+            mp.DiscardOldest = True
+            # StatusValueTimestamp: a value rewritten unchanged with a new source time is a new sample
+            flt = ua.DataChangeFilter()
+            flt.Trigger = ua.DataChangeTrigger.StatusValueTimestamp
+            flt.DeadbandType = _DEADBAND[tag.deadband_type]
+            flt.DeadbandValue = tag.deadband
+            mp.Filter = flt
+            mir = ua.MonitoredItemCreateRequest()
+            mir.ItemToMonitor = rv
+            mir.MonitoringMode = ua.MonitoringMode.Reporting
+            mir.RequestedParameters = mp
+            requests.append(mir)
+            req_tags.append(i)
+        results = await sub.create_monitored_items(requests) if requests else []
+        for i, result in zip(req_tags, results):
+            if isinstance(result, ua.StatusCode):
+                self._report_unknown(i, f"monitored item refused: {result.name}")
+        self._subscription = sub
+        ok = len(req_tags) - sum(isinstance(r, ua.StatusCode) for r in results)
+        polled = [i for i, t in enumerate(self.tags) if t.mode == "poll" and i in nodes]
+        for interval in sorted({self.tags[i].poll_interval_ms for i in polled}):
+            group = [i for i in polled if self.tags[i].poll_interval_ms == interval]
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self._poll_loop(client, group, nodes, interval), name=f"pq-poll-{self.name}-{interval:g}"))
+        logger.info("connection %s: subscribed %d of %d tags on %s (publishing %g ms), polling %d%s",
+                    self.name, ok, len(self.tags), self.endpoint, sub.parameters.RequestedPublishingInterval,
+                    len(polled), f"; unknown: {', '.join(self.unknown_nodes)}" if self.unknown_nodes else "")
+
+    async def _resolve_nodes(self, client: Client) -> dict[int, ua.NodeId]:
+        """Node ids from the map; nsu= URIs resolved to the server's namespace indices; unknown ones reported."""
+        ns_array = await client.get_namespace_array()
+        nodes: dict[int, ua.NodeId] = {}
+        for i, tag in enumerate(self.tags):
+            nid = ua.NodeId.from_string(tag.node_id)
+            uri = getattr(nid, "NamespaceUri", None)
+            if uri:
+                if uri not in ns_array:
+                    self._report_unknown(i, f"namespace {uri!r} is not on the server")
+                    continue
+                nid = ua.NodeId(nid.Identifier, ns_array.index(uri), nid.NodeIdType)
+            nodes[i] = nid
+        # One batched read of the node class tells which node ids do not exist, by name.
+        ids = list(nodes)
+        if ids:
+            rvs = []
+            for i in ids:
+                rv = ua.ReadValueId()
+                rv.NodeId = nodes[i]
+                rv.AttributeId = ua.AttributeIds.NodeClass
+                rvs.append(rv)
+            params = ua.ReadParameters()
+            params.NodesToRead = rvs
+            results = await client.uaclient.read(params)
+            for i, dv in zip(ids, results):
+                if dv.StatusCode is not None and not dv.StatusCode.is_good():
+                    self._report_unknown(i, f"{dv.StatusCode.name}")
+                    del nodes[i]
+                elif dv.Value is not None and dv.Value.Value != ua.NodeClass.Variable:
+                    self._report_unknown(i, f"node class {ua.NodeClass(dv.Value.Value).name}, expected Variable")
+                    del nodes[i]
+        return nodes
+
+    def _report_unknown(self, i: int, reason: str) -> None:
+        tag = self.tags[i]
+        key = f"{tag.line_id}/{tag.name}"
+        if key not in self.unknown_nodes:
+            where = f"{self.tagmap.path}:{tag.source_line}" if tag.source_line else self.tagmap.path
+            logger.error("connection %s: tag %s (node %s, %s) cannot be read: %s; the other tags keep running",
+                         self.name, key, tag.node_id, where, reason)
+        self.unknown_nodes[key] = reason
+
+    async def _consume(self, sub) -> None:  # pragma: no cover - fallback path
+        async for ev in sub:
+            self._on_event(ev)
+
+    # -- notifications (hot path) -----------------------------------------------------------------------
+    def _on_event(self, ev) -> None:
+        if type(ev) is DataChangeEvent:
+            mi = ev.data.monitored_item
+            if not self._burst_open:
+                self._burst_open = True
+                self._burst_us = time.time_ns() // 1000
+                asyncio.get_running_loop().call_soon(self._end_burst)
+            i = mi.ClientHandle - 1
+            ts_us, value, status, server_us, text = to_row(mi.Value, self._burst_us, self.counters)
+            n = len(self._b_tag)
+            self._b_tag.append(i)
+            self._b_ts.append(ts_us)
+            self._b_val.append(value)
+            self._b_st.append(status)
+            self._b_sts.append(server_us if server_us is not None else _MISSING)
+            if text is not None:
+                self._b_text[n] = text
+            if i in self._watched:
+                self.assembler.update(i, ts_us, value, status, text)
+        elif type(ev) is StatusChangeEvent:
+            status = ev.notification.Status
+            logger.warning("connection %s: the server reports subscription status %s", self.name,
+                           getattr(status, "name", status))
+        else:
+            logger.debug("connection %s: ignored %s", self.name, type(ev).__name__)
+
+    def _end_burst(self) -> None:
+        self._burst_open = False
+        if not self._b_tag:
+            return
+        batch = SampleBatch(self.keys, np.array(self._b_tag, np.int32), np.array(self._b_ts, np.int64),
+                            np.array(self._b_sts, np.int64), np.array(self._b_val, np.float64),
+                            np.array(self._b_st, np.int64), self._b_text)
+        self._b_tag, self._b_ts, self._b_val, self._b_st, self._b_sts, self._b_text = [], [], [], [], [], {}
+        self._accept(batch)
+
+    def _accept(self, batch: SampleBatch) -> None:
+        n = len(batch)
+        np.maximum.at(self.last_ts_us, batch.tag, batch.ts_us)
+        self.last_status[batch.tag] = batch.status
+        self.last_notification_us = time.time_ns() // 1000
+        self.samples_total += n
+        self._metric["samples"].inc(n)
+        not_good = int(np.count_nonzero(batch.status & 0xC0000000))
+        if not_good:
+            self._metric["not_good"].inc(not_good)
+        parts, inspections = self.assembler.finish()
+        if self._pending_samples + n > self.settings.connector_buffer_max_samples:
+            # The spool refuses appends (store down and spool full under policy block) for so long that
+            # memory is at its bound: the newest samples are dropped, counted and logged once per episode.
+            self.dropped["buffer_full"] += n
+            METRICS.dropped.labels(self.name, "buffer_full").inc(n)
+            if not self._buffer_full:
+                self._buffer_full = True
+                logger.error("connection %s: %d samples waiting for the spool, dropping new samples until it "
+                             "accepts again (PQ_CONNECTOR_BUFFER_MAX_SAMPLES)", self.name, self._pending_samples)
+        else:
+            self._pending_batches.append(batch)
+            self._pending_samples += n
+        for p in parts:
+            self._pending_records.append(("part", p))
+        for p in inspections:
+            self._pending_records.append(("inspection", p))
+        self.parts_total += len(parts)
+        self.inspections_total += len(inspections)
+        if parts:
+            self._metric["parts"].inc(len(parts))
+        if inspections:
+            self._metric["inspections"].inc(len(inspections))
+        self._emit("on_samples", batch)
+        for p in parts:
+            self._emit("on_part", p)
+        for p in inspections:
+            self._emit("on_inspection", p)
+
+    def _emit(self, method: str, *args) -> None:
+        for listener in self.listeners:
+            fn = getattr(listener, method, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception:  # a consumer's bug must not stop data collection; shown with traceback
+                self.listener_errors += 1
+                logger.exception("connection %s: listener %r.%s failed", self.name, listener, method)
+
+    # -- polling fallback ------------------------------------------------------------------------------
+    async def _poll_loop(self, client: Client, group: list[int], nodes: dict[int, ua.NodeId], interval_ms: float):
+        rvs = []
+        for i in group:
+            rv = ua.ReadValueId()
+            rv.NodeId = nodes[i]
+            rv.AttributeId = ua.AttributeIds.Value
+            rvs.append(rv)
+        params = ua.ReadParameters()
+        params.NodesToRead = rvs
+        params.TimestampsToReturn = ua.TimestampsToReturn.Both
+        last_ts: dict[int, int] = {}
+        while not self._stopping.is_set():
+            if self._client is not None and self._client is not client:
+                return  # a new client replaced this one (its own poll tasks run now)
+            started = time.monotonic()
+            if client.uaclient.state is UaClientState.CONNECTED:
+                try:
+                    results = await client.uaclient.read(params)
+                except (OSError, asyncio.TimeoutError, ua.UaError, ConnectionError) as exc:
+                    logger.debug("connection %s: poll failed: %s", self.name, exc)  # the supervisor reports the loss
+                else:
+                    now_us = time.time_ns() // 1000
+                    for i, dv in zip(group, results):
+                        ts_us, value, status, server_us, text = to_row(dv, now_us, self.counters)
+                        if last_ts.get(i) == ts_us:
+                            continue  # unchanged since the last poll: not a new sample
+                        last_ts[i] = ts_us
+                        n = len(self._b_tag)
+                        self._b_tag.append(i)
+                        self._b_ts.append(ts_us)
+                        self._b_val.append(value)
+                        self._b_st.append(status)
+                        self._b_sts.append(server_us if server_us is not None else _MISSING)
+                        if text is not None:
+                            self._b_text[n] = text
+                        if i in self._watched:
+                            self.assembler.update(i, ts_us, value, status, text)
+                    if not self._burst_open:
+                        self._end_burst()
+            await asyncio.sleep(max(0.0, interval_ms / 1000 - (time.monotonic() - started)))
+
+    # -- state, events, health ---------------------------------------------------------------------------
+    def _set_state(self, state: str, *, log: bool = True, detail: dict | None = None) -> None:
+        self.state = state
+        self._metric["connected"].set(1 if state == "connected" else 0)
+        self._emit("on_state", self.name, state, detail or {})
+
+    def _mark_lost(self, reason: str) -> None:
+        now = datetime.now(timezone.utc)
+        was_connected = self.state == "connected"
+        self._set_state("lost", detail={"reason": reason})
+        self._lost_at = now
+        self._last_data_before_loss = datetime.fromtimestamp(self.last_notification_us / 1e6, timezone.utc) \
+            if self.last_notification_us else now
+        if was_connected:
+            logger.warning("connection %s: lost %s (%s); reconnecting", self.name, self.endpoint, reason)
+        self._lost_event_ids = {}
+        for line_id in self.tagmap.lines:
+            ev = line_event("connection_lost", f"connector:{self.name}", line_id=line_id, started_at=now,
+                            detail={"endpoint": self.endpoint, "reason": reason})
+            self._lost_event_ids[line_id] = ev["id"]
+            self._pending_records.append(("line_event", ev))
+        self._queue_health()
+
+    def _mark_connected(self, how: str) -> None:
+        now = datetime.now(timezone.utc)
+        if self._lost_at is not None:
+            down_s = (now - self._lost_at).total_seconds()
+            if how == "reconnected" or self._connected_once.is_set():
+                self.reconnects += 1
+                self._metric["reconnects"].inc()
+            logger.info("connection %s: %s to %s after %.1f s", self.name, "reconnected" if self._connected_once.is_set()
+                        else "connected", self.endpoint, down_s)
+            for line_id in self.tagmap.lines:
+                ev_id = self._lost_event_ids.get(line_id)
+                if ev_id:
+                    self._pending_records.append(("line_event", line_event(
+                        "connection_lost", f"connector:{self.name}", line_id=line_id, started_at=self._lost_at,
+                        ended_at=now, event_id=ev_id, detail={"endpoint": self.endpoint, "down_s": round(down_s, 3)})))
+                # The data gap: from the last value received before the loss to the recovery.
+                # Values the server produced meanwhile and did not keep are missing, never interpolated.
+                self._pending_records.append(("line_event", line_event(
+                    "gap", f"connector:{self.name}", line_id=line_id, started_at=self._last_data_before_loss or
+                    self._lost_at, ended_at=now, detail={"endpoint": self.endpoint, "down_s": round(down_s, 3)})))
+            self._lost_at = None
+        elif how == "subscribed":
+            logger.info("connection %s: connected to %s", self.name, self.endpoint)
+        self._set_state("connected")
+        self._queue_health()
+
+    def health_detail(self) -> dict:
+        now_m = time.monotonic()
+        mark_t, mark_n = self._rate_mark
+        if now_m - mark_t >= 1.0:
+            self.samples_per_s = (self.samples_total - mark_n) / (now_m - mark_t)
+            self._rate_mark = (now_m, self.samples_total)
+        tags = {}
+        for i, t in enumerate(self.tags):
+            ts = int(self.last_ts_us[i])
+            tags[f"{t.line_id}/{t.name}"] = {
+                "last_ts": datetime.fromtimestamp(ts / 1e6, timezone.utc).isoformat() if ts else None,
+                "status": int(self.last_status[i])}
+        sub = self._subscription
+        last_publish_age = None
+        if sub is not None and getattr(sub, "last_publish_at", None):
+            last_publish_age = round(time.monotonic() - sub.last_publish_at, 3)
+        return {
+            "endpoint": self.endpoint, "state": self.state, "samples_total": self.samples_total,
+            "samples_per_s": round(self.samples_per_s, 1), "parts_total": self.parts_total,
+            "inspections_total": self.inspections_total, "dropped": dict(self.dropped),
+            "reconnects": self.reconnects, "unknown_nodes": dict(self.unknown_nodes),
+            "conversion": self.counters.as_dict(), "bad_serial": self.assembler.bad_serial,
+            "bad_result": self.assembler.bad_result, "listener_errors": self.listener_errors,
+            "buffered_samples": self._pending_samples, "spool_rejections": self.spool_rejections,
+            "spool": self.spool.stats() if self.spool is not None else None,
+            "last_publish_age_s": last_publish_age,
+            "last_notification_at": datetime.fromtimestamp(self.last_notification_us / 1e6, timezone.utc).isoformat()
+            if self.last_notification_us else None,
+            "tags": tags,
+        }
+
+    def _queue_health(self) -> None:
+        self._pending_records.append(("health", health_row(f"connector:{self.name}", self.state,
+                                                           line_id=self.tagmap.connection.line_id,
+                                                           detail=self.health_detail())))
+
+    async def _health_loop(self) -> None:
+        interval = self.settings.connector_health_interval_s
+        silent_logged = False
+        while True:
+            await asyncio.sleep(interval)
+            sub = self._subscription
+            if self.state == "connected" and sub is not None and getattr(sub, "last_publish_at", None):
+                silence = time.monotonic() - sub.last_publish_at
+                limit = max(3 * self.tagmap.connection.keepalive_s, 2 * interval)
+                if silence > limit and not silent_logged:
+                    logger.warning("connection %s: no publish response or keep-alive for %.1f s (subscription "
+                                   "silent); asyncua's watchdog recreates it", self.name, silence)
+                    silent_logged = True
+                elif silence <= limit and silent_logged:
+                    logger.info("connection %s: subscription publishing again", self.name)
+                    silent_logged = False
+            self._queue_health()
+            if self.spool is not None:
+                st = self.spool.stats()
+                METRICS.spool_depth.labels(self.spool.name).set(st["depth_records"])
+                METRICS.spool_bytes.labels(self.spool.name).set(st["bytes"])
+                METRICS.spool_age.labels(self.spool.name).set(st["oldest_age_s"])
+
+    # -- spool -----------------------------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        interval = self.settings.connector_flush_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self._flush(final=False)
+
+    async def _flush(self, *, final: bool) -> None:
+        if self.spool is None:
+            self._pending_batches, self._pending_records, self._pending_samples = [], [], 0
+            return
+        if not self._pending_batches and not self._pending_records:
+            return
+        batches, records = self._pending_batches, self._pending_records
+        n = self._pending_samples
+        self._pending_batches, self._pending_records, self._pending_samples = [], [], 0
+        items: list[tuple[str, Any]] = []
+        tags_first = [r for r in records if r[0] == "tags"]
+        items.extend(tags_first)
+        if batches:
+            items.append(("samples", SampleBatch.concat(batches)))
+        items.extend(r for r in records if r[0] != "tags")
+        try:
+            await asyncio.to_thread(self.spool.append_many, items,
+                                    timeout_s=self.spool.block_timeout_s if final else min(
+                                        self.spool.block_timeout_s, 1.0))
+        except SpoolFull as exc:
+            self.spool_rejections += 1
+            # keep everything, oldest first, ahead of what arrived meanwhile
+            self._pending_batches = batches + self._pending_batches
+            self._pending_records = records + self._pending_records
+            self._pending_samples += n
+            if final:
+                logger.error("connection %s: %d samples and %d records could not be spooled at shutdown: %s",
+                             self.name, n, len(records), exc)
+                self.dropped["shutdown_spool_full"] = self.dropped.get("shutdown_spool_full", 0) + n
+            return
+        if self._buffer_full and self._pending_samples < self.settings.connector_buffer_max_samples // 2:
+            self._buffer_full = False
+            logger.info("connection %s: spool accepts samples again (dropped so far: %d)", self.name,
+                        self.dropped["buffer_full"])
+
+
+_MISSING = np.iinfo(np.int64).min
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _is_auth_error(exc: ua.UaStatusCodeError) -> bool:
+    code = getattr(exc, "code", None)
+    return code in (ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadIdentityTokenInvalid,
+                    ua.StatusCodes.BadIdentityTokenRejected)
