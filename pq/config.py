@@ -60,6 +60,33 @@ class Settings(BaseSettings):
         "INFO", description="Log level of pq's own loggers"
     )
 
+    # --- UI / auth (owned by ui/ and pq/auth/) ---------------------------------------------------
+    ui_host: str = Field("127.0.0.1", description="Address `pq ui` listens on (0.0.0.0 to serve the shop-floor LAN)")
+    ui_port: int = Field(8050, gt=0, lt=65536, description="Port `pq ui` listens on")
+    ui_debug: bool = Field(False, description="Dash debug mode (tracebacks in the browser): never on a plant network")
+    ui_secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs session cookies; when unset one is generated once and kept in "
+        "DATA_DIR/ui_secret_key (mode 600). Never logged",
+    )
+    ui_session_hours: float = Field(12.0, gt=0, description="A login lasts this long (one shift plus margin)")
+    ui_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (set behind a TLS proxy)")
+    ui_refresh_s: float = Field(2.0, gt=0, le=2.0, description="Live pages poll the store this often")
+    ui_login_max_failures: int = Field(
+        5, gt=0, description="Failed logins per user name + address within UI_LOGIN_WINDOW_S before refusing"
+    )
+    ui_login_window_s: float = Field(300.0, gt=0, description="Window of the login rate limit")
+    ui_lockout_failures: int = Field(
+        10, gt=0, description="Consecutive failed logins that lock an account for UI_LOCKOUT_S"
+    )
+    ui_lockout_s: float = Field(900.0, gt=0, description="How long a locked account stays locked")
+    ui_password_min_length: int = Field(10, ge=8, description="Minimum password length for UI users")
+    ui_shelve_max_h: float = Field(12.0, gt=0, description="Longest an operator may shelve an alert")
+    ui_queue_window_h: float = Field(
+        24.0, gt=0, description="Acknowledged alerts still waiting for feedback stay in the queue this long"
+    )
+    ui_threads: int = Field(8, gt=0, description="Worker threads of the UI web server")
+
     # --- Connector / spool (issue 4: connectors/, pq/spool/, pq/health.py) -------------------------
     spool_dir: Path | None = Field(
         None, description="Directory of the durable spools (one SQLite file per connector); default PQ_DATA_DIR/spool"
@@ -160,6 +187,12 @@ class Settings(BaseSettings):
     )
     edge_webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key signing webhook bodies (X-PQ-Signature header). Never logged"
+    )
+    edge_mqtt_password: SecretStr | None = Field(
+        None, description="Password for the MQTT output's broker user (outputs file sets the user). Never logged"
+    )
+    edge_opcua_password: SecretStr | None = Field(
+        None, description="Password for the OPC UA write-back user (outputs file sets the user). Never logged"
     )
     # --- end Edge / alerts ----------------------------------------------------------------------------
 

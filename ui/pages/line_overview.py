@@ -1,0 +1,75 @@
+"""Lines overview: one tile per line, status in words and colour, live every PQ_UI_REFRESH_S.
+
+The tiles are replaced only when something on them changed (a signature is kept in the browser), so
+the page does not flicker and the operator keeps their place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+
+from dash import Input, Output, State, dcc, html, no_update
+
+from ui.format import ago, duration
+from ui.pages import Page
+from ui.queries.lines import LineStatus, line_statuses
+from ui.security import secured_callback
+
+__all__ = ["PAGE"]
+
+
+def _tile(s: LineStatus, now: datetime):
+    fresh = "unknown" if s.freshness_s is None else duration(s.freshness_s) + " old"
+    return html.Div(className=f"pq-tile pq-status-{s.status}", id=f"overview-tile-{s.line_id}", children=[
+        html.Div(className="pq-tile-head", children=[
+            html.H2(s.name, className="pq-tile-name"),
+            html.Span(s.station or "", className="pq-tile-station"),
+        ]),
+        html.Div(s.words, className="pq-tile-status", id=f"overview-status-{s.line_id}"),
+        html.Div(s.why, className="pq-tile-why") if s.why else None,
+        html.Dl(className="pq-tile-facts", children=[
+            html.Dt("Parts in the last hour"), html.Dd(str(s.parts_last_hour)),
+            html.Dt("Alerts open"), html.Dd(str(s.open_alerts), id=f"overview-alerts-{s.line_id}"),
+            html.Dt("Newest data"), html.Dd(fresh),
+            html.Dt("Last part"), html.Dd(ago(s.last_part_at, now)),
+        ]),
+        dcc.Link("Open alerts", href=f"/alerts?line={s.line_id}", className="pq-btn pq-btn-wide"),
+    ])
+
+
+def _render(ctx):
+    now = datetime.now(timezone.utc)
+    statuses = line_statuses(ctx.store, now)
+    if not statuses:
+        return [html.P("No lines yet: the connector creates them when it first reads a line.")], "empty"
+    # The signature leaves out the ages that tick every second; they are re-rendered once a minute.
+    sig = hashlib.sha1(json.dumps(
+        [[s.line_id, s.status, s.why, s.parts_last_hour, s.open_alerts, now.minute] for s in statuses]
+    ).encode()).hexdigest()
+    return [_tile(s, now) for s in statuses], sig
+
+
+def layout(ctx, query=None, **_):
+    tiles, sig = _render(ctx)
+    return html.Div(className="pq-page", children=[
+        html.H1("Lines"),
+        dcc.Interval(id="overview-interval", interval=int(ctx.settings.ui_refresh_s * 1000)),
+        dcc.Store(id="overview-signature", data=sig),
+        html.Div(tiles, id="overview-tiles", className="pq-tiles"),
+    ])
+
+
+def register(app, ctx):
+    @secured_callback(app, "operator", Output("overview-tiles", "children"), Output("overview-signature", "data"),
+                      Input("overview-interval", "n_intervals"), State("overview-signature", "data"),
+                      prevent_initial_call=True)
+    def refresh(_n, previous):
+        tiles, sig = _render(ctx)
+        if sig == previous:
+            return no_update, no_update
+        return tiles, sig
+
+
+PAGE = Page(path="/", title="Lines", role="operator", layout=layout, register=register)

@@ -1,0 +1,1 @@
+"""Read-only queries behind the pages: indexed columns, time-bounded, a few round trips each."""

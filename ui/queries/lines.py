@@ -1,0 +1,113 @@
+"""The lines overview: one status per line in words, from health, parts, predictions and alerts.
+
+One statement with correlated subqueries, each answered from an index
+(``parts(line_id, cycle_end)``, ``predictions(line_id, decided_at)``,
+``alerts(line_id, state, raised_at)``), so the cost does not grow with history.
+
+Status rules (first that applies):
+
+1. **Part at risk** (red): an active, unacknowledged alert on the line.
+2. **Prediction paused** (grey): the edge runtime is stopped, says it cannot score, or has not
+   reported for ``_EDGE_SILENT_S``; the reason is shown.
+3. **Data delayed** (amber): the edge reports degraded, or the newest part is older than
+   ``_DATA_LATE_S``.
+4. **Running normally** (green).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+
+from pq.storage import schema
+from pq.storage.engine import Store
+
+__all__ = ["LineStatus", "line_statuses", "STATUS_WORDS"]
+
+_EDGE_SILENT_S = 60.0
+_DATA_LATE_S = 300.0
+STATUS_WORDS = {
+    "at_risk": "Part at risk",
+    "paused": "Prediction paused",
+    "delayed": "Data delayed",
+    "normal": "Running normally",
+}
+
+
+@dataclass(frozen=True)
+class LineStatus:
+    line_id: str
+    name: str
+    station: str | None
+    status: str                 # at_risk | paused | delayed | normal
+    words: str                  # STATUS_WORDS[status]
+    why: str                    # plain-words reason ('' when normal)
+    parts_last_hour: int
+    active_alerts: int
+    open_alerts: int            # active + acknowledged awaiting feedback
+    last_part_at: datetime | None
+    last_decision: str | None
+    freshness_s: float | None   # age of the newest data the edge saw, or of the newest part
+
+
+def _first(detail: dict | None, *keys):
+    for k in keys:
+        if detail and detail.get(k) is not None:
+            return detail[k]
+    return None
+
+
+def line_statuses(store: Store, now: datetime | None = None) -> list[LineStatus]:
+    now = now or datetime.now(timezone.utc)
+    hour_ago = now - timedelta(hours=1)
+    day_ago = now - timedelta(hours=24)
+    L, P, PR, A, H = schema.lines, schema.parts, schema.predictions, schema.alerts, schema.component_health
+    parts_1h = (select(func.count()).select_from(P)
+                .where(P.c.line_id == L.c.id, P.c.cycle_end >= hour_ago).scalar_subquery())
+    last_part = select(func.max(P.c.cycle_end)).where(P.c.line_id == L.c.id).scalar_subquery()
+    active = (select(func.count()).select_from(A)
+              .where(A.c.line_id == L.c.id, A.c.state == "active").scalar_subquery())
+    acked_open = (select(func.count()).select_from(A)
+                  .where(A.c.line_id == L.c.id, A.c.state == "acknowledged", A.c.raised_at >= day_ago,
+                         A.c.feedback.is_(None)).scalar_subquery())
+    last_pred = (select(PR.c.decision).where(PR.c.line_id == L.c.id).order_by(PR.c.decided_at.desc())
+                 .limit(1).scalar_subquery())
+    last_reason = (select(PR.c.reason).where(PR.c.line_id == L.c.id).order_by(PR.c.decided_at.desc())
+                   .limit(1).scalar_subquery())
+    stmt = select(L.c.id, L.c.name, L.c.station, parts_1h.label("parts_1h"), last_part.label("last_part"),
+                  active.label("active"), acked_open.label("acked_open"), last_pred.label("last_pred"),
+                  last_reason.label("last_reason")).order_by(L.c.id)
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+        health = {r.component: r for r in conn.execute(select(H).where(H.c.component.like("edge:%")))}
+    out = []
+    for r in rows:
+        edge = health.get(f"edge:{r.id}")
+        last_part_at = r.last_part
+        part_age = (now - last_part_at).total_seconds() if last_part_at else None
+        freshness = _first(edge.detail if edge else None, "freshness_s", "data_age_s", "last_sample_age_s")
+        if freshness is None:
+            freshness = part_age
+        edge_age = (now - edge.updated_at).total_seconds() if edge else None
+        reason_detail = _first(edge.detail if edge else None, "reason", "message") or ""
+        if r.active:
+            status, why = "at_risk", f"{r.active} part alert{'s' if r.active != 1 else ''} waiting for you"
+        elif edge is None:
+            status, why = "paused", "the scoring service has never reported for this line"
+        elif edge_age is not None and edge_age > _EDGE_SILENT_S:
+            status, why = "paused", f"the scoring service has not reported for {edge_age / 60:.0f} min"
+        elif edge.state in ("stopped", "paused", "not_scoring") or r.last_pred == "not_scored":
+            status = "paused"
+            why = reason_detail or r.last_reason or f"scoring service is {edge.state}"
+        elif edge.state == "degraded" or (part_age is not None and part_age > _DATA_LATE_S) \
+                or (freshness is not None and freshness > _DATA_LATE_S):
+            status = "delayed"
+            why = reason_detail or (f"no new part for {part_age / 60:.0f} min" if part_age else "data is late")
+        else:
+            status, why = "normal", ""
+        out.append(LineStatus(r.id, r.name, r.station, status, STATUS_WORDS[status], why, int(r.parts_1h or 0),
+                              int(r.active or 0), int((r.active or 0) + (r.acked_open or 0)), last_part_at,
+                              r.last_pred, None if freshness is None else float(freshness)))
+    return out
