@@ -215,13 +215,14 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
         X = X[feats]
     if not feats:
         raise ModelError(f"no features left for a {config.kind} model (columns: {list(ds.X.columns)[:10]})")
-    DefectModel.check_training_frame(X, ds.y)  # NaN-only columns, labels: clear errors before any work
-
     baseline = None
     if config.kind == "environment-aware" and config.refit_baseline and any(c.endswith("__dev_baseline") for c in feats):
+        # deviation features are recomputed with a baseline fitted here and shipped in the artifact,
+        # so training, reports and the edge all use the very same "normal for these conditions"
         progress(0.02, "fitting the context baseline on good parts")
         baseline = fit_baseline(ds)
         X = apply_baseline(X, ds.meta, baseline)
+    DefectModel.check_training_frame(X, ds.y)  # NaN-only columns, labels: clear errors before any fitting
 
     regimes = assign_regimes(ds.meta, config.regimes, ds.X)
     y = ds.y.to_numpy()

@@ -1,0 +1,366 @@
+"""Click commands of models/: ``pq train``, ``pq models ...``, ``pq report robustness``, ``pq import``.
+
+Thin wrappers: parse options, call the Python API, print. Settings and the store come from
+``pq.cli`` (imported inside the commands: pq/cli.py imports this module lazily). Every PQError
+becomes one line on stderr in pq's root group.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+__all__ = ["train", "models", "report", "import_history"]
+
+logger = logging.getLogger(__name__)
+
+
+def _ctx():
+    from pq.cli import get_settings, open_store
+
+    return get_settings(), open_store()
+
+
+def _user(user: str | None) -> str:
+    return user or getpass.getuser()
+
+
+def _progress_printer():
+    """Progress lines on stderr: one per message change, with the percentage."""
+    last = [None]
+
+    def cb(fraction: float, message: str) -> None:
+        if message != last[0]:
+            last[0] = message
+            click.echo(f"[{fraction:4.0%}] {message}", err=True)
+
+    return cb
+
+
+def _dt(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected an ISO date or time such as 2024-05-01, got {value!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _regimes(specs: tuple[str, ...]):
+    from models.regimes import DEFAULT_REGIMES, parse_regime
+
+    return DEFAULT_REGIMES + tuple(parse_regime(s) for s in specs)
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+# -- pq train ----------------------------------------------------------------------------------------
+
+@click.command()
+@click.option("--feature-set", help="Feature-set version of the stored vectors (default PQ_MODEL_FEATURE_SET).")
+@click.option("--line", "line_id", help="Train for one line (default: all lines).")
+@click.option("--product", help="Train for one product (default: all products).")
+@click.option("--kind", type=click.Choice(["environment-aware", "naive"]), default="environment-aware", show_default=True)
+@click.option("--name", default="defect", show_default=True, help="Model name in the registry.")
+@click.option("--budget", "alarm_budget", type=float, help="Alarm budget: alerts per hour per line (PQ_MODEL_ALARM_BUDGET_PER_H).")
+@click.option("--target-recall", type=float, help="Target recall instead of (or capped by) the budget.")
+@click.option("--per-defect-code", is_flag=True, help="Also train one model per defect code.")
+@click.option("--reweight-regimes", is_flag=True, help="Weigh rare conditions (hot days, new supplier) up.")
+@click.option("--folds", type=int, help="Validation folds (PQ_MODEL_CV_FOLDS).")
+@click.option("--seed", type=int, help="Random seed (PQ_MODEL_SEED).")
+@click.option("--since", help="First cycle_end (ISO) of the training window.")
+@click.option("--until", help="End (exclusive) of the training window.")
+@click.option("--label-precedence", type=click.Choice(["inspection", "feedback"]), help="Which label wins (PQ_MODEL_LABEL_PRECEDENCE).")
+@click.option("--exclude-feature", multiple=True, help="Regular expression of features to leave out (repeatable).")
+@click.option("--drop-empty-features", is_flag=True, help="Leave out features that have no value for any part.")
+@click.option("--regime", "regime_specs", multiple=True, help="Extra regime NAME:COLUMN[:EDGES[:UNIT]], e.g. air:ambient_temp_k:299,301:K")
+@click.option("--user", help="Who trains (default: the OS user).")
+def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall, per_defect_code, reweight_regimes,
+          folds, seed, since, until, label_precedence, exclude_feature, drop_empty_features, regime_specs, user):
+    """Train a defect model on the store's labelled history and register it as a new version.
+
+    The threshold is chosen for the alarm budget (or target recall) on validation folds grouped by
+    day and material lot; the model card states the rule and what it achieved.
+    """
+    from models.dataset import load_dataset
+    from models.training import TrainConfig, train as run_train
+
+    settings, store = _ctx()
+    budget = alarm_budget if alarm_budget is not None else (None if target_recall else settings.model_alarm_budget_per_h)
+    cfg = TrainConfig(
+        feature_set_version=feature_set or settings.model_feature_set, name=name, line_id=line_id, product=product,
+        kind=kind, alarm_budget_per_h=budget, target_recall=target_recall or settings.model_target_recall,
+        reweight_regimes=reweight_regimes, folds=folds or settings.model_cv_folds,
+        seed=settings.model_seed if seed is None else seed, n_threads=settings.model_threads,
+        start=_dt(since), end=_dt(until), label_precedence=label_precedence or settings.model_label_precedence,
+        min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects,
+        drop_empty_features=drop_empty_features, exclude_features=tuple(exclude_feature),
+        regimes=_regimes(regime_specs))
+    who = _user(user)
+    progress = _progress_printer()
+    ds = load_dataset(store, cfg.feature_set_version, line_id=line_id, product=product, start=cfg.start, end=cfg.end,
+                      label_precedence=cfg.label_precedence)
+    configs = [cfg]
+    if per_defect_code:
+        from dataclasses import replace
+
+        codes = ds.meta.loc[ds.y == 1, "defect_code"].dropna().astype(str)
+        codes = sorted(c for c in codes.unique() if c)
+        configs += [replace(cfg, defect_code=c) for c in codes]
+    for c in configs:
+        click.echo(f"training {c.kind} model {c.name}{'/' + c.defect_code if c.defect_code else ''} "
+                   f"on feature set {c.feature_set_version}", err=True)
+        result = run_train(store, c, trained_by=who, progress=progress, dataset=ds)
+        v, m = result.version, result.outcome.metrics
+        click.echo(f"registered {v.label}: threshold {v.threshold:.4f} ({result.outcome.threshold_rule['rule']}); "
+                   f"validation recall {_fmt(m['recall'])}, false-alarm rate {_fmt(m['far'])}, "
+                   f"{_fmt(m['alerts_per_h'], 2)} alerts/h, AUC {_fmt(m['auc'])}, ECE {_fmt(m['ece'])}")
+    click.echo("promote with: pq models promote ID --reason '...'", err=True)
+
+
+# -- pq models -----------------------------------------------------------------------------------------
+
+@click.group()
+def models():
+    """Model registry: list, show, compare, promote, roll back."""
+
+
+@models.command("list")
+@click.option("--name")
+@click.option("--line", "line_id")
+@click.option("--limit", type=int, default=50, show_default=True)
+def list_cmd(name, line_id, limit):
+    """Versions, newest first; * marks production versions."""
+    from models.registry import list_versions, production_map
+
+    _, store = _ctx()
+    prod = {}
+    for scope, vid in production_map(store).items():
+        prod.setdefault(vid, []).append(scope)
+    click.echo(f"{'id':>4} {'name':<18} {'ver':>3} {'kind':<17} {'scope':<14} {'feature set':<18} {'thr':>7} "
+               f"{'recall':>7} {'FAR':>7} {'by':<10} {'created':<16} production")
+    for v in list_versions(store, name=name, line_id=line_id, limit=limit):
+        m = v.metrics or {}
+        click.echo(f"{v.id:>4} {v.name:<18} {v.version:>3} {v.kind:<17} {v.scope:<14} {v.feature_set_version:<18} "
+                   f"{v.threshold:>7.4f} {_fmt(m.get('recall')):>7} {_fmt(m.get('far')):>7} {(v.trained_by or ''):<10} "
+                   f"{v.created_at:%Y-%m-%d %H:%M} {'* ' + ', '.join(prod[v.id]) if v.id in prod else ''}")
+
+
+@models.command()
+@click.argument("version_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="The whole card, metrics and per-regime metrics as JSON.")
+def show(version_id, as_json):
+    """A version's card, metrics overall and per regime, and its deployments."""
+    from dataclasses import asdict
+
+    from models.estimator import json_safe
+    from models.registry import deployments, get_version
+
+    _, store = _ctx()
+    v = get_version(store, version_id)
+    deps = [d for d in deployments(store) if d.model_version_id == v.id]
+    if as_json:
+        click.echo(json.dumps(json_safe(asdict(v) | {"deployments": [asdict(d) for d in deps]}), indent=1))
+        return
+    card = v.card or {}
+    click.echo(f"{v.label}  kind {v.kind}  scope {v.scope}  feature set {v.feature_set_version}")
+    click.echo(f"trained by {v.trained_by} at {v.created_at:%Y-%m-%d %H:%M} UTC on {v.train_start} .. {v.train_end}")
+    click.echo(f"artifact sha256 {v.artifact_sha256}")
+    th = card.get("threshold", {})
+    click.echo(f"threshold {v.threshold:.4f}: {th.get('rule')} — {th.get('meaning', '')}")
+    data = card.get("data", {})
+    click.echo(f"data: {data.get('parts')} parts, {data.get('defects')} defects, {data.get('unlabelled_left_out')} "
+               f"awaiting labels left out; labels {data.get('label_sources')}")
+    m = v.metrics or {}
+    click.echo("validation: " + ", ".join(f"{k} {_fmt(m.get(k))}" for k in
+                                          ("recall", "far", "precision", "alerts_per_h", "auc", "pr_auc", "ece")))
+    for regime, bands in (v.regime_metrics or {}).items():
+        click.echo(f"  {regime}:")
+        for band, bm in sorted(bands.items()):
+            click.echo(f"    {band:<22} parts {bm['parts']:>6} defects {bm['defects']:>4}  FAR {_fmt(bm['far'])}  "
+                       f"recall {_fmt(bm['recall'])}  alerts/h {_fmt(bm['alerts_per_h'], 2)}  ECE {_fmt(bm['ece'])}")
+    for d in deps:
+        click.echo(f"{d.at:%Y-%m-%d %H:%M} {d.action} {d.scope} by {d.approved_by}{' (OVERRIDE)' if d.override else ''}: {d.reason}")
+
+
+@models.command()
+@click.argument("candidate_id", type=int)
+@click.argument("production_id", type=int, required=False)
+@click.option("--margin", type=float, help="Tolerance (PQ_MODEL_PROMOTION_MARGIN).")
+def compare(candidate_id, production_id, margin):
+    """Per-regime false-alarm rate and recall of a candidate against production (or another version)."""
+    from models.registry import compare as do_compare, get_version, production_version
+
+    settings, store = _ctx()
+    if production_id is None:
+        c = get_version(store, candidate_id)
+        p = production_version(store, c.line_id, c.product)
+        if p is None:
+            raise click.ClickException(f"no production version for {c.scope}; give a version to compare with")
+        production_id = p.id
+    res = do_compare(store, candidate_id, production_id, settings.model_promotion_margin if margin is None else margin)
+    click.echo(f"candidate {res['candidate']} vs {res['production']} (margin {res['margin']})")
+    for k, row in res["overall"].items():
+        click.echo(f"  {k:<14} {_fmt(row['candidate']):>8} vs {_fmt(row['production']):>8}")
+    for r in res["regimes"]:
+        click.echo(f"  {r['regime']}={r['band']:<18} {r['metric']:<7} {_fmt(r['candidate']):>8} vs "
+                   f"{_fmt(r['production']):>8}  {'WORSE' if r['worse'] else ''}")
+
+
+@models.command()
+@click.argument("version_id", type=int)
+@click.option("--scope", help="LINE/PRODUCT with * for all (default: the version's own scope).")
+@click.option("--reason", required=True, help="Why this version (recorded).")
+@click.option("--user", help="Approver (default: the OS user).")
+@click.option("--override", is_flag=True, help="Promote although some regime is worse than production (audited).")
+@click.option("--margin", type=float, help="Tolerance (PQ_MODEL_PROMOTION_MARGIN).")
+@click.option("--edge-feature-set", help="Feature-set version the edge computes (default: what edges report).")
+def promote(version_id, scope, reason, user, override, margin, edge_feature_set):
+    """Make a version the production model of its line/product scope."""
+    from models.registry import promote as do_promote
+
+    settings, store = _ctx()
+    dep = do_promote(store, version_id, scope=scope, approved_by=_user(user), reason=reason, override=override,
+                     edge_feature_set_version=edge_feature_set,
+                     margin=settings.model_promotion_margin if margin is None else margin, client="cli")
+    click.echo(f"#{dep.model_version_id} is now in production for {dep.scope}{' (override recorded)' if dep.override else ''}")
+
+
+@models.command()
+@click.argument("scope")
+@click.option("--reason", required=True, help="Why (recorded).")
+@click.option("--user", help="Approver (default: the OS user).")
+def rollback(scope, reason, user):
+    """Put back the version that served SCOPE (e.g. '*/*' or line-1/*) before the current one."""
+    from models.registry import rollback as do_rollback
+
+    _, store = _ctx()
+    dep = do_rollback(store, scope, approved_by=_user(user), reason=reason, client="cli")
+    click.echo(f"{dep.scope} rolled back to #{dep.model_version_id}")
+
+
+# -- pq report -----------------------------------------------------------------------------------------
+
+@click.group()
+def report():
+    """Reports: robustness per environmental regime."""
+
+
+@report.command()
+@click.option("--train-history", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="History dir (pq simulate history --out) to train both models on (normal conditions).")
+@click.option("--eval-history", multiple=True, metavar="NAME=DIR",
+              help="Held-out history to evaluate on, e.g. heatwave=var/hist/heatwave (repeatable).")
+@click.option("--model", "model_ids", type=int, multiple=True,
+              help="Registered version(s) to evaluate on the store instead (e.g. env-aware and naive ids).")
+@click.option("--eval-window", multiple=True, metavar="NAME=FROM..TO",
+              help="With --model: a labelled window of the store to evaluate on (repeatable).")
+@click.option("--feature-set", help="Feature set (default PQ_MODEL_FEATURE_SET or the shipped spec).")
+@click.option("--budget", "alarm_budget", type=float, help="Alarm budget for both models (alerts/h/line).")
+@click.option("--target-recall", type=float)
+@click.option("--regime", "regime_specs", multiple=True, help="Extra regime NAME:COLUMN[:EDGES[:UNIT]].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output dir (default PQ_DATA_DIR/reports).")
+@click.option("--seed", type=int)
+def robustness(train_history, eval_history, model_ids, eval_window, feature_set, alarm_budget, target_recall,
+               regime_specs, out_dir, seed):
+    """False-alarm rate, recall, precision, alerts/h and calibration per regime: environment-aware vs naive.
+
+    Either trains both kinds on --train-history and evaluates them on each --eval-history, or
+    evaluates registered --model versions on --eval-window slices of the store.
+    """
+    from pq.cli import get_settings
+    from models.report import robustness_from_store, summary_table, write_report
+
+    settings = get_settings()
+    out_dir = out_dir or Path(settings.data_dir) / "reports"
+    regimes = _regimes(regime_specs)
+    if train_history:
+        from models.experiment import run_experiment
+        from models.history import dataset_from_history_dir
+        from models.training import TrainConfig
+        from pq.features.spec import load_feature_set
+
+        if not eval_history:
+            raise click.UsageError("--train-history needs at least one --eval-history NAME=DIR")
+        fs = load_feature_set()
+        click.echo(f"computing features ({fs.version}) for {train_history}", err=True)
+        train_ds = dataset_from_history_dir(train_history, fs)
+        evals = {}
+        for item in eval_history:
+            name, _, path = item.partition("=")
+            if not path:
+                raise click.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="--eval-history")
+            click.echo(f"computing features for {name} ({path})", err=True)
+            evals[name] = dataset_from_history_dir(Path(path), fs)
+        budget = alarm_budget if alarm_budget is not None else (None if target_recall else settings.model_alarm_budget_per_h)
+        cfg = TrainConfig(feature_set_version=fs.version, alarm_budget_per_h=budget, target_recall=target_recall,
+                          seed=settings.model_seed if seed is None else seed, n_threads=settings.model_threads,
+                          folds=settings.model_cv_folds, regimes=regimes,
+                          min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects)
+        result = run_experiment(train_ds, evals, cfg, _progress_printer())
+    elif model_ids:
+        from models.dataset import load_dataset
+        from models.registry import get_version
+
+        from pq.cli import open_store
+
+        store = open_store()
+        fsv = get_version(store, model_ids[0]).feature_set_version
+        evals = {}
+        for item in eval_window or ("all=..",):
+            name, _, span = item.partition("=")
+            a, _, b = span.partition("..")
+            evals[name] = load_dataset(store, fsv, start=_dt(a or None), end=_dt(b or None))
+        result = robustness_from_store(store, list(model_ids), evals, regimes)
+    else:
+        raise click.UsageError("give --train-history with --eval-history, or --model with --eval-window")
+    html_path, json_path = write_report(result, out_dir)
+    for r in summary_table(result):
+        click.echo(f"{r['scenario']:<14} {r['model']:<18} FAR {_fmt(r['far'])}  recall {_fmt(r['recall'])}  "
+                   f"precision {_fmt(r['precision'])}  alerts/h {_fmt(r['alerts_per_h'], 2)}  ECE {_fmt(r['ece'])}")
+    if "goal" in result:
+        click.echo(f"goal ({result['goal']['rule']}): {'MET' if result['goal']['met'] else 'NOT MET'}")
+    click.echo(f"wrote {html_path} and {json_path}")
+
+
+# -- pq import -----------------------------------------------------------------------------------------
+
+@click.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--map", "mapping_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Mapping TOML: serial, time, label, signals, context, drop (see docs/models.md).")
+@click.option("--dry-run", is_flag=True, help="Check the file against the mapping and count, write nothing.")
+def import_history(path, mapping_path, dry_run):
+    """Import a part-level history (CSV/Parquet, one row per part) as parts, labels and feature vectors."""
+    from models.importer import import_history as do_import, load_mapping
+
+    mapping = load_mapping(mapping_path)
+    _, store = _ctx()
+    with click.progressbar(length=1000, label="importing", file=sys.stderr) as bar:
+        done = [0]
+
+        def cb(fraction, _msg):
+            step = int(fraction * 1000) - done[0]
+            if step > 0:
+                bar.update(step)
+                done[0] += step
+
+        res = do_import(store, path, mapping, dry_run=dry_run, progress=cb)
+    click.echo(f"{'would import' if dry_run else 'imported'} {res.parts} parts, {res.inspections} labels, "
+               f"{res.features} vectors as feature set {res.feature_set_version} ({res.rows} rows read; "
+               f"rejected: {res.rejected or 'none'}; non-numeric values: {res.non_numeric_values})")
+    if not dry_run:
+        click.echo(f"train with: pq train --feature-set {res.feature_set_version} --line {mapping.line_id}", err=True)
