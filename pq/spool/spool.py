@@ -192,7 +192,7 @@ class Spool:
                 freed += size
                 if self._bytes - freed + need <= self.max_bytes:
                     break
-            self._delete(ids, freed)
+            self._delete(ids, freed, dropping=True)
             self._stats["dropped_records"] += len(ids)
             self._stats["dropped_bytes"] += freed
 
@@ -248,8 +248,8 @@ class Spool:
         logger.error("spool %s: record %d (%s) refused by the store, moved to dead_letters: %s",
                      self.path, record.id, record.kind, error)
 
-    def _delete(self, ids: list[int], freed: int | None) -> None:
-        # lock held; freed None = compute from the rows actually deleted
+    def _delete(self, ids: list[int], freed: int | None, *, dropping: bool = False) -> None:
+        # lock held; ``dropping``: making room under drop_oldest, so the full episode goes on
         if not ids:
             return
         cur = self._db.cursor()
@@ -273,7 +273,7 @@ class Spool:
         self._bytes -= n_bytes
         self._oldest_us = None if self._depth == 0 else \
             self._db.execute("SELECT created_us FROM records ORDER BY id LIMIT 1").fetchone()[0]
-        if self._full_episode and self._bytes <= self.max_bytes * 0.9:
+        if self._full_episode and not dropping and self._bytes <= self.max_bytes * 0.9:
             logger.info("spool %s has room again (%d of %d bytes; dropped so far %d records, rejected %d)",
                         self.path, self._bytes, self.max_bytes, self._stats["dropped_records"],
                         self._stats["rejected_records"])

@@ -1,0 +1,143 @@
+"""Running a connector until stopped: session + spool + drainer + metrics, SIGTERM-clean.
+
+Owns :func:`run_connector` (what ``pq connect run TAGMAP`` calls) and :func:`spool_name`. The
+session starts spooling at once, even while the database is unreachable; the store is opened in
+the background (retrying) and the drainer starts when it answers. On SIGTERM or SIGINT the session
+disconnects, everything received goes into the spool, the drainer writes what it can within
+``flush_timeout_s`` and the rest stays on disk for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from typing import Any, Callable, Iterable, Mapping
+
+from pq.config import Settings
+from pq.errors import SchemaVersionError, StorageError
+from pq.health import METRICS, start_metrics_server
+from pq.spool import SpoolDrainer, open_spool
+
+from connectors.tagmap import TagMap, load_tagmap, resolve_credentials
+
+__all__ = ["run_connector", "spool_name", "lag_listener"]
+
+logger = logging.getLogger(__name__)
+
+
+def spool_name(tagmap: TagMap) -> str:
+    return f"connector-{tagmap.connection.name}"
+
+
+def lag_listener(connection: str, sink: list | None = None) -> Callable[[str, list, float], None]:
+    """A drainer commit listener feeding the source-to-commit lag histogram (and ``sink`` if given)."""
+    hist = METRICS.lag.labels(connection)
+
+    def on_commit(kind: str, payloads: list, committed_at: float) -> None:
+        if kind != "samples":
+            return
+        for batch in payloads:
+            lags = committed_at - batch.ts_us / 1e6
+            if sink is not None:
+                sink.append(lags)
+            for v in lags[:: max(1, len(lags) // 50)]:  # a sample of each batch keeps the histogram cheap
+                hist.observe(float(v))
+
+    return on_commit
+
+
+class _StoreStarter(threading.Thread):
+    """Opens the store (retrying while the database is down) and then starts the drainer."""
+
+    def __init__(self, open_store: Callable[[], Any], make_drainer: Callable[[Any], SpoolDrainer]):
+        super().__init__(name="pq-store-open", daemon=True)
+        self.open_store, self.make_drainer = open_store, make_drainer
+        self.drainer: SpoolDrainer | None = None
+        self.store = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        warned = False
+        while not self._stop.is_set():
+            try:
+                self.store = self.open_store()
+            except StorageError as exc:
+                if isinstance(exc, SchemaVersionError):  # waiting will not fix it: `pq db upgrade` will
+                    self.error = exc
+                    return
+                if not warned:
+                    logger.warning("store not reachable yet (%s); spooling locally and retrying", exc)
+                    warned = True
+                self._stop.wait(2.0)
+                continue
+            except BaseException as exc:  # a wrong schema version or URL: reported by run_connector
+                self.error = exc
+                return
+            if warned:
+                logger.info("store reachable; starting to drain the spool")
+            self.drainer = self.make_drainer(self.store).start()
+            return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def run_connector(tagmap: TagMap | str, settings: Settings, *, open_store: Callable[[], Any],
+                        environ: Mapping[str, str] | None = None, listeners: Iterable[Any] = (),
+                        stop_event: asyncio.Event | None = None, flush_timeout_s: float = 10.0,
+                        install_signal_handlers: bool = True, on_started: Callable[[Any], None] | None = None) -> dict:
+    """Run one connection until SIGTERM/SIGINT or ``stop_event``; returns the final health detail.
+
+    ``open_store`` is called (in a thread, retried on StorageError) to get the store to drain into.
+    """
+    from connectors.opcua.session import ConnectorSession
+
+    tm = load_tagmap(tagmap) if isinstance(tagmap, str) else tagmap
+    user, password = resolve_credentials(tm, environ or {})
+    if settings.metrics_port is not None:
+        start_metrics_server(settings.metrics_port, settings.metrics_addr)
+    spool = open_spool(settings, spool_name(tm))
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if install_signal_handlers:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    starter = _StoreStarter(open_store, lambda store: SpoolDrainer(
+        spool, store, listeners=(lag_listener(tm.connection.name),)))
+    starter.start()
+    session = ConnectorSession(tm, settings, spool=spool, listeners=listeners, username=user, password=password)
+    try:
+        async with session:
+            if on_started is not None:
+                on_started(session)
+            stopper = asyncio.ensure_future(stop.wait())
+            ender = asyncio.ensure_future(session.wait_stopped())
+            done, _ = await asyncio.wait({stopper, ender}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if ender in done and ender.exception() is not None:
+                raise ender.exception()
+            ender.cancel()
+            logger.info("connection %s: stopping; flushing the spool", tm.connection.name)
+    finally:
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        starter.stop()
+        drainer = starter.drainer
+        if drainer is not None:
+            empty = await asyncio.to_thread(drainer.stop, flush_timeout_s)
+            if empty:
+                logger.info("connection %s: spool empty, everything is in the store", tm.connection.name)
+        elif spool.depth():
+            logger.warning("connection %s: store never reachable; %d records wait in %s for the next start",
+                           tm.connection.name, spool.depth(), spool.path)
+        detail = session.health_detail()
+        spool.close()
+        if starter.store is not None:
+            starter.store.dispose()
+    if starter.error is not None:
+        raise starter.error
+    return detail
