@@ -63,8 +63,12 @@ def _trend_figure(ctx, alert: dict, expl: list[dict]):
     x = list(range(-len(trend["serial"]) + 1, 1))
     for i, e in enumerate(expl[:3], start=1):
         lo, hi = e.get("normal_lo"), e.get("normal_hi")
-        if lo is not None and hi is not None:
-            fig.add_hrect(y0=lo, y1=hi, fillcolor="#2e7d32", opacity=0.15, line_width=0, row=i, col=1)
+        if lo is not None and hi is not None:  # the normal band for today's conditions, shaded
+            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[lo, lo], mode="lines", line={"width": 0},
+                                     hoverinfo="skip", showlegend=False), row=i, col=1)
+            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[hi, hi], mode="lines", line={"width": 0}, fill="tonexty",
+                                     fillcolor="rgba(46,125,50,0.22)", name="normal today", hoverinfo="skip",
+                                     showlegend=False), row=i, col=1)
         fig.add_trace(go.Scatter(x=x, y=trend[e["signal"]], mode="lines+markers", name=e.get("label") or e["signal"],
                                  text=trend["serial"], hovertemplate="part %{text}<br>%{y}<extra></extra>",
                                  line={"color": "#1f4e79", "width": 3}), row=i, col=1)

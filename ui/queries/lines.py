@@ -88,16 +88,23 @@ def line_statuses(store: Store, now: datetime | None = None) -> list[LineStatus]
         last_part_at = r.last_part
         part_age = (now - last_part_at).total_seconds() if last_part_at else None
         freshness = _first(edge.detail if edge else None, "freshness_s", "data_age_s", "last_sample_age_s")
+        if isinstance(freshness, dict):  # per tag (the edge runtime): the line is as fresh as its stalest signal
+            ages = [v for v in freshness.values() if isinstance(v, (int, float))]
+            freshness = max(ages) if ages else None
+        elif not isinstance(freshness, (int, float)):
+            freshness = None
         if freshness is None:
             freshness = part_age
         edge_age = (now - edge.updated_at).total_seconds() if edge else None
-        reason_detail = _first(edge.detail if edge else None, "reason", "message") or ""
+        reason_detail = str(_first(edge.detail if edge else None, "reason", "message") or "")
         if r.active:
             status, why = "at_risk", f"{r.active} part alert{'s' if r.active != 1 else ''} waiting for you"
         elif edge is None:
             status, why = "paused", "the scoring service has never reported for this line"
         elif edge_age is not None and edge_age > _EDGE_SILENT_S:
             status, why = "paused", f"the scoring service has not reported for {edge_age / 60:.0f} min"
+        elif edge.state == "no_model":
+            status, why = "paused", reason_detail or "no model is in production for this line"
         elif edge.state in ("stopped", "paused", "not_scoring") or r.last_pred == "not_scored":
             status = "paused"
             why = reason_detail or r.last_reason or f"scoring service is {edge.state}"

