@@ -39,6 +39,7 @@ from pq.alerts.playbook import PlaybookLoader
 from pq.config import Settings
 from pq.edge.interfaces import PartEvent, Sample, is_bad
 from pq.edge.metrics import EdgeMetrics
+from pq.errors import PQError
 from pq.edge.ringbuffer import TagRings
 
 __all__ = ["LineRuntime", "Decision", "STATES"]
@@ -103,6 +104,8 @@ class LineRuntime:
                                 flood_window_s=settings.edge_flood_window_s,
                                 clear_after_ok=settings.edge_clear_after_ok_parts)
         self._computers: dict[tuple, Any] = {}
+        self._last_cycle_end_ns: int | None = None
+        self.connection_state: dict | None = None
         self.state = "no_model"
         self.state_reason = "starting: no part decided yet"
         self._state_event_id: str | None = None
@@ -196,6 +199,24 @@ class LineRuntime:
             logger.info("line %s: feature set %s ready (%d samples replayed)", self.line_id, key[0], len(replay))
         return fc
 
+    def warm_up(self) -> float:
+        """Compile the feature kernels and build the current model's feature computer before the first
+        part (the first Numba call costs seconds). Returns the seconds it took."""
+        t0 = time.perf_counter()
+        from pq.features import warmup
+
+        warmup()
+        scorer = self.scorers.scorer_for(None)
+        if scorer is not None:
+            try:
+                fc = self._computer_for(scorer)
+                fc.vector(0, _NS, {})
+                scorer.score({n: 0.0 for n in scorer.feature_names}, {}, explain=True)
+            except PQError as exc:
+                logger.warning("line %s: warm-up of model %s failed: %s", self.line_id,
+                               getattr(scorer, "version_id", None), exc)
+        return time.perf_counter() - t0
+
     def _label(self, signal: str) -> str:
         return self.playbook.current.label_for(signal)
 
@@ -232,11 +253,50 @@ class LineRuntime:
                            f"({fmt_number(lo)} to {fmt_number(hi)})")
         return out
 
+    # ------------------------------------------------------------------ connector listener
+    def on_samples(self, batch: Any) -> None:
+        """``connectors`` Listener hook: a notification burst's SampleBatch (called in its event loop)."""
+        self._push_batch(batch)
+
+    def on_state(self, connection: str, state: str, detail: dict) -> None:
+        """``connectors`` Listener hook: the connection's state shows in this line's status."""
+        self.connection_state = {"connection": connection, "state": state}
+
+    def part_event(self, part: Mapping[str, Any], received_s: float | None = None) -> PartEvent | None:
+        """A connector part dict (line_id, serial, cycle_start, cycle_end, product, material_lot, shift,
+        context) as a PartEvent; None for another line's part."""
+        if part.get("line_id", self.line_id) != self.line_id:
+            return None
+        from pq.features.streaming import ts_to_ns
+
+        end_ns = ts_to_ns(part["cycle_end"])
+        start = part.get("cycle_start")
+        start_ns = ts_to_ns(start) if start is not None else (self._last_cycle_end_ns or end_ns)
+        ctx = {k: v for k, v in dict(part.get("context") or {}).items()}
+        for k in ("product", "material_lot", "shift", "station"):
+            if part.get(k) is not None:
+                ctx[k] = part[k]
+        return PartEvent(str(part["serial"]), start_ns, end_ns,
+                         time.perf_counter() if received_s is None else received_s, ctx)
+
     # ------------------------------------------------------------------ decision
-    def on_part(self, ev: PartEvent) -> Decision:
+    def on_part(self, ev: PartEvent | Mapping[str, Any]) -> Decision | None:
+        """Decide one part (a PartEvent, or a connector part dict as the Listener hook)."""
+        if not isinstance(ev, PartEvent):
+            ev = self.part_event(ev)
+            if ev is None:
+                return None
+        try:
+            return self._decide(ev)
+        finally:
+            self._last_cycle_end_ns = ev.cycle_end_ns
+
+    def _decide(self, ev: PartEvent) -> Decision:
         now = self.clock()
         ctx = dict(ev.context)
-        ctx.setdefault("station", self.station)
+        not_good_ctx = ctx.pop("_not_good", None) or []
+        if ctx.get("station") is None:
+            ctx["station"] = self.station
         product = ctx.get("product")
         pred = {"id": str(uuid.uuid4()), "decided_at": now, "line_id": self.line_id, "serial": ev.serial,
                 "model_version_id": None, "feature_set_version": None, "score": None, "threshold": None,
@@ -244,6 +304,7 @@ class LineRuntime:
         records: list[tuple[str, dict]] = []
         changes: list[Change] = []
         state, reason = "scoring", ""
+        fc = s = None
         scorer = self.scorers.scorer_for(product)
         if scorer is None:
             state = "no_model"
@@ -251,9 +312,15 @@ class LineRuntime:
         else:
             pred["model_version_id"] = getattr(scorer, "version_id", None)
             pred["feature_set_version"] = getattr(scorer, "feature_set_version", None)
-            fc = self._computer_for(scorer)
+            try:
+                fc = self._computer_for(scorer)
+            except PQError as exc:  # the model needs a feature set this edge cannot compute
+                fc, state, reason = None, "no_model", f"Model {pred['model_version_id']} cannot be served here: {exc}"
+        if scorer is not None and fc is not None:
             tags = self.key_signals or _key_tags(fc)
             problems = self._signal_problems(tags, ev.cycle_end_ns)
+            if not_good_ctx:
+                problems.append(f"context signal(s) {', '.join(self._label(n) for n in not_good_ctx)} have Bad quality")
             x, freason = fc.vector(ev.cycle_start_ns, ev.cycle_end_ns, ctx)
             names = _feature_names(fc)
             vec = dict(zip(names, x.tolist()))
@@ -263,7 +330,11 @@ class LineRuntime:
             if problems:
                 state, reason = "degraded", "; ".join(problems)
             else:
-                s = scorer.score(vec, ctx, explain=None)
+                try:
+                    s = scorer.score(vec, ctx, explain=None)
+                except PQError as exc:
+                    s, state, reason = None, "degraded", f"Scoring failed: {exc}"
+            if not problems and s is not None:
                 unseen = [f.split(":", 1)[1] for f in getattr(s, "flags", ()) if f.startswith("nan_unseen:")]
                 if unseen:
                     missing = sorted({self._label(n.split("__")[0]) for n in unseen})

@@ -1,0 +1,199 @@
+"""Edge runtime: real streaming features, real spool + drainer into the store, real MQTT broker.
+
+The scorer is a small rule model implementing the Scorer interface (the LightGBM scorer is tested in
+models/); it lets the test know exactly which parts must alert.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from sqlalchemy import func, select
+
+from connectors.outputs.mqtt import MqttOutput
+from pq.alerts.playbook import PlaybookLoader
+from pq.edge import records
+from pq.edge.interfaces import PartEvent, Sample
+from pq.edge.modelwatch import ModelWatcher
+from pq.edge.runtime import LineRuntime
+from pq.features import StreamingFeatures, load_feature_set
+from pq.spool import Spool, SpoolDrainer
+from pq.storage import schema
+
+FS = load_feature_set()
+LINE = "line-7"
+T0_NS = 1_750_000_000 * 1_000_000_000
+
+
+class RuleScorer:
+    """P(defect) rises steeply once the melt temperature's cycle mean exceeds 240 °C."""
+
+    feature_set_version = FS.version
+    threshold = 0.5
+    baseline = None
+
+    def __init__(self, version_id: int, ranges: dict | None = None):
+        self.version_id = version_id
+        self.feature_names = list(FS.feature_names)
+        self.feature_ranges = ranges or {}
+
+    def score(self, vector, context=None, explain=None):
+        m = vector["melt_temp_c__mean"]
+        if math.isnan(m):
+            return SimpleNamespace(probability=0.5, threshold=0.5, at_risk=False, flags=("nan_unseen:melt_temp_c__mean",),
+                                   contributions=())
+        p = 1 / (1 + math.exp(-(m - 240.0)))
+        contrib = [SimpleNamespace(signal="melt_temp_c", contribution=m - 240.0, value=m, normal_lo=225.0,
+                                   normal_hi=235.0, direction="high"),
+                   SimpleNamespace(signal="hold_pressure_bar", contribution=-0.1, value=600.0, normal_lo=550.0,
+                                   normal_hi=650.0, direction="normal")]
+        return SimpleNamespace(probability=p, threshold=0.5, at_risk=p >= 0.5, flags=(), contributions=contrib)
+
+
+def _cycle(i: int, melt: float, skip: tuple[str, ...] = (), bad: tuple[str, ...] = ()):
+    """One 1-s cycle: 10 Hz samples of every spec tag, then the cycle-complete event."""
+    start = T0_NS + i * 1_000_000_000
+    items = []
+    for tag in FS.tags:
+        if tag in skip:
+            continue
+        for k in range(10):
+            v = melt if tag == "melt_temp_c" else 100.0 + k * 0.1
+            items.append(Sample(tag, start + k * 100_000_000, v, 0x80000000 if tag in bad else 0))
+    ctx = {"product": "housing-a", "material_lot": "L123", "shift": "A", "ambient_temp_c": 24.0}
+    items.append(PartEvent(f"S{i:05d}", start, start + 1_000_000_000, time.perf_counter(), ctx))
+    return items
+
+
+def _runtime(settings, watcher, spool, outputs=(), store=None):
+    return LineRuntime(LINE, scorers=watcher, sink=spool, settings=settings, outputs=outputs, store=store,
+                       station="press-7", playbook=PlaybookLoader(),
+                       feature_factory=lambda scorer: StreamingFeatures(FS, scorer.baseline, capacity_s=30,
+                                                                        max_rate_hz=20))
+
+
+@pytest.mark.timeout(120)
+def test_parts_scored_alerted_published_spooled_and_hot_reloaded(sqlite_store, settings_factory, tmp_path):
+    settings = settings_factory(edge_stale_s=3.0, edge_clear_after_ok_parts=3)
+    records.register()
+    promoted = {"v": 1}
+    watcher = ModelWatcher(LINE, resolve=lambda product: promoted["v"], load=lambda vid: RuleScorer(vid))
+    watcher.poll_once()
+    spool = Spool(tmp_path / "edge.sqlite", fsync="normal")
+
+    topic = f"pqtest/{uuid.uuid4().hex[:8]}/alerts"
+    got, ready = [], threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1), ready.set())
+    sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+    sub.connect("127.0.0.1", 1883)
+    sub.loop_start()
+    assert ready.wait(5)
+    time.sleep(0.2)
+    out = MqttOutput("mqtt", topic=topic).start()
+    rt = _runtime(settings, watcher, spool, [out], sqlite_store)
+    rt.warm_up()
+    try:
+        # The database is not draining yet: decisions must not care.
+        defective = {3, 4, 5, 12}
+        decisions = []
+        for i in range(20):
+            if i == 10:  # a promotion reaches the running edge without restart
+                promoted["v"] = 2
+                assert watcher.poll_once()
+            decisions += rt.handle(_cycle(i, 250.0 if i in defective else 230.0))
+        verdict = {d.prediction["serial"]: d.decision for d in decisions}
+        assert {s for s, v in verdict.items() if v == "at_risk"} == {f"S{i:05d}" for i in defective}
+        assert all(v == "ok" for s, v in verdict.items() if int(s[1:]) not in defective)
+        assert [d.prediction["model_version_id"] for d in decisions] == [1] * 10 + [2] * 10
+        lat = sorted(d.latency_ms for d in decisions)
+        assert lat[-1] < 100, lat
+
+        # 3 defective parts in a row -> one alert, updated twice; cleared after 3 OK parts; S00012 raises anew.
+        raised = [ch for d in decisions for ch in d.changes if ch.event == "raised"]
+        assert [ch.alert["serial"] for ch in raised] == ["S00003", "S00012"]
+        alert = raised[0].alert
+        assert alert["cause"] == "melt_temp_c" and alert["station"] == "press-7" and alert["material_lot"] == "L123"
+        assert alert["title"].startswith("Part S00003 at risk") and "above normal" in alert["title"]
+        assert "barrel heater" in alert["action"]
+        assert alert["explanation"][0]["normal_hi"] == 235.0 and len(alert["explanation"]) == 1
+
+        # Degraded: melt temperature sensor goes Bad, then silent; no alert is invented; it recovers alone.
+        d_bad = rt.handle(_cycle(20, 260.0, bad=("melt_temp_c",)))[0]
+        assert d_bad.decision == "not_scored" and "Bad quality" in d_bad.prediction["reason"]
+        for i in range(21, 26):
+            d = rt.handle(_cycle(i, 260.0, skip=("melt_temp_c",)))[0]
+        assert d.decision == "not_scored" and "no good value for" in d.prediction["reason"]
+        assert rt.status()["state"] == "degraded" and "Melt temperature" in rt.status()["reason"]
+        assert not any(ch.event == "raised" for ch in d.changes)
+        d_back = rt.handle(_cycle(26, 230.0))[0]
+        assert d_back.decision == "ok" and rt.state == "scoring"
+
+        assert _wait(lambda: sum(1 for m in got if m["event"] == "raised") == 2, 10), got
+        # Now the store comes up: everything decided while it was away arrives, once.
+        drainer = SpoolDrainer(spool, sqlite_store).start()
+        assert drainer.flush(30)
+        drainer.stop(5)
+        with sqlite_store.engine.connect() as conn:
+            n_pred = conn.execute(select(func.count()).select_from(schema.predictions)).scalar()
+            states = dict(conn.execute(select(schema.alerts.c.serial, schema.alerts.c.state)).all())
+            not_scored = conn.execute(select(func.count()).select_from(schema.predictions)
+                                      .where(schema.predictions.c.decision == "not_scored")).scalar()
+            line_events = conn.execute(select(schema.line_events.c.kind, schema.line_events.c.ended_at)).all()
+            health = conn.execute(select(schema.component_health)).one()._mapping
+            feats = conn.execute(select(func.count()).select_from(schema.part_features)).scalar()
+        assert n_pred == 27 and not_scored == 6 and feats == 27
+        assert states == {"S00005": "cleared", "S00012": "cleared"}  # serial = latest part of the alert
+        assert ("degraded", None) not in line_events and any(k == "degraded" for k, _ in line_events)
+        assert health["component"] == f"edge:{LINE}" and health["state"] == "scoring"
+    finally:
+        out.close()
+        sub.loop_stop()
+        sub.disconnect()
+        spool.close()
+
+
+@pytest.mark.timeout(60)
+def test_drift_missing_model_and_broken_model(sqlite_store, settings_factory, tmp_path):
+    settings = settings_factory()
+    ranges = {"melt_temp_c__mean": [220.0, 245.0]}
+    versions = {"v": None}
+
+    def load(vid):
+        if vid == 3:
+            raise ValueError("artifact sha256 mismatch")
+        return RuleScorer(vid, ranges)
+
+    watcher = ModelWatcher(LINE, resolve=lambda product: versions["v"], load=load)
+    watcher.poll_once()
+    rt = _runtime(settings, watcher, None)
+    d = rt.handle(_cycle(0, 230.0))[0]
+    assert d.decision == "not_scored" and "No model in production" in d.prediction["reason"] and rt.state == "no_model"
+    versions["v"] = 1
+    watcher.poll_once()
+    assert rt.handle(_cycle(1, 230.0))[0].decision == "ok"
+    d = rt.handle(_cycle(2, 300.0))[0]  # far beyond training range: drift, not an alert
+    assert d.decision == "not_scored" and "outside what the model was trained on" in d.prediction["reason"]
+    assert not d.changes
+    versions["v"] = 3  # a version that fails to load: version 1 keeps scoring, status says why
+    watcher.poll_once()
+    d = rt.handle(_cycle(3, 230.0))[0]
+    assert d.decision == "ok" and d.prediction["model_version_id"] == 1
+    assert "failed to load" in rt.status()["model"]["errors"][0]
+
+
+def _wait(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
