@@ -235,41 +235,66 @@ def group_bounds(keys, n_keys):
 
 
 @njit(cache=True, nogil=True)
-def counting_sort_perm(keys, n_keys):
-    """Stable permutation grouping rows by key (rows with key < 0 are left out), plus bounds."""
-    counts = np.zeros(n_keys + 1, np.int64)
-    m = 0
-    for i in range(keys.shape[0]):
-        k = keys[i]
-        if k >= 0:
-            counts[k + 1] += 1
-            m += 1
-    for k in range(n_keys):
-        counts[k + 1] += counts[k]
-    start = counts[:n_keys].copy()
-    end = counts[1:].copy()
-    pos = counts[:n_keys].copy()
-    perm = np.empty(m, np.int64)
-    for i in range(keys.shape[0]):
-        k = keys[i]
-        if k >= 0:
-            perm[pos[k]] = i
-            pos[k] += 1
-    return perm, start, end
+def make_keys(tcodes, tlut, lcodes, llut, n_tags):
+    """key = line index * n_tags + tag index from categorical codes and lookup tables (-1 = drop)."""
+    n = tcodes.shape[0]
+    keys = np.empty(n, np.int64)
+    for i in range(n):
+        tc = tcodes[i]
+        lc = lcodes[i]
+        t = tlut[tc] if tc >= 0 else -1
+        ln = llut[lc] if lc >= 0 else -1
+        keys[i] = ln * n_tags + t if (t >= 0 and ln >= 0) else -1
+    return keys
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def gather3(perm, ts, val, status):
-    n = perm.shape[0]
-    ts2 = np.empty(n, ts.dtype)
-    v2 = np.empty(n, val.dtype)
-    s2 = np.empty(n, status.dtype)
-    for i in prange(n):
-        r = perm[i]
-        ts2[i] = ts[r]
-        v2[i] = val[r]
-        s2[i] = status[r]
-    return ts2, v2, s2
+def group_scatter(keys, n_keys, n_chunks, ts, val, status):
+    """Stable parallel counting sort of the three sample arrays by key (key < 0 dropped).
+    Returns (ts, val, status, start, end) with samples of key k in [start[k], end[k])."""
+    n = keys.shape[0]
+    chunk = (n + n_chunks - 1) // n_chunks
+    counts = np.zeros((n_chunks, n_keys), np.int64)
+    for c in prange(n_chunks):
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            k = keys[i]
+            if k >= 0:
+                counts[c, k] += 1
+    start = np.zeros(n_keys, np.int64)
+    end = np.zeros(n_keys, np.int64)
+    off = np.zeros((n_chunks, n_keys), np.int64)
+    pos = 0
+    for k in range(n_keys):
+        start[k] = pos
+        for c in range(n_chunks):
+            off[c, k] = pos
+            pos += counts[c, k]
+        end[k] = pos
+    ts2 = np.empty(pos, ts.dtype)
+    v2 = np.empty(pos, val.dtype)
+    s2 = np.empty(pos, status.dtype)
+    for c in prange(n_chunks):
+        o = off[c].copy()
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            k = keys[i]
+            if k >= 0:
+                j = o[k]
+                ts2[j] = ts[i]
+                v2[j] = val[i]
+                s2[j] = status[i]
+                o[k] = j + 1
+    return ts2, v2, s2, start, end
+
+
+@njit(cache=True, nogil=True)
+def count_duplicates(ts, start, end):
+    """Samples whose ts equals the previous one in the same group (skipped by window_stats)."""
+    d = 0
+    for g in range(start.shape[0]):
+        for i in range(start[g] + 1, end[g]):
+            if ts[i] == ts[i - 1]:
+                d += 1
+    return d
 
 
 @njit(cache=True, nogil=True)

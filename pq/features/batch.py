@@ -35,6 +35,13 @@ _NAT = np.iinfo(np.int64).min
 def to_ns(ts: Any) -> np.ndarray:
     """Timestamps to int64 ns since the epoch (UTC). Accepts datetime64 (naive = UTC, or tz-aware),
     pandas Series/Index, or float epoch seconds. NaT / NaN -> int64 min."""
+    if isinstance(ts, (pd.Series, pd.Index)) and isinstance(ts.dtype, pd.DatetimeTZDtype):
+        # tz-aware values are stored as UTC: read them without a copy
+        i8 = np.asarray(ts.array.asi8)
+        scale = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[ts.dtype.unit]
+        if scale == 1:
+            return i8
+        return np.where(i8 == _NAT, _NAT, i8 * scale)
     if isinstance(ts, (pd.Series, pd.Index)):
         if isinstance(ts.dtype, pd.DatetimeTZDtype):
             ts = ts.dt.tz_convert("UTC").dt.tz_localize(None) if isinstance(ts, pd.Series) else \
@@ -56,15 +63,17 @@ def to_ns(ts: Any) -> np.ndarray:
     )
 
 
-def _codes(col: pd.Series, categories: list[str]) -> np.ndarray:
-    """int64 index of each value in `categories`, -1 when absent (fast for categorical columns)."""
+def _codes(col: pd.Series, categories: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(raw codes int32, lookup table raw code -> index in `categories` or -1).
+
+    Categorical columns cost nothing here; other columns are factorised first (slower: pass
+    `tag` and `line_id` as category dtype for speed)."""
     cats = pd.Index(categories)
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        lut = cats.get_indexer(col.cat.categories.astype(str))
-        c = col.cat.codes.to_numpy()
-        out = np.where(c >= 0, lut[c], -1)
-        return out.astype(np.int64)
-    return pd.Categorical(col.astype(str), categories=cats).codes.astype(np.int64)
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(col.astype(str))
+        return codes.astype(np.int32), cats.get_indexer(pd.Index(uniques).astype(str)).astype(np.int64)
+    lut = cats.get_indexer(col.cat.categories.astype(str)).astype(np.int64)
+    return col.cat.codes.to_numpy().astype(np.int32), lut
 
 
 def limits_table(
@@ -147,9 +156,9 @@ def prepare_samples(fs: FeatureSet, samples: pd.DataFrame, lines: list[str]) -> 
         )
     T = len(fs.tags)
     n_keys = len(lines) * T
-    tcode = _codes(samples["tag"], list(fs.tags))
-    lcode = _codes(samples["line_id"], lines)
-    keys = np.where((tcode >= 0) & (lcode >= 0), lcode * T + tcode, -1)
+    tc, tlut = _codes(samples["tag"], list(fs.tags))
+    lc, llut = _codes(samples["line_id"], lines)
+    keys = K.make_keys(tc, tlut, lc, llut, T)
     ts = to_ns(samples["ts"])
     val = samples["value"].to_numpy(dtype=np.float64)
     status = samples["status"].to_numpy(dtype=np.uint32)
@@ -162,18 +171,16 @@ def prepare_samples(fs: FeatureSet, samples: pd.DataFrame, lines: list[str]) -> 
     if (keys >= 0).all() and K.check_grouped_sorted(keys, ts):
         start, end = K.group_bounds(keys, n_keys)
     else:
-        perm, start, end = K.counting_sort_perm(keys, n_keys)
-        ts, val, status = K.gather3(perm, ts, val, status)
+        import numba
+
+        ts, val, status, start, end = K.group_scatter(keys, n_keys, numba.get_num_threads(), ts, val, status)
         bad = K.unsorted_groups(ts, start, end)
         counters["groups_resorted"] = int(bad.size)
         for g in bad:
             a, b = start[g], end[g]
             o = np.argsort(ts[a:b], kind="stable")
             ts[a:b], val[a:b], status[a:b] = ts[a:b][o], val[a:b][o], status[a:b][o]
-    dup = 0
-    for g in np.nonzero(end - start > 1)[0]:
-        seg = ts[start[g] : end[g]]
-        dup += int(np.count_nonzero(seg[1:] == seg[:-1]))
+    dup = int(K.count_duplicates(ts, start, end))
     counters["duplicates"] = dup
     if dup:
         logger.info("features: %d samples with a duplicated (tag, ts) skipped (first wins)", dup)

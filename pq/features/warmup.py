@@ -1,0 +1,55 @@
+"""Load (or compile, on a cold cache) every Numba kernel, so the first real part is not slow.
+
+Owns `warmup()`: called by the edge runtime at start and by `pq features warmup` (e.g. while
+building a container image, so the on-disk cache ships with it). Compiled code is cached on disk
+(`cache=True`) next to the module in __pycache__, or under NUMBA_CACHE_DIR when set. Must not
+import connectors/, models/, ui/ or simulators/.
+
+Example::
+
+    seconds = warmup()   # cold cache ~15-20 s on 2 cores, warm ~1 s (numbers in README)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["warmup"]
+
+
+def warmup() -> float:
+    """Compile or load every kernel signature pq uses; returns the seconds it took."""
+    t0 = time.perf_counter()
+    from pq.features import _kernels as K
+    from pq.features.spec import N_KERNEL_COLS
+
+    ts = np.arange(4, dtype=np.int64)
+    val = np.ones(4)
+    st = np.zeros(4, np.uint32)
+    keys = np.zeros(4, np.int64)
+    start, end = K.group_bounds(keys, 1)
+    K.check_grouped_sorted(keys, ts)
+    import numba
+
+    K.make_keys(np.zeros(4, np.int32), np.zeros(1, np.int64), np.zeros(4, np.int32), np.zeros(1, np.int64), 1)
+    ts2, v2, s2, start, end = K.group_scatter(keys, 1, numba.get_num_threads(), ts, val, st)
+    K.count_duplicates(ts2, start, end)
+    K.unsorted_groups(ts2, start, end)
+    i1 = np.zeros(1, np.int64)
+    w = np.array([[0, 4]], np.int64)
+    args = (ts2, v2, s2, start, end, i1, w[:, :1], w[:, 1:], i1, i1, np.full(1, 0.2), np.ones(1, np.int64),
+            np.zeros(1), np.ones(1), np.uint32(0xC0000000))
+    K.batch_stats(*args, np.empty((1, 1, N_KERNEL_COLS)))
+    K.batch_stats_serial(*args, np.empty((1, 1, N_KERNEL_COLS)))
+    ring = (np.zeros((1, 4), np.int64), np.zeros((1, 4)), np.zeros((1, 4), np.uint32),
+            np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, np.iinfo(np.int64).min),
+            np.zeros((1, K.N_COUNTERS), np.int64))
+    K.ring_push(*ring, 2, 0, ts[:1], val[:1], st[:1])
+    dt = time.perf_counter() - t0
+    logger.info("features: numba kernels ready in %.2f s", dt)
+    return dt
