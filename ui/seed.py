@@ -28,7 +28,7 @@ from sqlalchemy import insert
 from pq.storage import schema
 from pq.storage.engine import Store
 
-__all__ = ["SIGNALS", "SeedSummary", "seed", "add_live_alert", "upsert_health"]
+__all__ = ["SIGNALS", "SeedSummary", "seed", "add_live_alert", "upsert_health", "seed_training_history"]
 
 logger = logging.getLogger(__name__)
 
@@ -289,3 +289,50 @@ def add_live_alert(store: Store, line_id: str, *, signal: str = "melt_temp_c", d
         conn.execute(insert(schema.alert_events), [{"id": str(uuid.uuid4()), "alert_id": row["id"], "event": "raised",
                                                     "at": at, "username": "edge", "detail": None}])
     return row["id"]
+
+
+def seed_training_history(store: Store, *, n_parts: int = 3000, feature_set_version: str = "synthetic-1",
+                          seed_value: int = 3, end: datetime | None = None) -> int:
+    """Labelled part history (features + inspections) from models.synthetic, ending at ``end``,
+    so the Models page can retrain and compare. Returns the number of parts written."""
+    from models.synthetic import synthetic_history
+
+    # 3 min cycles: 3000 parts span six days, enough for day-grouped validation folds
+    features, parts = synthetic_history(n_parts=n_parts, seed=seed_value, lines=1, cycle_s=180.0)
+    end = end or datetime.now(timezone.utc) - timedelta(hours=2)
+    shift = end - parts["cycle_end"].max().to_pydatetime()
+    now = datetime.now(timezone.utc)
+    with store.engine.begin() as conn:
+        for lid in sorted(parts["line_id"].unique()):
+            exists = conn.execute(schema.lines.select().where(schema.lines.c.id == lid)).first()
+            if not exists:
+                conn.execute(insert(schema.lines), [{"id": lid, "name": lid.replace("-", " ").title(), "station": None,
+                                                     "description": "synthetic history", "created_at": now}])
+    ctx_cols = ["ambient_temp_c", "humidity_pct", "lot_mfi_g10min", "supplier"]
+    rows = [{"line_id": r.line_id, "serial": r.serial, "cycle_start": r.cycle_start.to_pydatetime() + shift,
+             "cycle_end": r.cycle_end.to_pydatetime() + shift, "product": r.product, "material_lot": r.material_lot,
+             "shift": r.shift, "context": {c: (getattr(r, c).item() if hasattr(getattr(r, c), "item") else getattr(r, c))
+                                           for c in ctx_cols}, "created_at": now}
+            for r in parts.itertuples()]
+    _copy(store, schema.parts, iter(rows), ["line_id", "serial", "cycle_start", "cycle_end", "product", "material_lot",
+                                            "shift", "context", "created_at"])
+    from sqlalchemy import select
+
+    with store.engine.connect() as conn:
+        ids = dict(((l, s), i) for i, l, s in conn.execute(select(schema.parts.c.id, schema.parts.c.line_id,
+                                                                   schema.parts.c.serial)))
+    cols = list(features.columns)
+    values = features.to_numpy()
+
+    def feature_rows():
+        for (key, vec) in zip(features.index, values):
+            yield {"part_id": ids[key], "feature_set_version": feature_set_version, "source": "backfill",
+                   "features": {c: float(v) for c, v in zip(cols, vec)}, "reason": None, "computed_at": now}
+
+    _copy(store, schema.part_features, feature_rows(),
+          ["part_id", "feature_set_version", "source", "features", "reason", "computed_at"])
+    insp = [{"line_id": r.line_id, "serial": r.serial, "defect": bool(r.defect), "defect_code": r.defect_code or None,
+             "inspected_at": r.cycle_end.to_pydatetime() + shift + timedelta(minutes=10), "source": "inspection"}
+            for r in parts.itertuples() if r.defect == r.defect]  # NaN = not inspected yet
+    _copy(store, schema.inspections, iter(insp), ["line_id", "serial", "defect", "defect_code", "inspected_at", "source"])
+    return len(rows)
