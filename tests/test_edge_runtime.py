@@ -139,6 +139,7 @@ def test_parts_scored_alerted_published_spooled_and_hot_reloaded(sqlite_store, s
 
         assert _wait(lambda: sum(1 for m in got if m["event"] == "raised") == 2, 10), got
         # Now the store comes up: everything decided while it was away arrives, once.
+        assert rt.flush(10)
         drainer = SpoolDrainer(spool, sqlite_store).start()
         assert drainer.flush(30)
         drainer.stop(5)
@@ -155,6 +156,7 @@ def test_parts_scored_alerted_published_spooled_and_hot_reloaded(sqlite_store, s
         assert ("degraded", None) not in line_events and any(k == "degraded" for k, _ in line_events)
         assert health["component"] == f"edge:{LINE}" and health["state"] == "scoring"
     finally:
+        rt.close()
         out.close()
         sub.loop_stop()
         sub.disconnect()

@@ -102,6 +102,7 @@ def run(line_id: str, tagmap: Path | None, outputs: Path | None, feature_spec: P
         asyncio.run(main())
     finally:
         rt._set_state("stopped", "edge runtime stopped")
+        rt.close()
         for o in outs:
             o.close()
         watcher.stop()

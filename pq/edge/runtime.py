@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import queue
+import threading
 import time
 import uuid
 from collections import deque
@@ -104,6 +106,8 @@ class LineRuntime:
                                 flood_window_s=settings.edge_flood_window_s,
                                 clear_after_ok=settings.edge_clear_after_ok_parts)
         self._computers: dict[tuple, Any] = {}
+        self._outbox: queue.Queue = queue.Queue(maxsize=10_000)  # record batches for the spool writer thread
+        self._writer: threading.Thread | None = None
         self._last_cycle_end_ns: int | None = None
         self.connection_state: dict | None = None
         self.state = "no_model"
@@ -410,23 +414,76 @@ class LineRuntime:
                 out.on_alert(ch.event, ch.alert)
 
     def _spool(self, records: list[tuple[str, dict]]) -> None:
+        """Hand records to the spool writer thread: an fsync must never stall the event loop."""
         if self.sink is None or not records:
             return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name=f"pq-edge-spool-{self.line_id}", daemon=True)
+            self._writer.start()
         try:
-            if hasattr(self.sink, "append_many"):
-                self.sink.append_many(records)
-            else:
-                for kind, payload in records:
-                    self.sink.append(kind, payload)
-            if self._sink_error_logged:
-                logger.info("line %s: spool accepts records again", self.line_id)
-                self._sink_error_logged = False
-        except Exception as exc:  # noqa: BLE001 - the decision is made; a local disk problem must be seen, not fatal
+            self._outbox.put_nowait(records)
+        except queue.Full:
             self.sink_errors += len(records)
             if not self._sink_error_logged:
-                logger.error("line %s: cannot spool %d records (%s: %s); decisions are published but not stored",
-                             self.line_id, len(records), type(exc).__name__, exc)
+                logger.error("line %s: spool writer %d batches behind; dropping records (counted) - the spool "
+                             "disk is too slow or failing", self.line_id, self._outbox.maxsize)
                 self._sink_error_logged = True
+
+    def _write_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            batch = self._outbox.get()
+            if batch is None:
+                self._outbox.task_done()
+                return
+            records, n_batches = list(batch), 1
+            while len(records) < 500:
+                try:
+                    more = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                n_batches += 1
+                if more is None:
+                    self._outbox.put(None)  # keep the stop marker for the next round
+                    self._outbox.task_done()
+                    n_batches -= 1
+                    break
+                records.extend(more)
+            while True:
+                try:
+                    if hasattr(self.sink, "append_many"):
+                        self.sink.append_many(records)
+                    else:
+                        for kind, payload in records:
+                            self.sink.append(kind, payload)
+                    if self._sink_error_logged:
+                        logger.info("line %s: spool accepts records again", self.line_id)
+                        self._sink_error_logged = False
+                    backoff = 0.1
+                    break
+                except Exception as exc:  # noqa: BLE001 - spool full or disk trouble: keep the records, retry, say so once
+                    if not self._sink_error_logged:
+                        logger.error("line %s: cannot spool %d records (%s: %s); retrying, decisions are still "
+                                     "published", self.line_id, len(records), type(exc).__name__, exc)
+                        self._sink_error_logged = True
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            for _ in range(n_batches):
+                self._outbox.task_done()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every decision handed over so far is in the spool."""
+        deadline = time.monotonic() + timeout_s
+        while self._outbox.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._outbox.unfinished_tasks
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the spool writer after flushing (state 'stopped' is written first)."""
+        if self._writer is not None:
+            self._outbox.put(None)
+            self._writer.join(timeout_s)
+            self._writer = None
 
     def _set_state(self, state: str, reason: str) -> None:
         if state == self.state and (state == "scoring" or reason == self.state_reason):
@@ -615,3 +672,4 @@ class LineRuntime:
             stop.set()
             await asyncio.gather(hk, return_exceptions=True)
             self._set_state("stopped", "edge runtime stopped")
+            self.close()
