@@ -527,6 +527,8 @@ class ConnectorSession:
         self._emit("on_state", self.name, state, detail or {})
 
     def _mark_lost(self, reason: str) -> None:
+        if self._lost_at is not None:  # already lost: one event per outage, however many retries
+            return
         now = datetime.now(timezone.utc)
         was_connected = self.state == "connected"
         self._set_state("lost", detail={"reason": reason})
