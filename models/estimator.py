@@ -238,7 +238,8 @@ class DefectModel:
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """(n, 2) calibrated probabilities of good and defect."""
-        p = self.calibrator_(self.predict_raw(X))
+        raw = self.predict_raw(X)  # checks fitted and columns first
+        p = self.calibrator_(raw)
         return np.column_stack([1.0 - p, p])
 
     # -- artifact -------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pq.errors import ModelError
 
-__all__ = ["RegimeDef", "DEFAULT_REGIMES", "assign_regimes", "cv_groups", "time_folds", "parse_regime"]
+__all__ = ["RegimeDef", "DEFAULT_REGIMES", "assign_regimes", "cv_groups", "time_folds", "split_rows", "parse_regime"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,21 +137,45 @@ def time_folds(meta: pd.DataFrame, n_folds: int) -> np.ndarray:
     """
     if n_folds < 2:
         raise ModelError(f"folds must be >= 2, got {n_folds}")
-    groups = cv_groups(meta)
-    if len(np.unique(groups)) < n_folds:
-        logger.warning("material lots span so many days that only %d day+lot groups remain; "
-                       "grouping validation by day only (lots may straddle folds)", len(np.unique(groups)))
-        groups, _ = pd.factorize(pd.to_datetime(meta["cycle_end"], utc=True).dt.floor("D"))
-    if len(np.unique(groups)) < n_folds:
-        raise ModelError(
-            f"validation needs at least {n_folds} production days (one per fold), got {len(np.unique(groups))}; "
-            "train on a longer history or lower the number of folds")
     t = pd.to_datetime(meta["cycle_end"], utc=True).astype("int64").to_numpy()
-    g = pd.DataFrame({"g": groups, "t": t}).groupby("g").agg(start=("t", "min"), n=("t", "size")).sort_values("start")
-    cum = g["n"].cumsum().to_numpy() - g["n"].to_numpy() / 2  # group midpoints in part counts
-    fold_of_group = np.minimum((cum / len(t) * n_folds).astype(int), n_folds - 1)
-    mapping = dict(zip(g.index.to_numpy(), fold_of_group))
-    folds = np.array([mapping[x] for x in groups], dtype=np.int64)
-    if len(np.unique(folds)) < n_folds:
-        raise ModelError(f"could not cut {len(g)} day+lot groups into {n_folds} folds; lower the number of folds")
+
+    def cut(groups: np.ndarray) -> np.ndarray | None:
+        g = pd.DataFrame({"g": groups, "t": t}).groupby("g").agg(start=("t", "min"), n=("t", "size")).sort_values("start")
+        cum = g["n"].cumsum().to_numpy() - g["n"].to_numpy() / 2  # group midpoints in part counts
+        fold_of_group = np.minimum((cum / len(t) * n_folds).astype(int), n_folds - 1)
+        mapping = dict(zip(g.index.to_numpy(), fold_of_group))
+        folds = np.array([mapping[x] for x in groups], dtype=np.int64)
+        sizes = np.bincount(folds, minlength=n_folds)
+        return folds if (sizes >= 0.1 * len(t) / n_folds * 2).all() else None
+
+    folds = cut(cv_groups(meta))
+    if folds is None:
+        # lots running across midnight chain the days together; fold by day and let split_rows purge
+        # the shared days and lots from the training side
+        logger.info("material lots chain the days into too few groups for %d folds; folding by day, purging "
+                    "shared days and lots from training", n_folds)
+        days, _ = pd.factorize(pd.to_datetime(meta["cycle_end"], utc=True).dt.floor("D"))
+        if len(np.unique(days)) < n_folds:
+            raise ModelError(
+                f"validation needs at least {n_folds} production days (one per fold), got {len(np.unique(days))}; "
+                "train on a longer history or lower the number of folds")
+        folds = cut(days)
+        if folds is None:
+            raise ModelError(f"could not cut {len(np.unique(days))} production days into {n_folds} balanced folds; "
+                             "train on a longer history or lower the number of folds")
     return folds
+
+
+def split_rows(meta: pd.DataFrame, folds: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of ``fold``, with every part that shares a production day
+    or a material lot with the validation side purged from training: nothing straddles the split
+    even when lots run across midnight and tie all days together."""
+    val = folds == fold
+    day = pd.to_datetime(meta["cycle_end"], utc=True).dt.floor("D").to_numpy()
+    shared = np.isin(day, np.unique(day[val]))
+    if "material_lot" in meta.columns:
+        lots = meta["material_lot"].to_numpy(dtype=object)
+        val_lots = {x for x in lots[val] if x is not None and x == x}
+        shared |= np.array([x in val_lots for x in lots])
+    train = ~val & ~shared
+    return np.flatnonzero(train), np.flatnonzero(val)

@@ -40,7 +40,7 @@ import pandas as pd
 from models.dataset import Dataset, apply_baseline, fit_baseline, load_dataset
 from models.estimator import DefectModel, json_safe
 from models.metrics import binary_metrics, choose_threshold, part_hours, regime_metrics
-from models.regimes import DEFAULT_REGIMES, RegimeDef, assign_regimes, cv_groups, time_folds
+from models.regimes import DEFAULT_REGIMES, RegimeDef, assign_regimes, cv_groups, split_rows, time_folds
 from pq.errors import ModelError, PQError
 
 __all__ = ["TrainConfig", "FitOutcome", "TrainResult", "train_frames", "train", "select_features",
@@ -236,8 +236,10 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     for f in range(config.folds):
         base = 0.05 + f * span
         progress(base, f"fold {f + 1}/{config.folds}: fitting")
-        train_rows = np.flatnonzero(folds != f)
-        val_rows = np.flatnonzero(folds == f)
+        train_rows, val_rows = split_rows(ds.meta, folds, f)
+        if len(train_rows) < 0.2 * n:
+            raise ModelError(f"fold {f + 1}: only {len(train_rows)} parts remain for training once the days and lots "
+                             "shared with the validation side are purged; lower the number of folds or train on a longer history")
         fit_rows, es_rows = _early_stop_split(ds.meta, train_rows)
         if y[fit_rows].sum() == 0:
             raise ModelError(f"fold {f + 1}: no defects in its training side; lower the number of folds or widen the window")
@@ -297,8 +299,8 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
                  "from": window[0], "to": window[1],
                  "lines": sorted(map(str, ds.meta["line_id"].unique())) if "line_id" in ds.meta else [],
                  "conditions_seen": cond},
-        "validation": {"scheme": "contiguous time folds of day+lot groups (no day or lot on both sides); "
-                                 "early stopping on the latest groups of each training side",
+        "validation": {"scheme": "contiguous time folds of day+lot groups; days and lots shared with the validation "
+                                 "side are purged from training; early stopping on the latest groups of the training side",
                        "folds": fold_info},
         "threshold": {"value": thr, **rule,
                       "meaning": (f"on validation this threshold raised {metrics['alerts_per_h']} alerts per hour "
