@@ -35,8 +35,7 @@ def _fill(store, n_parts=30):
     return samples, parts, tags
 
 
-def test_backfill_matches_batch_and_keeps_edge_rows(sqlite_store):
-    store = sqlite_store
+def test_backfill_matches_batch_and_keeps_edge_rows(store):
     fs = synthetic_feature_set(4)
     samples, parts, tags = _fill(store)
     # what the edge served for the first part (deliberately different numbers)
