@@ -51,15 +51,13 @@ class PlantServer:
     async def start(self):
         server = Server()
         if self.users:
-            from asyncua.crypto.permission_rules import SimpleRoleRuleset  # noqa: F401
+            from asyncua.crypto.permission_rules import User, UserRole
             from asyncua.server.user_managers import UserManager
 
             users = self.users
 
             class _Users(UserManager):
                 def get_user(self, iserver, username=None, password=None, certificate=None):
-                    from asyncua.server.users import User, UserRole
-
                     if username in users and users[username] == password:
                         return User(role=UserRole.User)
                     return None
