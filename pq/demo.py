@@ -31,8 +31,9 @@ __all__ = ["demo", "DEMO_USERS"]
 logger = logging.getLogger(__name__)
 
 # Demo only: printed at start. Outside the demo there are no default passwords.
-DEMO_USERS = (("operator", "operator", "operator-demo"), ("engineer", "engineer", "engineer-demo"),
-              ("admin", "admin", "admin-demo-pw"))
+DEMO_USERS = (("operator", "operator", "line-demo-2026"), ("engineer", "engineer", "quality-demo-2026"),
+              ("admin", "admin", "setup-demo-2026"))
+_SIM_TAGMAP = Path(__file__).resolve().parent.parent / "connectors" / "tagmaps" / "simulator.toml"
 
 
 def _pq(*args: str) -> list[str]:
@@ -79,6 +80,36 @@ def _stop(children: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:
             proc.wait()
 
 
+def _ensure_demo_users(store) -> None:
+    from pq.auth.roles import Actor
+    from pq.auth.users import add_user, get_user_by_name, set_password
+
+    actor = Actor("demo", "admin", client="cli")
+    for username, role, password in DEMO_USERS:
+        if get_user_by_name(store, username) is None:
+            add_user(store, username, password, role, actor=actor)
+        else:
+            set_password(store, username, password, actor=actor)
+
+
+def _write_tagmaps(directory: Path, line_ids: list[str], opcua_port: int) -> None:
+    """The shipped simulator map is line-1's; other lines differ only in line id and station."""
+    directory.mkdir(parents=True, exist_ok=True)
+    template = _SIM_TAGMAP.read_text().replace("127.0.0.1:4840", f"127.0.0.1:{opcua_port}")
+    for line_id in line_ids:
+        number = line_id.split("-")[-1]
+        text = template.replace("line-1", line_id).replace("IMM-1", f"IMM-{number}").replace(
+            "moulding line 1", f"moulding line {number}")
+        (directory / f"{line_id}.toml").write_text(text)
+
+
+def _latest_version(store) -> int:
+    from pq.storage import schema
+
+    with store.engine.connect() as conn:
+        return conn.execute(select(func.max(schema.model_versions.c.id))).scalar()
+
+
 def _has_production_model(store) -> bool:
     from pq.storage import schema
 
@@ -115,7 +146,6 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
     Uses the configured store (by default the embedded SQLite file under PQ_DATA_DIR). Prints the
     UI address and the demo users; Ctrl-C stops everything cleanly.
     """
-    from pq.auth.users import ensure_user
     from pq.cli import get_settings
     from pq.storage import Store, migrate
 
@@ -130,8 +160,7 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
 
     store = Store.open(settings)
     migrate.upgrade(store)
-    for username, role, password in DEMO_USERS:
-        ensure_user(store, username, password, role, actor="demo")
+    _ensure_demo_users(store)
 
     line_ids = [f"line-{i + 1}" for i in range(lines)]
     if retrain or not _has_production_model(store):
@@ -141,13 +170,12 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
                   "--out", str(history), env=env)
         _run_step("Loading history into the store", "db", "load", str(history), env=env)
         _run_step("Computing feature vectors (Numba batch path)", "features", "backfill", env=env)
-        _run_step("Training the environment-aware defect model", "train", "--trained-by", "demo", env=env)
-        _run_step("Promoting it to production", "models", "promote", "--latest", "--approved-by", "demo",
-                  "--reason", "demo: first model", env=env)
+        _run_step("Training the environment-aware defect model", "train", "--user", "demo", env=env)
+        _run_step("Promoting it to production", "models", "promote", str(_latest_version(store)),
+                  "--user", "demo", "--reason", "demo: first model", env=env)
 
     tagmaps = work / "tagmaps"
-    _run_step("Writing tag maps for the simulator", "connect", "tagmap-simulator", "--lines", str(lines),
-              "--endpoint", f"opc.tcp://127.0.0.1:{opcua_port}", "--out-dir", str(tagmaps), env=env)
+    _write_tagmaps(tagmaps, line_ids, opcua_port)
 
     children: dict[str, subprocess.Popen] = {}
     try:
