@@ -113,10 +113,17 @@ async def run_connector(tagmap: TagMap | str, settings: Settings, *, open_store:
         async with session:
             if on_started is not None:
                 on_started(session)
+            async def _store_error():  # a wrong schema or URL ends the run at once, not at SIGTERM
+                while starter.error is None:
+                    await asyncio.sleep(0.5)
+                stop.set()
+
+            watcher = asyncio.ensure_future(_store_error())
             stopper = asyncio.ensure_future(stop.wait())
             ender = asyncio.ensure_future(session.wait_stopped())
             done, _ = await asyncio.wait({stopper, ender}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
+            watcher.cancel()
             if ender in done and ender.exception() is not None:
                 raise ender.exception()
             ender.cancel()

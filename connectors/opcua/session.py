@@ -283,6 +283,9 @@ class ConnectorSession:
 
     async def _disconnect(self, client: Client) -> None:
         try:
+            if client.uaclient.state not in (UaClientState.CONNECTED, UaClientState.RECONNECTING):
+                client.disconnect_socket()  # never got a session: a full disconnect only logs asyncua warnings
+                return
             await asyncio.wait_for(client.disconnect(), timeout=3)
         except (OSError, asyncio.TimeoutError, ua.UaError, ConnectionError, AttributeError) as exc:
             logger.debug("connection %s: disconnect: %s", self.name, exc)
