@@ -125,6 +125,9 @@ def cli():
     )
     for noisy in ("alembic", "asyncua", "werkzeug"):  # their INFO lines drown pq's own
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # asyncua logs every failed publish during a server restart as an ERROR with a traceback; the
+    # connector reports the connection state itself, once per change (lost / recovered).
+    logging.getLogger("asyncua.client.ua_session").setLevel(logging.CRITICAL)
 
 
 # -- pq db ---------------------------------------------------------------------------------------
