@@ -132,3 +132,83 @@ def test_operator_cannot_reach_models_or_promote(ui_sqlite, browser):
                              headers={"X-CSRFToken": csrf}).status == 403
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.model_deployments)).scalar() == before
+
+
+@pytest.fixture
+def ui_trained(sqlite_store, tmp_path):
+    """A store with labelled history and one production model, and `pq ui` on it."""
+    from models import registry
+    from models.training import TrainConfig, train
+    from ui.seed import seed_training_history
+
+    store = sqlite_store
+    seed(store, lines=2, parts_per_line=200, alerts=10, active_alerts=1)
+    add_users(store)
+    seed_training_history(store, n_parts=3000, feature_set_version="synthetic-1")
+    first = train(store, TrainConfig(feature_set_version="synthetic-1"), trained_by="eng")
+    registry.promote(store, first.version.id, approved_by="eng", reason="initial model for the test")
+    with running_ui(str(store.engine.url.render_as_string(hide_password=False)), tmp_path / "var",
+                    tmp_path / "ui.log") as base:
+        yield store, base, first.version.id
+
+
+@pytest.mark.timeout(240)
+def test_engineer_retrain_compare_promote_audit(ui_trained, browser):
+    store, base, production_id = ui_trained
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    login(page, base, "eng")
+    page.click("#nav-models")
+    page.wait_for_selector("#models-versions-table")
+    page.click("#models-retrain")
+    page.wait_for_selector("#models-retrain-message .pq-ok")
+    page.wait_for_selector(".pq-progress-bar")
+    shot(page, "engineer-models-retrain-progress")
+    # Leave the page while it trains, come back: the job carries on and the page shows it.
+    page.click("#nav-lines")
+    page.wait_for_selector("#overview-tiles")
+    page.click("#nav-models")
+    page.wait_for_selector("text=registered", timeout=150_000)
+    with store.engine.connect() as conn:
+        job = conn.execute(select(schema.training_jobs).order_by(schema.training_jobs.c.id.desc())).first()
+    assert job.status == "done" and job.progress == 1.0 and job.requested_by == "eng"
+    candidate_id = job.model_version_id
+
+    page.reload()
+    page.wait_for_selector("#models-versions-table")
+    _choose(page, "#models-compare-candidate", f"#{candidate_id})")
+    _choose(page, "#models-compare-production", f"#{production_id}")
+    page.click("#models-compare")
+    page.wait_for_selector("#models-compare-table")
+    shot(page, "engineer-models-compare")
+
+    _choose(page, "#models-candidate", f"#{candidate_id})")
+    page.click("#models-promote")
+    page.wait_for_selector("#models-promote-message .pq-error")  # no reason: refused
+    page.fill("#models-reason", "Retrained on the last week; not worse in any regime")
+    page.click("#models-promote")
+    page.wait_for_selector("#models-promote-message .pq-ok", timeout=30_000)
+    shot(page, "engineer-models-promoted")
+    with store.engine.connect() as conn:
+        dep = conn.execute(select(schema.model_deployments).order_by(schema.model_deployments.c.id.desc())).first()
+    assert dep.model_version_id == candidate_id and dep.approved_by == "eng"
+
+    page.click("#nav-audit-log")
+    page.wait_for_selector("#audit-table")
+    page.fill("#audit-text", f"model_version:{candidate_id}")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#audit-table td:has-text('model.promote')")
+    assert "eng" in page.inner_text("#audit-table")
+    shot(page, "engineer-audit-log")
+    for path, selector, name in (("/monitoring", "#monitoring-precision", "engineer-monitoring"),
+                                 ("/playbook", "#playbook-text", "engineer-playbook")):
+        page.goto(base + path)
+        page.wait_for_selector(selector)
+        page.wait_for_timeout(800)
+        shot(page, name)
+
+
+def _choose(page, dropdown: str, text: str) -> None:
+    page.click(dropdown)
+    # Dash 4 dropdowns render their options in a popover outside the component.
+    page.get_by_role("option").filter(has_text=text).first.click()
+    page.keyboard.press("Escape")

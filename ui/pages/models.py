@@ -97,6 +97,21 @@ def _feature_sets(ctx):
     return [{"label": f"{name} ({n} parts)", "value": name} for name, n in sets]
 
 
+def _default_feature_set(ctx, options) -> str | None:
+    """The production model's feature set (what the edge computes), else the configured one, else the largest."""
+    names = [o["value"] for o in options]
+    try:
+        prod = _registry().production_map(ctx.store)
+        if prod:
+            fsv = _registry().get_version(ctx.store, max(prod.values())).feature_set_version
+            if fsv in names:
+                return fsv
+    except (ImportError, PQError):
+        pass
+    configured = getattr(ctx.settings, "model_feature_set", None)
+    return configured if configured in names else (names[0] if names else None)
+
+
 def _jobs_box(ctx):
     jobs = recent_jobs(ctx.store, 5)
     if not jobs:
@@ -118,8 +133,7 @@ def _jobs_box(ctx):
 def layout(ctx, query=None, **_):
     opts, scopes, prod_opts = _options(ctx)
     fs = _feature_sets(ctx)
-    default_fs = ctx.settings.model_feature_set if any(o["value"] == getattr(ctx.settings, "model_feature_set", None)
-                                                       for o in fs) else (fs[0]["value"] if fs else None)
+    default_fs = _default_feature_set(ctx, fs)
     return html.Div(className="pq-page", children=[
         html.H1("Models"),
         dcc.Store(id="models-changed", data=0),
