@@ -1,0 +1,857 @@
+"""The live OPC UA server: drives one :class:`~simulators.line_model.LineModel` per line against the
+wall clock and publishes every value with its simulated source timestamp and status code.
+
+Owns: the address space (OPC 40077 spirit: per line InjectionUnit, Mould, Clamping, Machine, Cycle,
+Environment, Material, Production, Inspection), pacing (``speed``), batched writes that avoid
+asyncua's per-value deep copy, scenario switching (writable ``Simulator.Scenario`` node, a
+``SetScenario`` method, ``set_scenario()``), the server-restart mechanism, security and users.
+Imports nothing of ``pq``.
+
+Example::
+
+    async with SimulatorServer(lines=2, seed=7, speed=20, port=0) as sim:
+        print(sim.endpoint)              # opc.tcp://127.0.0.1:PORT/pq/sim/
+        await sim.wait_parts(5)
+        sim.ground_truth()               # one row per completed part
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from asyncua import Server, ua
+from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
+
+from .line_model import US, Cycle, LineModel, is_bad
+from .scenarios import get_scenario, parse_schedule
+from .security import APPLICATION_URI, PasswordUserManager, ensure_certificate, policies_for
+from .signals import FOLDERS, NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER, line_id
+
+logger = logging.getLogger(__name__)
+
+_VTYPE = {
+    "double": ua.VariantType.Double,
+    "int": ua.VariantType.Int64,
+    "bool": ua.VariantType.Boolean,
+    "string": ua.VariantType.String,
+    "datetime": ua.VariantType.DateTime,
+}
+_DATATYPE = {
+    "double": ua.ObjectIds.Double,
+    "int": ua.ObjectIds.Int64,
+    "bool": ua.ObjectIds.Boolean,
+    "string": ua.ObjectIds.String,
+    "datetime": ua.ObjectIds.DateTime,
+}
+_INITIAL = {"double": 0.0, "int": 0, "bool": False, "string": "", "datetime": datetime(1970, 1, 1, tzinfo=timezone.utc)}
+_SIG_INDEX = {s.name: i for i, s in enumerate(SIGNALS)}
+_NULL = ua.Variant(None, ua.VariantType.Null)
+_DISABLED = ua.MonitoringMode.Disabled
+
+
+def _unece_id(code: str | None) -> int:
+    if not code:
+        return -1
+    v = 0
+    for ch in code:
+        v = (v << 8) | ord(ch)
+    return v
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError with a clear message if ``host:port`` cannot be bound."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _fast_path_available() -> bool:
+    """The no-copy write path relies on asyncua 2.x internals; verify them once."""
+    mv = MonitoredItemValues()
+    return (
+        hasattr(mv, "current_dvalue")
+        and hasattr(mv, "old_dvalue")
+        and hasattr(MonitoredItemService, "datachange_callback")
+        and hasattr(MonitoredItemService, "_is_data_changed")
+    )
+
+
+class _LineRunner:
+    """Flattens each cycle of one model into time-ordered write groups and hands out the due ones."""
+
+    def __init__(self, model: LineModel) -> None:
+        self.model = model
+        self.line_id = model.line_id
+        self.completed: list[dict] = []  # truth rows of parts whose serial was published
+        self.parts: list[dict] = []
+        self._group_t: list[int] = []
+        self._groups: list[list[tuple[int, object, int]]] = []
+        self._pos = 0
+        self._cycle: Cycle | None = None
+        self._load_next()
+
+    def _load_next(self) -> None:
+        c = self.model.next_cycle()
+        self._cycle = c
+        if c.cont:
+            t = np.concatenate([s.t_us for s in c.cont])
+            sig = np.concatenate([np.full(len(s.t_us), _SIG_INDEX[s.name], dtype=np.int64) for s in c.cont])
+            val = np.concatenate([s.values for s in c.cont])
+            st = np.concatenate(
+                [s.status if s.status is not None else np.zeros(len(s.t_us), dtype=np.uint32) for s in c.cont]
+            )
+            order = np.argsort(t, kind="stable")
+            t, sig, val, st = t[order].tolist(), sig[order].tolist(), val[order].tolist(), st[order].tolist()
+        else:
+            t, sig, val, st = [], [], [], []
+        group_t: list[int] = []
+        groups: list[list[tuple[int, object, int]]] = []
+        last = None
+        for ti, si, vi, sti in zip(t, sig, val, st):
+            if ti != last:
+                group_t.append(ti)
+                groups.append([])
+                last = ti
+            groups[-1].append((si, vi, sti))
+        group_t.append(c.t_end_us)
+        groups.append([(_SIG_INDEX[name], value, status) for name, value, status in c.events])
+        self._group_t, self._groups, self._pos = group_t, groups, 0
+
+    @property
+    def next_due_us(self) -> int:
+        return self._group_t[self._pos]
+
+    def pop_due(self, now_us: int, out: list) -> None:
+        """Append (line runner, t_us, items) for every group due at ``now_us`` (crossing cycles)."""
+        while True:
+            end = bisect.bisect_right(self._group_t, now_us, lo=self._pos)
+            for i in range(self._pos, end):
+                out.append((self, self._group_t[i], self._groups[i]))
+            finished = end == len(self._group_t)
+            self._pos = end
+            if not finished:
+                return
+            c = self._cycle
+            self.completed.append(c.truth)
+            self.parts.append(c.part)
+            self._load_next()
+
+    def pop_cycle(self, out: list) -> None:
+        """Append all remaining groups of the current cycle (flat-out mode)."""
+        self.pop_due(self._group_t[-1], out)
+
+
+@dataclass
+class _NodeSlot:
+    nodeid: ua.NodeId
+    vtype: ua.VariantType
+    dtype: str
+    attval: object = None  # asyncua AttributeValue of the Value attribute
+    last: tuple | None = None  # (value, status) last written
+    last_dv: ua.DataValue | None = None
+    written: int = 0
+    published: int = 0
+
+
+@dataclass
+class _Stats:
+    values_written: int = 0
+    values_published: int = 0
+    batches: int = 0
+    downtime_skipped: int = 0
+    lag_s: float = 0.0
+    restarts: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+class SimulatorServer:
+    """OPC UA server serving ``lines`` simulated injection-moulding lines.
+
+    Parameters: ``lines`` (>= 1), ``seed``, ``speed`` (simulated seconds per wall second; 0 runs flat
+    out, for benchmarks), ``scenario`` (name or schedule, see :mod:`simulators.scenarios`), ``host``,
+    ``port`` (0 picks a free port), ``sample_hz`` (continuous signals), ``signal_hz`` (per-signal
+    override), ``label_delay`` (cycles), ``security`` ("none", "sign", "encrypt", "all"),
+    ``cert_dir`` (server certificate and key, generated if absent), ``users`` ({name: password};
+    anonymous refused when given), ``start`` (simulated clock origin, default now; source timestamps
+    start there), ``restart_every_s``/``restart_down_s`` (server-restart scenario), ``paused``
+    (start without publishing; write ``Simulator.Paused`` = False or call :meth:`resume`),
+    ``write_mode`` ("fast": batched, no per-value deep copy; "naive": ``Node.write_value`` per value,
+    the baseline of the benchmark).
+    """
+
+    def __init__(
+        self,
+        lines: int = 1,
+        seed: int = 0,
+        speed: float = 1.0,
+        scenario: str | list | tuple = "normal",
+        host: str = "127.0.0.1",
+        port: int = 4840,
+        sample_hz: float = 10.0,
+        signal_hz: dict[str, float] | None = None,
+        label_delay: int = 3,
+        security: str = "none",
+        cert_dir: str | Path | None = None,
+        users: dict[str, str] | None = None,
+        start: datetime | None = None,
+        restart_every_s: float = 60.0,
+        restart_down_s: float = 5.0,
+        paused: bool = False,
+        write_mode: str = "fast",
+        endpoint_path: str = "/pq/sim/",
+    ) -> None:
+        if lines < 1:
+            raise ValueError(f"lines must be >= 1, got {lines}")
+        if speed < 0:
+            raise ValueError(f"speed must be >= 0, got {speed}")
+        if sample_hz <= 0:
+            raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
+        if port < 0 or port > 65535:
+            raise ValueError(f"port must be in 0..65535, got {port}")
+        if write_mode not in ("fast", "naive"):
+            raise ValueError(f"write_mode must be 'fast' or 'naive', got {write_mode!r}")
+        if restart_down_s < 0 or restart_every_s <= 0:
+            raise ValueError("restart_every_s must be > 0 and restart_down_s >= 0")
+        self.policies = policies_for(security)
+        self.schedule = parse_schedule(scenario)
+        self.security = security
+        self.lines = int(lines)
+        self.seed = int(seed)
+        self.speed = float(speed)
+        self.host = host
+        self.port = int(port)
+        self.sample_hz = float(sample_hz)
+        self.label_delay = int(label_delay)
+        self.users = dict(users) if users else None
+        self.cert_dir = Path(cert_dir) if cert_dir else Path(tempfile.gettempdir()) / "pq-simulator-certs"
+        self.restart_every_s = float(restart_every_s)
+        self.restart_down_s = float(restart_down_s)
+        self.write_mode = write_mode
+        self.endpoint_path = endpoint_path if endpoint_path.startswith("/") else "/" + endpoint_path
+        start = start or datetime.now(timezone.utc).replace(microsecond=0)
+        self.start_time = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+        self.line_ids = [line_id(i) for i in range(self.lines)]
+        self.models = [
+            LineModel(
+                lid,
+                seed=seed,
+                start=self.start_time,
+                sample_hz=sample_hz,
+                scenario=self.schedule,
+                label_delay=label_delay,
+                signal_hz=signal_hz,
+                line_index=i,
+            )
+            for i, lid in enumerate(self.line_ids)
+        ]
+        self._runners: list[_LineRunner] = []
+        self._slots: list[list[_NodeSlot]] = []
+        self._server: Server | None = None
+        self._ns = 2
+        self._up = False
+        self._running = False
+        self._paused = bool(paused)
+        self._resume = asyncio.Event() if False else None  # created in start()
+        self._tasks: list[asyncio.Task] = []
+        self._restart_lock: asyncio.Lock | None = None
+        self._stats = _Stats()
+        self._scenario = self.schedule[0][1] if len(self.schedule) == 1 else "schedule"
+        self._line_override: dict[str, str | None] = {}
+        self._anchor_wall = 0.0
+        self._anchor_sim_us = 0
+        self._fast = write_mode == "fast" and _fast_path_available()
+        self._sim_nodes: dict[str, ua.NodeId] = {}
+        self.server_certificate_path: Path | None = None
+        self.server_key_path: Path | None = None
+        self._nodes_dirty = False
+
+    # -- public properties ---------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.host}:{self.port}{self.endpoint_path}"
+
+    @property
+    def namespace_index(self) -> int:
+        return self._ns
+
+    @property
+    def scenario(self) -> str:
+        return self._scenario
+
+    @property
+    def is_up(self) -> bool:
+        """True while the OPC UA endpoint is listening (False during a restart)."""
+        return self._up
+
+    @property
+    def sim_time(self) -> datetime:
+        return self.start_time + timedelta(microseconds=self._sim_now_us())
+
+    def node_id(self, line: str, tag: str) -> str:
+        """``node_id('line-1', 'melt_temp_c') == 'ns=2;s=line-1.InjectionUnit.melt_temp_c'``."""
+        return SIGNALS_BY_NAME[tag].node_id(line, self._ns)
+
+    def tag_map(self):
+        """DataFrame: node_id, line_id, tag, unit, role, dtype - one row per published variable."""
+        import pandas as pd
+
+        rows = [
+            {"node_id": s.node_id(lid, self._ns), "line_id": lid, "tag": s.name, "unit": s.unit, "role": s.role,
+             "dtype": s.dtype}
+            for lid in self.line_ids
+            for s in SIGNALS
+        ]
+        return pd.DataFrame(rows)
+
+    def write_tag_map(self, path: str | Path) -> Path:
+        """Write :meth:`tag_map` as CSV (node id -> tag name) for a connector's tag map."""
+        path = Path(path)
+        self.tag_map().to_csv(path, index=False)
+        return path
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def __aenter__(self) -> "SimulatorServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Build the address space, start listening and start publishing (unless paused)."""
+        if self._running:
+            return
+        if self.port == 0:
+            self.port = free_port(self.host)
+        if self.policies != policies_for("none"):
+            cert, key = await ensure_certificate(self.cert_dir, self.host)
+            self.server_certificate_path, self.server_key_path = cert, key
+        self._resume = asyncio.Event()
+        self._restart_lock = asyncio.Lock()
+        if not self._paused:
+            self._resume.set()
+        self._runners = [_LineRunner(m) for m in self.models]
+        self._slots = [
+            [_NodeSlot(ua.NodeId(s.node_id_string(lid), 2), _VTYPE[s.dtype], s.dtype) for s in SIGNALS]
+            for lid in self.line_ids
+        ]
+        await self._start_ua()
+        self._running = True
+        self._stats.started_at = time.time()
+        self._anchor_wall = time.monotonic()
+        self._anchor_sim_us = 0
+        self._tasks = [asyncio.create_task(self._publish_loop(), name="pq-sim-publish"),
+                       asyncio.create_task(self._restart_loop(), name="pq-sim-restart")]
+        logger.info("simulator serving %d line(s) on %s (seed %d, speed %s, scenario %s, security %s)",
+                    self.lines, self.endpoint, self.seed, self.speed or "max", self.scenario, self.security)
+
+    async def stop(self) -> None:
+        """Stop publishing and close the endpoint."""
+        if not self._running:
+            return
+        self._running = False
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+        await self._stop_ua()
+        logger.info("simulator on %s stopped after %d values", self.endpoint, self._stats.values_written)
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled (used by the CLI)."""
+        await self.start()
+        try:
+            while True:
+                await asyncio.sleep(3600)
+        finally:
+            await self.stop()
+
+    async def restart(self, down_s: float = 2.0) -> None:
+        """Take the endpoint down for ``down_s`` seconds and bring it back on the same port.
+
+        The line keeps producing meanwhile; values made while down are not published (a client sees
+        the then-current values when it resubscribes).
+        """
+        assert self._restart_lock is not None, "server not started"
+        async with self._restart_lock:
+            logger.warning("simulator endpoint %s going down for %.1f s", self.endpoint, down_s)
+            await self._stop_ua()
+            await asyncio.sleep(down_s)
+            if self._running:
+                await self._start_ua()
+                self._stats.restarts += 1
+                logger.info("simulator endpoint %s is back", self.endpoint)
+
+    def pause(self) -> None:
+        """Stop the simulated clock (nothing is published until :meth:`resume`)."""
+        if not self._paused:
+            self._anchor_sim_us = self._sim_now_us()
+            self._paused = True
+            if self._resume is not None:
+                self._resume.clear()
+            self._set_sim_node("Paused", True)
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._anchor_wall = time.monotonic()
+            if self._resume is not None:
+                self._resume.set()
+            self._set_sim_node("Paused", False)
+
+    def set_speed(self, speed: float) -> None:
+        if speed < 0:
+            raise ValueError(f"speed must be >= 0, got {speed}")
+        self._anchor_sim_us = self._sim_now_us()
+        self._anchor_wall = time.monotonic()
+        self.speed = float(speed)
+        self._set_sim_node("Speed", self.speed)
+
+    def set_scenario(self, name: str, line: str | None = None) -> None:
+        """Switch scenario from each line's next cycle on; ``line`` limits it to one line.
+
+        ``set_scenario("normal")`` also clears per-line overrides.
+        """
+        get_scenario(name)
+        if line is None:
+            self._scenario = name
+            self._line_override.clear()
+            for m in self.models:
+                m.set_scenario(name)
+            self._set_sim_node("Scenario", name)
+            for lid in self.line_ids:
+                self._set_sim_node(f"{lid}.Scenario", "")
+        else:
+            if line not in self.line_ids:
+                raise ValueError(f"unknown line {line!r}, expected one of: {', '.join(self.line_ids)}")
+            self.models[self.line_ids.index(line)].set_scenario(name)
+            self._line_override[line] = name
+            self._set_sim_node(f"{line}.Scenario", name)
+        logger.info("scenario set to %s on %s", name, line or "all lines")
+
+    def line_scenario(self, line: str) -> str:
+        return self.models[self.line_ids.index(line)].scenario_at(self.models[self.line_ids.index(line)].t_us)
+
+    # -- data for tests --------------------------------------------------------------------------------
+    def ground_truth(self):
+        """DataFrame of completed parts: line_id, serial, mechanism, defect_prob, defect, defect_code,
+        scenario, p_<mechanism>..., inspected (label already published)."""
+        import pandas as pd
+
+        rows = []
+        for r in self._runners:
+            pending = {p["serial"] for p in r.model.pending_inspections()}
+            for t in r.completed:
+                rows.append({**t, "inspected": t["serial"] not in pending})
+        cols = ["line_id", "serial", "mechanism", "defect_prob", "defect", "defect_code", "scenario", "inspected"]
+        return pd.DataFrame(rows, columns=None if rows else cols)
+
+    def parts(self):
+        """DataFrame of completed parts in the history ``parts`` layout (see simulators.history)."""
+        from .history import parts_frame
+
+        return parts_frame([p for r in self._runners for p in r.parts], self.models[0].start)
+
+    def published_counts(self) -> dict[tuple[str, str], int]:
+        """Values a default (StatusValue) subscriber receives, per (line_id, tag): writes whose value or
+        status differs from the previous write, made while the endpoint was up."""
+        return {(lid, s.name): self._slots[i][j].published
+                for i, lid in enumerate(self.line_ids) for j, s in enumerate(SIGNALS)}
+
+    def written_counts(self) -> dict[tuple[str, str], int]:
+        """All writes per (line_id, tag) made while the endpoint was up, changed or not."""
+        return {(lid, s.name): self._slots[i][j].written
+                for i, lid in enumerate(self.line_ids) for j, s in enumerate(SIGNALS)}
+
+    def stats(self) -> dict:
+        """Counters: values_written, values_published, batches, restarts, lag_s (publisher behind the clock)."""
+        s = self._stats
+        return {"values_written": s.values_written, "values_published": s.values_published, "batches": s.batches,
+                "restarts": s.restarts, "lag_s": s.lag_s, "downtime_skipped": s.downtime_skipped,
+                "parts": sum(len(r.completed) for r in self._runners), "fast_path": self._fast}
+
+    async def wait_parts(self, n: int, timeout: float = 30.0, line: str | None = None) -> None:
+        """Wait until every line (or ``line``) has completed at least ``n`` parts."""
+        deadline = time.monotonic() + timeout
+        runners = [r for r in self._runners if line is None or r.line_id == line]
+        while min(len(r.completed) for r in runners) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n} parts after {timeout} s")
+            await asyncio.sleep(0.02)
+
+    # -- OPC UA server -----------------------------------------------------------------------------------
+    async def _start_ua(self) -> None:
+        check_port_free(self.host, self.port)
+        server = Server(user_manager=PasswordUserManager(self.users) if self.users else None)
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("pq line simulator")
+        await server.set_application_uri(APPLICATION_URI)
+        server.set_security_policy(self.policies)
+        if self.users:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        else:
+            server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
+        if self.server_certificate_path:
+            await server.load_certificate(str(self.server_certificate_path))
+            await server.load_private_key(str(self.server_key_path))
+        self._ns = await server.register_namespace(NAMESPACE_URI)
+        await self._build_address_space(server)
+        await server.start()
+        self._server = server
+        self._up = True
+
+    async def _stop_ua(self) -> None:
+        self._up = False
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop()
+
+    async def _build_address_space(self, server: Server) -> None:
+        ns = self._ns
+        items: list[ua.AddNodesItem] = []
+        objects = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+
+        def obj(sid: str, name: str, parent: ua.NodeId, desc: str = "") -> ua.NodeId:
+            nid = ua.NodeId(sid, ns)
+            attrs = ua.ObjectAttributes()
+            attrs.DisplayName = ua.LocalizedText(name)
+            attrs.Description = ua.LocalizedText(desc)
+            attrs.EventNotifier = 0
+            item = ua.AddNodesItem()
+            item.RequestedNewNodeId = nid
+            item.BrowseName = ua.QualifiedName(name, ns)
+            item.NodeClass = ua.NodeClass.Object
+            item.ParentNodeId = parent
+            item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.Organizes if parent == objects else ua.ObjectIds.HasComponent)
+            item.TypeDefinition = ua.NodeId(ua.ObjectIds.BaseObjectType)
+            item.NodeAttributes = attrs
+            items.append(item)
+            return nid
+
+        def var(sid: str, name: str, parent: ua.NodeId, dv: ua.DataValue, datatype: int, desc: str = "",
+                writable: bool = False, prop: bool = False, typedef: int = ua.ObjectIds.BaseDataVariableType,
+                bname_ns: int | None = None) -> ua.NodeId:
+            nid = ua.NodeId(sid, ns)
+            attrs = ua.VariableAttributes()
+            attrs.DisplayName = ua.LocalizedText(name)
+            attrs.Description = ua.LocalizedText(desc)
+            attrs.Value = dv
+            attrs.DataType = ua.NodeId(datatype)
+            attrs.ValueRank = -1
+            level = ua.AccessLevel.CurrentRead.mask | (ua.AccessLevel.CurrentWrite.mask if writable else 0)
+            attrs.AccessLevel = level
+            attrs.UserAccessLevel = level
+            item = ua.AddNodesItem()
+            item.RequestedNewNodeId = nid
+            item.BrowseName = ua.QualifiedName(name, ns if bname_ns is None else bname_ns)
+            item.NodeClass = ua.NodeClass.Variable
+            item.ParentNodeId = parent
+            item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HasProperty if prop else ua.ObjectIds.HasComponent)
+            item.TypeDefinition = ua.NodeId(ua.ObjectIds.PropertyType if prop else typedef)
+            item.NodeAttributes = attrs
+            items.append(item)
+            return nid
+
+        def dv_of(value, vtype) -> ua.DataValue:
+            return ua.DataValue(ua.Variant(value, vtype))
+
+        # Simulator control object
+        sim = obj(SIMULATOR_FOLDER, SIMULATOR_FOLDER, objects, "Simulator control (not part of a real machine)")
+        self._sim_nodes = {
+            "Scenario": var(f"{SIMULATOR_FOLDER}.Scenario", "Scenario", sim,
+                            dv_of(self._scenario, ua.VariantType.String), ua.ObjectIds.String,
+                            "Active scenario; write a scenario name to switch all lines", writable=True),
+            "Speed": var(f"{SIMULATOR_FOLDER}.Speed", "Speed", sim, dv_of(self.speed, ua.VariantType.Double),
+                         ua.ObjectIds.Double, "Simulated seconds per wall second (0 = flat out)", writable=True),
+            "Paused": var(f"{SIMULATOR_FOLDER}.Paused", "Paused", sim, dv_of(self._paused, ua.VariantType.Boolean),
+                          ua.ObjectIds.Boolean, "Write True to stop the simulated clock", writable=True),
+            "ValuesPublished": var(f"{SIMULATOR_FOLDER}.ValuesPublished", "ValuesPublished", sim,
+                                   dv_of(self._stats.values_published, ua.VariantType.UInt64), ua.ObjectIds.UInt64,
+                                   "Value changes written so far (what a StatusValue subscriber receives)"),
+            "ValuesWritten": var(f"{SIMULATOR_FOLDER}.ValuesWritten", "ValuesWritten", sim,
+                                 dv_of(self._stats.values_written, ua.VariantType.UInt64), ua.ObjectIds.UInt64,
+                                 "Values written so far"),
+            "Lines": var(f"{SIMULATOR_FOLDER}.Lines", "Lines", sim, dv_of(self.lines, ua.VariantType.Int32),
+                         ua.ObjectIds.Int32, "Number of lines"),
+            "Seed": var(f"{SIMULATOR_FOLDER}.Seed", "Seed", sim, dv_of(self.seed, ua.VariantType.Int64),
+                        ua.ObjectIds.Int64, "Random seed"),
+        }
+        for i, lid in enumerate(self.line_ids):
+            line = obj(lid, lid, objects, f"Injection moulding machine {lid} (OPC 40077 spirit)")
+            ident = obj(f"{lid}.Identification", "Identification", line, "Machine identification")
+            for pname, pval in (("Manufacturer", "pq simulator"), ("Model", "IMM-sim 1100"),
+                                ("SerialNumber", f"SIM-{self.seed}-{i + 1:03d}"),
+                                ("ProductInstanceUri", f"{APPLICATION_URI}:{lid}")):
+                var(f"{lid}.Identification.{pname}", pname, ident, dv_of(pval, ua.VariantType.String),
+                    ua.ObjectIds.String, prop=True)
+            self._sim_nodes[f"{lid}.Scenario"] = var(
+                f"{lid}.Scenario", "Scenario", line,
+                dv_of(self._line_override.get(lid) or "", ua.VariantType.String), ua.ObjectIds.String,
+                "Per-line scenario override; '' follows Simulator.Scenario", writable=True)
+            folders = {name: obj(f"{lid}.{name}", name, line, desc) for name, desc in FOLDERS}
+            for j, s in enumerate(SIGNALS):
+                slot = self._slots[i][j]
+                slot.nodeid = ua.NodeId(s.node_id_string(lid), ns)
+                dv = slot.last_dv or ua.DataValue(ua.Variant(_INITIAL[s.dtype], _VTYPE[s.dtype]),
+                                                  StatusCode_=ua.StatusCode(ua.StatusCodes.UncertainInitialValue))
+                analog = s.dtype == "double" and s.low is not None
+                nid = var(s.node_id_string(lid), s.name, folders[s.folder], dv, _DATATYPE[s.dtype],
+                          f"{s.description} [{s.unit}]" if s.unit else s.description,
+                          typedef=ua.ObjectIds.AnalogItemType if analog else ua.ObjectIds.BaseDataVariableType)
+                if s.unit:
+                    eu = ua.EUInformation(NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
+                                          UnitId=_unece_id(s.unece), DisplayName=ua.LocalizedText(s.unit),
+                                          Description=ua.LocalizedText(s.unit))
+                    var(f"{s.node_id_string(lid)}.EngineeringUnits", "EngineeringUnits", nid,
+                        dv_of(eu, ua.VariantType.ExtensionObject), ua.ObjectIds.EUInformation, prop=True, bname_ns=0)
+                if s.low is not None:
+                    rng = ua.Range(Low=float(s.low), High=float(s.high))
+                    var(f"{s.node_id_string(lid)}.EURange", "EURange", nid,
+                        dv_of(rng, ua.VariantType.ExtensionObject), ua.ObjectIds.Range, prop=True, bname_ns=0)
+        results = await server.iserver.isession.add_nodes(items)
+        bad = [(it.RequestedNewNodeId, r.StatusCode) for it, r in zip(items, results) if not r.StatusCode.is_good()]
+        if bad:
+            raise RuntimeError(f"could not create {len(bad)} nodes, first: {bad[0]}")
+        aspace = server.iserver.aspace
+        for slots in self._slots:
+            for slot in slots:
+                slot.attval = aspace._nodes[slot.nodeid].attributes[ua.AttributeIds.Value]
+        # method SetScenario(name) -> validates, unlike a plain write
+        await server.get_node(sim).add_method(
+            ua.NodeId(f"{SIMULATOR_FOLDER}.SetScenario", ns), ua.QualifiedName("SetScenario", ns),
+            self._method_set_scenario, [ua.VariantType.String], [])
+        await server.get_node(sim).add_method(
+            ua.NodeId(f"{SIMULATOR_FOLDER}.Restart", ns), ua.QualifiedName("Restart", ns),
+            self._method_restart, [ua.VariantType.Double], [])
+        for key, nid in self._sim_nodes.items():
+            if key in ("Scenario", "Speed", "Paused") or key.endswith(".Scenario"):
+                aspace.add_datachange_callback(nid, ua.AttributeIds.Value, self._make_control_callback(key))
+
+    def _make_control_callback(self, key: str):
+        async def cb(handle, dv: ua.DataValue) -> None:
+            value = dv.Value.Value if dv.Value is not None else None
+            try:
+                if key == "Scenario":
+                    if value != self._scenario:
+                        self.set_scenario(str(value))
+                elif key.endswith(".Scenario"):
+                    lid = key.split(".")[0]
+                    current = self._line_override.get(lid) or ""
+                    if value != current:
+                        if value:
+                            self.set_scenario(str(value), line=lid)
+                        else:
+                            self._line_override.pop(lid, None)
+                            self.models[self.line_ids.index(lid)].set_scenario(self._scenario)
+                elif key == "Speed":
+                    if value != self.speed:
+                        self.set_speed(float(value))
+                elif key == "Paused":
+                    if bool(value) != self._paused:
+                        self.pause() if value else self.resume()
+            except (ValueError, TypeError) as e:
+                logger.warning("rejected write of %r to Simulator.%s: %s", value, key, e)
+                restore = {"Scenario": self._scenario, "Speed": self.speed, "Paused": self._paused}.get(
+                    key, self._line_override.get(key.split(".")[0]) or "")
+                self._set_sim_node(key, restore)
+
+        return cb
+
+    async def _method_set_scenario(self, parent, name: ua.Variant) -> list:
+        try:
+            self.set_scenario(str(name.Value))
+        except ValueError as e:
+            logger.warning("SetScenario refused: %s", e)
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument) from None
+        return []
+
+    async def _method_restart(self, parent, down_s: ua.Variant) -> list:
+        asyncio.get_running_loop().call_later(0.1, lambda: asyncio.ensure_future(self.restart(float(down_s.Value))))
+        return []
+
+    def _set_sim_node(self, key: str, value) -> None:
+        """Update a control node without triggering its control callback's side effects twice."""
+        if not self._up or self._server is None or key not in self._sim_nodes:
+            return
+        vt = {"Scenario": ua.VariantType.String, "Speed": ua.VariantType.Double, "Paused": ua.VariantType.Boolean,
+              "ValuesPublished": ua.VariantType.UInt64, "ValuesWritten": ua.VariantType.UInt64}.get(
+            key, ua.VariantType.String)
+        dv = ua.DataValue(ua.Variant(value, vt), SourceTimestamp=datetime.now(timezone.utc))
+        asyncio.ensure_future(self._server.write_attribute_value(self._sim_nodes[key], dv))
+
+    # -- publishing ---------------------------------------------------------------------------------------
+    def _sim_now_us(self) -> int:
+        if self._paused or self.speed == 0:
+            return self._anchor_sim_us
+        return self._anchor_sim_us + int((time.monotonic() - self._anchor_wall) * self.speed * US)
+
+    async def _publish_loop(self) -> None:
+        try:
+            while self._running:
+                if self._paused:
+                    await self._resume.wait()
+                    continue
+                batch: list = []
+                if self.speed == 0:  # flat out: one cycle per line, then yield
+                    for r in self._runners:
+                        r.pop_cycle(batch)
+                    self._anchor_sim_us = max(r.model.t_us for r in self._runners)
+                    await self._write_batch(batch)
+                    await asyncio.sleep(0)
+                    continue
+                now_us = self._sim_now_us()
+                for r in self._runners:
+                    r.pop_due(now_us, batch)
+                if batch:
+                    await self._write_batch(batch)
+                next_due = min(r.next_due_us for r in self._runners)
+                self._stats.lag_s = max(0.0, (now_us - next_due) / US / max(self.speed, 1e-9))
+                wait_s = (next_due - self._sim_now_us()) / US / self.speed
+                await asyncio.sleep(min(max(wait_s, 0.005), 0.25))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("simulator publish loop failed")
+            raise
+
+    async def _write_batch(self, batch: list) -> None:
+        """Write groups [(runner, t_us, [(sig_index, value, status)])] in order, in one go."""
+        st = self._stats
+        st.batches += 1
+        up = self._up and self._server is not None
+        server_ts = datetime.now(timezone.utc)
+        status_cache: dict[int, ua.StatusCode] = {}
+        line_index = {r.line_id: k for k, r in enumerate(self._runners)}
+        naive = self.write_mode == "naive"
+        fast = self._fast
+        pending_naive = []
+        written = published = 0
+        for runner, t_us, items in batch:
+            slots = self._slots[line_index[runner.line_id]]
+            ts = runner.model.start + timedelta(microseconds=t_us)
+            for sig, value, status in items:
+                slot = slots[sig]
+                key = (value, status)
+                changed = slot.last is None or status != slot.last[1] or (
+                    value != slot.last[0] and not (value != value and slot.last[0] != slot.last[0]))
+                sc = status_cache.get(status)
+                if sc is None:
+                    sc = status_cache[status] = ua.StatusCode(status)
+                if is_bad(status) or (slot.dtype != "string" and value != value):
+                    variant = _NULL if is_bad(status) else ua.Variant(value, slot.vtype)
+                elif slot.dtype == "double":
+                    variant = ua.Variant(float(value), ua.VariantType.Double)
+                elif slot.dtype == "int":
+                    variant = ua.Variant(int(value), ua.VariantType.Int64)
+                else:
+                    variant = ua.Variant(value, slot.vtype)
+                dv = ua.DataValue(variant, StatusCode_=sc, SourceTimestamp=ts, ServerTimestamp=server_ts)
+                slot.last = key
+                slot.last_dv = dv
+                if not up:
+                    st.downtime_skipped += 1
+                    continue
+                slot.written += 1
+                written += 1
+                if changed:
+                    slot.published += 1
+                    published += 1
+                if naive:
+                    pending_naive.append((slot.nodeid, dv))
+                elif fast:
+                    self._fast_write(slot.attval, dv)
+                else:
+                    await self._server.write_attribute_value(slot.nodeid, dv)
+        for nodeid, dv in pending_naive:
+            if not self._up:
+                break
+            await self._server.get_node(nodeid).write_value(dv)
+        st.values_written += written
+        st.values_published += published
+
+    def _fast_write(self, attval, dv: ua.DataValue) -> None:
+        """Store ``dv`` and queue it for every monitored item, without asyncua's per-item deep copy.
+
+        Our DataValues are fresh objects that are never mutated after this call, so the copy that
+        MonitoredItemValues.set_current_datavalue makes to protect against aliasing is not needed.
+        """
+        attval.value = dv
+        cbs = attval.datachange_callbacks
+        if not cbs:
+            return
+        for handle, cb in list(cbs.items()):
+            svc = getattr(cb, "__self__", None)
+            if not isinstance(svc, MonitoredItemService):
+                asyncio.ensure_future(cb(handle, dv))
+                continue
+            mid = svc._monitored_datachange.get(handle)
+            mdata = svc._monitored_items.get(mid) if mid is not None else None
+            if mdata is None or mdata.mode == _DISABLED:
+                continue
+            mv = mdata.mvalue
+            old = mv.current_dvalue
+            mv.old_dvalue = old
+            mv.current_dvalue = dv
+            flt = mdata.filter
+            if flt:
+                ok = svc._is_data_changed(mv, flt.Trigger) and svc._is_deadband_exceeded(mv, flt)
+            else:
+                ok = old is None or old.StatusCode != dv.StatusCode or old.Value != dv.Value
+            if not ok:
+                continue
+            isub = svc.isub
+            queue = isub._triggered_datachanges
+            ev = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=dv)
+            lst = queue.get(mid)
+            if lst is None:
+                queue[mid] = [ev]
+                if isub._task is None and isub.data.RevisedPublishingInterval <= 0.0:
+                    asyncio.ensure_future(isub._trigger_publish())
+            else:
+                size = mdata.queue_size
+                if size and len(lst) >= size:
+                    del lst[0]
+                lst.append(ev)
+
+    async def _restart_loop(self) -> None:
+        """Restart the endpoint periodically while a line runs the server-restart scenario."""
+        last = time.monotonic()
+        while self._running:
+            await asyncio.sleep(0.5)
+            counters_due = True
+            if counters_due and self._up and self._server is not None:
+                for key, value in (("ValuesPublished", self._stats.values_published),
+                                   ("ValuesWritten", self._stats.values_written)):
+                    self._set_sim_node(key, value)
+            active = any(get_scenario(m.scenario).server_restart for m in self.models)
+            if not active:
+                last = time.monotonic()
+                continue
+            if time.monotonic() - last >= self.restart_every_s:
+                await self.restart(self.restart_down_s)
+                last = time.monotonic()
