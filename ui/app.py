@@ -86,7 +86,7 @@ def create_app(settings: Settings, store: Store) -> dash.Dash:
         suppress_callback_exceptions=True,
         csrf_token_name=CSRF_COOKIE,
     )
-    install_login(server, store)
+    install_login(server, store, settings)
     install_guard(server, app)
     pages = all_pages()
 

@@ -21,6 +21,7 @@ from markupsafe import escape
 from pq.auth import users as users_mod
 from pq.auth.errors import LoginRefused
 from pq.auth.ratelimit import LoginRateLimiter
+from pq.config import Settings
 from pq.storage.engine import Store
 from ui.security import csrf_token
 
@@ -71,8 +72,7 @@ def _client() -> str:
     return flask.request.remote_addr or "?"
 
 
-def install_login(server: flask.Flask, store: Store) -> LoginManager:
-    settings = store.settings
+def install_login(server: flask.Flask, store: Store, settings: Settings) -> LoginManager:
     manager = LoginManager()
     manager.init_app(server)
     manager.session_protection = "strong"
