@@ -243,7 +243,7 @@ def seed(store: Store, *, lines: int = 3, parts_per_line: int = 600, alerts: int
           ["part_id", "feature_set_version", "source", "features", "reason", "computed_at"])
 
     def alert_rows():
-        per_line = max(1, alerts // max(1, len(ids)))
+        per_line = alerts // max(1, len(ids))
         for li, lid in enumerate(ids):
             for j in range(per_line):
                 k = int(parts_per_line * (j + 0.5) / per_line)
