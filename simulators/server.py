@@ -271,7 +271,7 @@ class SimulatorServer:
         self._up = False
         self._running = False
         self._paused = bool(paused)
-        self._resume = asyncio.Event() if False else None  # created in start()
+        self._resume: asyncio.Event | None = None  # created in start(), inside the running loop
         self._tasks: list[asyncio.Task] = []
         self._restart_lock: asyncio.Lock | None = None
         self._stats = _Stats()
@@ -515,7 +515,7 @@ class SimulatorServer:
         if self.users:
             server.set_identity_tokens([ua.UserNameIdentityToken])
         else:
-            server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
+            server.set_identity_tokens([ua.AnonymousIdentityToken])
         if self.server_certificate_path:
             await server.load_certificate(str(self.server_certificate_path))
             await server.load_private_key(str(self.server_key_path))
@@ -534,6 +534,7 @@ class SimulatorServer:
     async def _build_address_space(self, server: Server) -> None:
         ns = self._ns
         items: list[ua.AddNodesItem] = []
+        initial: dict[ua.NodeId, ua.DataValue] = {}
         objects = ua.NodeId(ua.ObjectIds.ObjectsFolder)
 
         def obj(sid: str, name: str, parent: ua.NodeId, desc: str = "") -> ua.NodeId:
@@ -560,7 +561,8 @@ class SimulatorServer:
             attrs = ua.VariableAttributes()
             attrs.DisplayName = ua.LocalizedText(name)
             attrs.Description = ua.LocalizedText(desc)
-            attrs.Value = dv
+            attrs.Value = dv.Value
+            initial[nid] = dv
             attrs.DataType = ua.NodeId(datatype)
             attrs.ValueRank = -1
             level = ua.AccessLevel.CurrentRead.mask | (ua.AccessLevel.CurrentWrite.mask if writable else 0)
@@ -618,7 +620,7 @@ class SimulatorServer:
                 slot = self._slots[i][j]
                 slot.nodeid = ua.NodeId(s.node_id_string(lid), ns)
                 dv = slot.last_dv or ua.DataValue(ua.Variant(_INITIAL[s.dtype], _VTYPE[s.dtype]),
-                                                  StatusCode_=ua.StatusCode(ua.StatusCodes.UncertainInitialValue))
+                                                  StatusCode=ua.StatusCode(ua.StatusCodes.UncertainInitialValue))
                 analog = s.dtype == "double" and s.low is not None
                 nid = var(s.node_id_string(lid), s.name, folders[s.folder], dv, _DATATYPE[s.dtype],
                           f"{s.description} [{s.unit}]" if s.unit else s.description,
@@ -638,6 +640,8 @@ class SimulatorServer:
         if bad:
             raise RuntimeError(f"could not create {len(bad)} nodes, first: {bad[0]}")
         aspace = server.iserver.aspace
+        for nid, dv in initial.items():
+            aspace._nodes[nid].attributes[ua.AttributeIds.Value].value = dv
         for slots in self._slots:
             for slot in slots:
                 slot.attval = aspace._nodes[slot.nodeid].attributes[ua.AttributeIds.Value]
@@ -770,7 +774,7 @@ class SimulatorServer:
                     variant = ua.Variant(int(value), ua.VariantType.Int64)
                 else:
                     variant = ua.Variant(value, slot.vtype)
-                dv = ua.DataValue(variant, StatusCode_=sc, SourceTimestamp=ts, ServerTimestamp=server_ts)
+                dv = ua.DataValue(variant, StatusCode=sc, SourceTimestamp=ts, ServerTimestamp=server_ts)
                 slot.last = key
                 slot.last_dv = dv
                 if not up:
