@@ -378,7 +378,7 @@ class LineModel:
         self._lat = AR_PHI * self._lat + math.sqrt(1 - AR_PHI**2) * sig * z
         dev = self._lat.copy()
         for k in range(N_EXCURSION_TYPES):
-            if self._exc_left[k] <= 0 and u_start[k] < EXCURSION_START_P:
+            if self._exc_left[k] <= 0 and u_start[k] < EXCURSION_START_P * sc.excursion_rate_factor:
                 n = 6 + int(-14.0 * math.log(1.0 - exc_draw[k, 0]))
                 self._exc_len[k] = n
                 self._exc_left[k] = n

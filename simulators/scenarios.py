@@ -4,7 +4,8 @@ Owns ``SCENARIOS`` and ``parse_schedule``. Imports nothing of ``pq``.
 
 A scenario changes conditions (ambient, humidity, supplier), sensors (drift, stuck, status codes) or
 the server itself (restart). None of them changes the hidden defect mechanisms: a well-controlled
-process makes the same share of bad parts in a heatwave as in spring.
+process makes the same share of bad parts in a heatwave as in spring. ``unstable-process`` changes the
+process itself (more frequent excursions), so it makes more bad parts, through the same mechanisms.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Scenario:
     stuck_signal: str | None = None  # reading frozen at its value when the scenario began
     bad_quality: bool = False  # Bad/Uncertain status code episodes on some signals
     server_restart: bool = False  # live server goes away and comes back periodically
+    excursion_rate_factor: float = 1.0  # scales how often process excursions start (defect-prone runs)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -47,6 +49,10 @@ SCENARIOS: dict[str, Scenario] = {
                  stuck_signal="mould_temp_c"),
         Scenario("bad-quality", "Episodes of Bad/Uncertain status codes on vibration, melt temperature, "
                  "screw speed and ambient temperature.", bad_quality=True),
+        Scenario("unstable-process", "Process excursions (heater band, check ring, hold valve, chiller, dryer) "
+                 "start 4x as often: the same mechanisms make about three times the defects, most of them "
+                 "visible in the signals (defect-prone runs for end-to-end tests and demos).",
+                 excursion_rate_factor=4.0),
         Scenario("server-restart", "The OPC UA server goes away periodically and comes back on the same "
                  "endpoint; the line keeps producing while it is down.", server_restart=True),
     )
