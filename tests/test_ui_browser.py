@@ -39,17 +39,28 @@ def _seeded(store):
     return store
 
 
+def _serve(store, tmp_path):
+    return running_ui(store.engine.url.render_as_string(hide_password=False), tmp_path / "var", tmp_path / "ui.log")
+
+
 @pytest.fixture
 def ui_sqlite(sqlite_store, tmp_path):
     store = _seeded(sqlite_store)
-    with running_ui(str(store.engine.url.render_as_string(hide_password=False)), tmp_path / "var",
-                    tmp_path / "ui.log") as base:
+    with _serve(store, tmp_path) as base:
+        yield store, base
+
+
+@pytest.fixture
+def ui_any(store, tmp_path):
+    """The same flow on the embedded store and on PostgreSQL/TimescaleDB."""
+    store = _seeded(store)
+    with _serve(store, tmp_path) as base:
         yield store, base
 
 
 @pytest.mark.timeout(120)
-def test_operator_live_alert_ack_feedback_leaves_queue(ui_sqlite, browser):
-    store, base = ui_sqlite
+def test_operator_live_alert_ack_feedback_leaves_queue(ui_any, browser):
+    store, base = ui_any
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     login(page, base, "op")
     page.wait_for_selector("#overview-tiles .pq-tile")
@@ -113,9 +124,11 @@ def test_operator_cannot_reach_models_or_promote(ui_sqlite, browser):
     with store.engine.connect() as conn:
         before = conn.execute(select(func.count()).select_from(schema.model_deployments)).scalar()
     # A crafted POST straight to Dash's callback endpoint, with the operator's own valid session and
-    # CSRF token: the role check on the server must refuse it.
+    # CSRF token, naming the real promote callback: the role check on the server must refuse it.
     csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "_csrf_token")
-    body = {"output": "..models-promote-message.children...models-changed.data..",
+    deps = page.request.get(base + "/_dash-dependencies").json()
+    promote_output = next(d["output"] for d in deps if "models-promote-message" in d["output"])
+    body = {"output": promote_output,
             "outputs": [{"id": "models-promote-message", "property": "children"},
                         {"id": "models-changed", "property": "data"}],
             "inputs": [{"id": "models-promote", "property": "n_clicks", "value": 1}],
@@ -132,6 +145,8 @@ def test_operator_cannot_reach_models_or_promote(ui_sqlite, browser):
                              headers={"X-CSRFToken": csrf}).status == 403
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.model_deployments)).scalar() == before
+        audits = conn.execute(select(schema.audit_log.c.action).where(schema.audit_log.c.username == "op")).scalars().all()
+    assert "model.promote" not in audits
 
 
 @pytest.fixture

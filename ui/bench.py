@@ -6,7 +6,9 @@ of ``PQ_DATABASE_URL`` (a new PostgreSQL database ``pq_bench_ui_*``, dropped aft
 times, through the real WSGI app (Flask test client, so it is server time without the network):
 
 - page render: the router callback that builds the Lines, Alerts and Alert detail pages;
-- live update: the 2-second refresh callbacks of the Lines and Alerts pages (p50/p99).
+- live update: the 2-second refresh callbacks of the Lines and Alerts pages (p50/p99), both when
+  the content changed (everything re-rendered and sent) and when it did not (``*_idle``: the
+  browser's signature matches and nothing is re-sent, the usual tick).
 
 Baseline, measured in the same run: the straightforward status query a first version would use
 (group-by over all parts and alerts, no time bounds); ``ratio`` = baseline / ours (higher is better).
@@ -113,7 +115,7 @@ def _baseline(store, n: int) -> list[float]:
 @click.option("--lines", default=10, show_default=True)
 @click.option("--parts", default=1_000_000, show_default=True, help="Parts in total (with one prediction each).")
 @click.option("--alerts", default=100_000, show_default=True)
-@click.option("--repeat", default=40, show_default=True, help="Timed calls per measurement.")
+@click.option("--repeat", default=100, show_default=True, help="Timed calls per measurement.")
 @click.option("--keep", is_flag=True, help="Keep the seeded database (its URL is printed).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def ui(lines: int, parts: int, alerts: int, repeat: int, keep: bool, as_json: bool):
@@ -165,6 +167,13 @@ def ui(lines: int, parts: int, alerts: int, repeat: int, keep: bool, as_json: bo
             {"id": "alerts-changed", "property": "data", "value": 0}],
             [{"id": "alerts-signature", "property": "data", "value": ""}])
         live = {"lines": _time(client, overview, token, repeat), "alerts": _time(client, alerts_body, token, repeat)}
+        # The usual 2-second tick: nothing changed, the browser's signature matches, nothing is re-sent.
+        for body, sig_id in ((overview, "overview-signature"), (alerts_body, "alerts-signature")):
+            r = client.post("/_dash-update-component", json=body, headers={"X-CSRFToken": token})
+            sig = json.loads(r.data)["response"][sig_id]["data"]
+            body["state"][0]["value"] = sig
+        live["lines_idle"] = _time(client, overview, token, repeat)
+        live["alerts_idle"] = _time(client, alerts_body, token, repeat)
         baseline = _baseline(store, max(5, repeat // 4))
     finally:
         try:

@@ -66,13 +66,16 @@ def _card(a: dict, now: datetime):
     ])
 
 
-def _render(ctx, line_id: str | None):
+def _render(ctx, line_id: str | None, previous: str | None = None):
+    """(cards, shelved box, signature); cards and box are None when the signature equals ``previous``."""
     now = datetime.now(timezone.utc)
     items = q.queue(ctx.store, line_id=line_id or None, now=now)
     shelf = q.shelved(ctx.store, line_id=line_id or None, now=now)
     sig = hashlib.sha1(json.dumps(
         [[a["id"], a["state"], a["acked_at"] is not None, a["repeat_count"]] for a in items]
-        + [[s["id"], str(s["shelved_until"])] for s in shelf] + [now.minute], default=str).encode()).hexdigest()
+        + [[s["id"], str(s["shelved_until"])] for s in shelf] + [line_id, now.minute], default=str).encode()).hexdigest()
+    if sig == previous:  # the usual tick: build nothing, send nothing
+        return None, None, sig
     cards = [_card(a, now) for a in items] or [html.P("No alerts. The lines are running normally.",
                                                       className="pq-empty", id="alerts-empty")]
     shelf_rows = [html.Li(className="pq-shelf-row", children=[
@@ -143,7 +146,7 @@ def register(app, ctx):
                       Input("alerts-interval", "n_intervals"), Input("alerts-line", "value"),
                       Input("alerts-changed", "data"), State("alerts-signature", "data"), prevent_initial_call=True)
     def refresh(_n, line, _changed, previous):
-        cards, shelved_box, sig = _render(ctx, line)
+        cards, shelved_box, sig = _render(ctx, line, previous)
         if sig == previous:
             return no_update, no_update, no_update
         return cards, shelved_box, sig

@@ -39,7 +39,8 @@ def _tile(s: LineStatus, now: datetime):
     ])
 
 
-def _render(ctx):
+def _render(ctx, previous: str | None = None):
+    """(tiles, signature); tiles is None when the signature equals ``previous``."""
     now = datetime.now(timezone.utc)
     statuses = line_statuses(ctx.store, now)
     if not statuses:
@@ -48,6 +49,8 @@ def _render(ctx):
     sig = hashlib.sha1(json.dumps(
         [[s.line_id, s.status, s.why, s.parts_last_hour, s.open_alerts, now.minute] for s in statuses]
     ).encode()).hexdigest()
+    if sig == previous:
+        return None, sig
     return [_tile(s, now) for s in statuses], sig
 
 
@@ -66,7 +69,7 @@ def register(app, ctx):
                       Input("overview-interval", "n_intervals"), State("overview-signature", "data"),
                       prevent_initial_call=True)
     def refresh(_n, previous):
-        tiles, sig = _render(ctx)
+        tiles, sig = _render(ctx, previous)
         if sig == previous:
             return no_update, no_update
         return tiles, sig
