@@ -59,6 +59,20 @@ class ModelWatcher:
             self._wake.set()
         return scorer if scorer is not None else self._scorers.get(_ALL)
 
+    def adopt(self, product: str | None, version_id: int, scorer: Any) -> None:
+        """Serve ``scorer`` (e.g. the local copy of the last production model) until the registry
+        answers; if the registry then names the same version, it is kept without reloading."""
+        key = _ALL if product is None else str(product)
+        self._wanted.add(key)
+        self._cache[version_id] = scorer
+        self._scorers[key], self._versions[key] = scorer, version_id
+        logger.info("line %s product %s: model version %s adopted from the local copy", self.line_id,
+                    product or "(all)", version_id)
+
+    def wake(self) -> None:
+        """Poll now (e.g. the store just became reachable)."""
+        self._wake.set()
+
     # -- background ------------------------------------------------------------------------------
     def start(self) -> "ModelWatcher":
         self.poll_once()

@@ -631,13 +631,19 @@ class LineRuntime:
         from pq.alerts.kpis import refresh_kpis
 
         s = self.settings
-        last = {"health": 0.0, "sync": 0.0, "playbook": 0.0, "kpi": 0.0}
-        if self.store is not None:
-            n = await self._in_thread("load", self.load_open_alerts)
-            if n:
-                logger.info("line %s: %d open alerts adopted from the store", self.line_id, n)
+        last = {"health": 0.0, "sync": 0.0, "playbook": 0.0, "kpi": 0.0, "load": 0.0}
+        adopted = False
         while not stop.is_set():
             t = time.monotonic()
+            # The store may come up after the edge (it scores from a local model copy meanwhile):
+            # open alerts of an earlier run are adopted once it answers.
+            if not adopted and self.store is not None and t - last["load"] >= s.edge_alert_sync_s:
+                last["load"] = t
+                n = await self._in_thread("load", self.load_open_alerts)
+                if n is not None:
+                    adopted = True
+                    if n:
+                        logger.info("line %s: %d open alerts adopted from the store", self.line_id, n)
             self.tick()
             if t - last["health"] >= s.edge_health_interval_s:
                 last["health"] = t
