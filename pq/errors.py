@@ -9,11 +9,15 @@ Hierarchy::
     ├── ConnectorError         an OPC UA connection or tag map problem
     │   ├── ConnectionLost
     │   └── UnknownTag
-    └── ModelError             training, registry or scoring
-        ├── NotFittedError
-        └── FeatureMismatch
+    ├── ModelError             training, registry or scoring
+    │   ├── NotFittedError
+    │   └── FeatureMismatch
+    └── AuthError              login, roles and user input (the UI answers 401/403/400)
+        ├── PermissionDenied   the user's role does not allow the action
+        ├── LoginRefused       wrong credentials, disabled or locked account, rate limit
+        └── InvalidRequest     a user-supplied value is unacceptable (short password, empty reason ...)
 
-The CLI turns any ``PQError`` into one line on stderr and a non-zero exit; the UI shows the message.
+Messages never contain a password or a password hash. The CLI turns any ``PQError`` into one line on stderr and a non-zero exit; the UI shows the message.
 """
 
 
@@ -55,3 +59,23 @@ class NotFittedError(ModelError):
 
 class FeatureMismatch(ModelError):
     """Feature vectors do not match what a model was trained on."""
+
+
+class AuthError(PQError):
+    """Base class of login, role and user-input errors."""
+
+
+class PermissionDenied(AuthError):
+    """The acting user's role does not allow this action."""
+
+
+class LoginRefused(AuthError):
+    """A login attempt was refused; ``retry_after_s`` is set when waiting helps."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class InvalidRequest(AuthError):
+    """A value typed by a user is unacceptable (the message says which and what is expected)."""

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from pq.auth import users
-from pq.auth.errors import InvalidRequest, LoginRefused, PermissionDenied
+from pq.errors import InvalidRequest, LoginRefused, PermissionDenied
 from pq.auth.passwords import check_policy, hash_password, verify_password
 from pq.auth.ratelimit import LoginRateLimiter
 from pq.auth.roles import Actor, allows, require

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from pq.alerts import actions
-from pq.auth.errors import InvalidRequest, PermissionDenied
+from pq.errors import InvalidRequest, PermissionDenied
 from pq.auth.roles import Actor
 from pq.storage import schema
 from ui.seed import add_live_alert, seed

@@ -1,8 +1,7 @@
 """``pq ui``: serve the operator and engineer web UI.
 
-Served by waitress (a production WSGI server) when it is installed, else by werkzeug's threaded
-server, which is adequate for a shop-floor LAN of a few dozen screens. Debug mode (tracebacks in the
-browser) is off unless ``--debug`` or ``PQ_UI_DEBUG=true`` asks for it.
+Served by waitress, a production WSGI server. Debug mode (tracebacks in the browser, werkzeug's
+development server) is off unless ``--debug`` or ``PQ_UI_DEBUG=true`` asks for it.
 """
 
 from __future__ import annotations
@@ -18,18 +17,15 @@ logger = logging.getLogger(__name__)
 
 def serve(app, host: str, port: int, *, debug: bool, threads: int) -> None:
     """Run ``app`` until interrupted."""
-    try:
+    if not debug:
         import waitress
-    except ImportError:
-        waitress = None
-    if waitress is not None and not debug:
+
         logger.info("serving the UI with waitress on http://%s:%d (%d threads)", host, port, threads)
         waitress.serve(app.server, host=host, port=port, threads=threads, ident="pq")
         return
     from werkzeug.serving import run_simple
 
-    logger.info("serving the UI with werkzeug's threaded server on http://%s:%d%s", host, port,
-                " (DEBUG mode: not for a plant network)" if debug else "")
+    logger.warning("serving the UI in DEBUG mode on http://%s:%d: not for a plant network", host, port)
     run_simple(host, port, app.server, threaded=True, use_reloader=False, use_debugger=debug)
 
 

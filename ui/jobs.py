@@ -13,7 +13,7 @@ import threading
 
 from sqlalchemy import select
 
-from pq.auth.errors import InvalidRequest
+from pq.errors import InvalidRequest
 from pq.auth.roles import Actor, require
 from pq.storage import schema
 from pq.storage.engine import Store

@@ -19,7 +19,7 @@ from flask_login import LoginManager, UserMixin, login_user, logout_user
 from markupsafe import escape
 
 from pq.auth import users as users_mod
-from pq.auth.errors import LoginRefused
+from pq.errors import LoginRefused
 from pq.auth.ratelimit import LoginRateLimiter
 from pq.config import Settings
 from pq.storage.engine import Store

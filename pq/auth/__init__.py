@@ -4,7 +4,7 @@ Owns the ``users`` and ``audit_log`` rows written by people. Must not import con
 ui or simulators.
 """
 
-from pq.auth.errors import AuthError, InvalidRequest, LoginRefused, PermissionDenied
+from pq.errors import AuthError, InvalidRequest, LoginRefused, PermissionDenied
 from pq.auth.roles import ROLES, Actor, allows, require
 
 __all__ = ["ROLES", "Actor", "allows", "require", "AuthError", "InvalidRequest", "LoginRefused",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from pq.auth.errors import InvalidRequest
+from pq.errors import InvalidRequest
 
 __all__ = ["hash_password", "verify_password", "check_policy", "DUMMY_HASH"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pq.auth.errors import PermissionDenied
+from pq.errors import PermissionDenied
 
 __all__ = ["ROLES", "Actor", "allows", "require"]
 

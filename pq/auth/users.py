@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from pq.auth import audit
-from pq.auth.errors import InvalidRequest, LoginRefused
+from pq.errors import InvalidRequest, LoginRefused
 from pq.auth.passwords import DUMMY_HASH, check_policy, hash_password, verify_password
 from pq.auth.roles import ROLES, Actor, require
 from pq.storage import schema

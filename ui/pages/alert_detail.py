@@ -14,7 +14,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from plotly.subplots import make_subplots
 
 from pq.alerts import actions
-from pq.auth.errors import AuthError
+from pq.errors import AuthError
 from ui.format import SEVERITY_WORDS, VERDICT_WORDS, ago, clock, number
 from ui.pages import Page
 from ui.queries import alerts as q

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from dash import ALL, Input, Output, State, ctx as dash_ctx, dcc, html, no_update
 
 from pq.alerts import actions
-from pq.auth.errors import AuthError
+from pq.errors import AuthError
 from ui.format import SEVERITY_WORDS, VERDICT_WORDS, ago, clock
 from ui.pages import Page
 from ui.queries import alerts as q

@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timezone
 
 from dash import Input, Output, State, dcc, html, no_update
 
-from pq.auth.errors import AuthError
+from pq.errors import AuthError
 from pq.errors import PQError
 from ui.format import clock, number
 from ui.jobs import TrainingRunner, recent_jobs

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from dash import Input, Output, State, dcc, html, no_update
 
 from pq.auth import users as users_mod
-from pq.auth.errors import AuthError
+from pq.errors import AuthError
 from pq.auth.roles import ROLES
 from ui.format import ago
 from ui.pages import Page
