@@ -28,7 +28,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 
 from pq.auth import audit
-from pq.auth.errors import InvalidRequest
+from pq.errors import InvalidRequest
 from pq.auth.roles import Actor, require
 from pq.storage import schema
 from pq.storage.engine import Store
