@@ -118,13 +118,24 @@ def _has_production_model(store) -> bool:
 
 
 def _requested_scenario(store) -> str | None:
-    """A scenario an engineer asked for in the UI (component_health row 'simulator')."""
+    """A scenario an engineer asked for on the UI's Conditions page (component_health 'simulator')."""
     from pq.storage import schema
 
     with store.engine.connect() as conn:
         row = conn.execute(select(schema.component_health.c.detail).where(
             schema.component_health.c.component == "simulator")).first()
     return (row.detail or {}).get("requested_scenario") if row else None
+
+
+def _report_scenario(store, scenario: str, endpoint: str) -> None:
+    """Tell the UI which scenario the simulator runs (keeping a pending request)."""
+    from pq.health import health_row, write_health_now
+
+    detail = {"scenario": scenario, "endpoint": endpoint}
+    requested = _requested_scenario(store)
+    if requested and requested != scenario:
+        detail["requested_scenario"] = requested
+    write_health_now(store, health_row("simulator", scenario, detail=detail))
 
 
 @click.command()
@@ -198,17 +209,19 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
 
         deadline = time.monotonic() + duration if duration else None
         current = scenario
+        endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/pq/sim/"
+        _report_scenario(store, current, endpoint)
         while deadline is None or time.monotonic() < deadline:
             for name, proc in children.items():
                 if proc.poll() is not None:
                     raise click.ClickException(f"{name} stopped unexpectedly (exit {proc.returncode})")
             wanted = _requested_scenario(store)
             if wanted and wanted != current:
-                result = subprocess.run(_pq("simulate", "set-scenario", wanted, "--endpoint",
-                                            f"opc.tcp://127.0.0.1:{opcua_port}"), env=env)
+                result = subprocess.run(_pq("simulate", "set-scenario", wanted, "--endpoint", endpoint), env=env)
                 if result.returncode == 0:
                     click.echo(f"simulator scenario: {current} -> {wanted}")
                     current = wanted
+                _report_scenario(store, current, endpoint)
             time.sleep(1.0)
     except KeyboardInterrupt:
         click.echo("\nstopping ...")
