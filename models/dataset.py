@@ -199,16 +199,38 @@ def load_dataset(
 
 # -- context baseline -------------------------------------------------------------------------------
 
+def _level_column(X: pd.DataFrame, target: str) -> str | None:
+    """The column holding a baseline target's window level: ``__mean``, else ``__last`` / ``__value``
+    (per-cycle signals have one sample per window, where mean = last)."""
+    for suffix in ("__mean", "__last", "__value"):
+        if f"{target}{suffix}" in X.columns:
+            return f"{target}{suffix}"
+    return None
+
+
+def _targets(X: pd.DataFrame) -> dict[str, str]:
+    """{baseline target: level column} for every dev_baseline feature and every __mean column."""
+    names = [c[: -len("__dev_baseline")] for c in X.columns if c.endswith("__dev_baseline")]
+    names += [c[: -len("__mean")] for c in X.columns if c.endswith("__mean")]
+    out = {}
+    for t in dict.fromkeys(names):
+        col = _level_column(X, t)
+        if col is not None:
+            out[t] = col
+    return out
+
+
 def fit_baseline(ds: Dataset, mask=None):
     """Fit pq.features' ContextBaseline on the good parts (``y == 0``) of ``ds`` (or ``mask``)."""
     from pq.features.baseline import ContextBaseline
 
     if mask is None:
         mask = (ds.y == 0).to_numpy()
-    targets = [c[: -len("__mean")] for c in ds.X.columns if c.endswith("__mean")]
+    targets = _targets(ds.X)
     if not targets:
         return None
-    return ContextBaseline().fit(ds.X, ds.meta, targets=targets, mask=mask)
+    levels = pd.DataFrame({f"{t}__mean": ds.X[col].to_numpy() for t, col in targets.items()})
+    return ContextBaseline().fit(levels, ds.meta, targets=list(targets), mask=mask)
 
 
 def apply_baseline(X: pd.DataFrame, meta: pd.DataFrame, baseline) -> pd.DataFrame:
@@ -218,10 +240,16 @@ def apply_baseline(X: pd.DataFrame, meta: pd.DataFrame, baseline) -> pd.DataFram
     if baseline is None or not dev_cols:
         return X
     targets = [c[: -len("__dev_baseline")] for c in dev_cols]
-    expected, _ = baseline.predict_matrix(targets, {c: meta[c].to_numpy() for c in meta.columns}, len(X))
+    modelled = set(getattr(baseline, "coef_", {}))
+    expected, _ = baseline.predict_matrix([t for t in targets if t in modelled],
+                                          {c: meta[c].to_numpy() for c in meta.columns}, len(X))
     X = X.copy()
-    for i, (col, t) in enumerate(zip(dev_cols, targets)):
-        mean_col = f"{t}__mean"
-        if mean_col in X.columns:
-            X[col] = X[mean_col].to_numpy() - expected[:, i]
+    j = 0
+    for col, t in zip(dev_cols, targets):
+        if t not in modelled:
+            continue
+        level = _level_column(X, t)
+        if level is not None:
+            X[col] = X[level].to_numpy() - expected[:, j]
+        j += 1
     return X

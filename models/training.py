@@ -221,7 +221,7 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
         # so training, reports and the edge all use the very same "normal for these conditions"
         progress(0.02, "fitting the context baseline on good parts")
         baseline = fit_baseline(ds)
-        X = apply_baseline(X, ds.meta, baseline)
+        X = apply_baseline(ds.X, ds.meta, baseline)[feats]  # level columns may be excluded from the model
     DefectModel.check_training_frame(X, ds.y)  # NaN-only columns, labels: clear errors before any fitting
 
     regimes = assign_regimes(ds.meta, config.regimes, ds.X)
