@@ -27,7 +27,7 @@ def _frame(n_parts: int, n_features: int, seed: int = 0):
     from models.dataset import dataset_from_frames
     from models.synthetic import synthetic_history
 
-    n_signals = max(1, (n_features - 3) // 4)
+    n_signals = max(1, -(-(n_features - 3) // 4))  # ceil: enough columns to cut exactly n_features
     f, p = synthetic_history(n_parts=n_parts, n_signals=n_signals, seed=seed, cycle_s=30.0)
     f = f[[c for c in f.columns if not c.startswith("n_good__")]]
     keep = list(f.columns[:n_features - 3]) + ["ctx__ambient_temp_c", "ctx__humidity_pct", "ctx__lot_mfi_g10min"]
