@@ -194,3 +194,25 @@ def test_large_batches_split_across_connections_stay_idempotent(store):
     result = write_samples(store, frame)
     assert result.written == n - n // 3 and result.duplicates == n // 3
     assert _count(store, schema.samples) == n
+
+
+def test_read_samples_returns_columns_in_tag_time_order(store):
+    from pq.storage.samples import read_samples
+
+    ids = _tags(store, 2)
+    start = pd.Timestamp("2026-01-05T06:00:00.123456Z")
+    frame = pd.DataFrame({
+        "tag_id": [ids["sig1_c"], ids["sig0_c"], ids["sig0_c"], ids["sig1_c"]],
+        "ts": [start + pd.Timedelta(seconds=s) for s in (2, 1, 0, 5)],
+        "value": [1.0, np.nan, 3.0, 4.0],
+        "status": [0, 0x80000000, 0, 0x40000000],
+    })
+    write_samples(store, frame)
+    out = read_samples(store, ids.values(), start.to_pydatetime(), (start + pd.Timedelta(seconds=4)).to_pydatetime())
+    # (t_from, t_to]: the sample at t_from is excluded, the one after t_to too
+    assert out["tag_id"].tolist() == [ids["sig0_c"], ids["sig1_c"]]
+    assert out["ts"].tolist() == [start + pd.Timedelta(seconds=1), start + pd.Timedelta(seconds=2)]
+    assert np.isnan(out["value"].iloc[0]) and out["value"].iloc[1] == 1.0
+    assert out["status"].tolist() == [0x80000000, 0]
+    assert str(out["ts"].dtype) == "datetime64[us, UTC]"
+    assert read_samples(store, [], start, start).empty

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from pq.features.spec import FeatureSet
 from pq.storage import schema
+from pq.storage.samples import read_samples
 
 logger = logging.getLogger(__name__)
 
@@ -133,19 +134,11 @@ def load_samples(store: Any, catalog: pd.DataFrame, tags: Sequence[str], t_from:
     """Samples of `tags` (on the catalog's lines) with t_from < ts <= t_to, ordered by (tag, ts)
     so the batch path needs no re-sort."""
     cat = catalog[catalog["name"].isin(list(tags))]
-    s = schema.samples
-    q = (select(s.c.tag_id, s.c.ts, s.c.value, s.c.status)
-         .where(and_(s.c.tag_id.in_([int(x) for x in cat["id"]]), s.c.ts > t_from, s.c.ts <= t_to))
-         .order_by(s.c.tag_id, s.c.ts))
-    with store.engine.connect() as conn:
-        rows = conn.execute(q).all()
-    df = pd.DataFrame(rows, columns=["tag_id", "ts", "value", "status"])
+    df = read_samples(store, cat["id"], t_from, t_to)
     by_id = cat.set_index("id")
     df["line_id"] = pd.Categorical(by_id["line_id"].reindex(df["tag_id"]).to_numpy())
     df["tag"] = pd.Categorical(by_id["name"].reindex(df["tag_id"]).to_numpy())
-    df["ts"] = pd.to_datetime(df["ts"], utc=True)
-    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(np.float64)  # NULL -> NaN
-    df["status"] = df["status"].astype(np.int64).astype(np.uint32)
+    df["status"] = df["status"].astype(np.uint32)
     return df[["line_id", "tag", "ts", "value", "status"]]
 
 

@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from sqlalchemy import select, text
 from pq.storage import schema
 from pq.storage.engine import Store
 
-__all__ = ["IngestResult", "write_samples", "STATUS_NONFINITE", "to_epoch_us", "is_good"]
+__all__ = ["IngestResult", "write_samples", "read_samples", "STATUS_NONFINITE", "to_epoch_us", "is_good"]
 
 logger = logging.getLogger(__name__)
 
@@ -285,3 +286,66 @@ def _write_postgres(store: Store, cols: dict[str, np.ndarray]) -> int:
     finally:
         raw.close()
     return written
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+_READ_DTYPE = np.dtype([("n", ">i2"), ("l1", ">i4"), ("tag", ">i4"), ("l2", ">i4"), ("ts", ">i8"),
+                        ("l3", ">i4"), ("val", ">f8"), ("l4", ">i4"), ("st", ">i8")])
+
+
+def read_samples(store: Store, tag_ids, t_from: datetime, t_to: datetime) -> pd.DataFrame:
+    """Samples of ``tag_ids`` with ``t_from < ts <= t_to``, ordered by (tag_id, ts), as columns.
+
+    Returns tag_id (int64), ts (datetime64[us, UTC]), value (float64, NaN where NULL) and status
+    (int64). Built for bulk reads (training, backfill): PostgreSQL rows arrive through binary
+    ``COPY`` decoded with NumPy, SQLite rows through the raw cursor, never as Python row objects.
+    """
+    ids = sorted({int(t) for t in tag_ids})
+    empty = pd.DataFrame({"tag_id": np.zeros(0, np.int64), "ts": pd.to_datetime([], utc=True).as_unit("us"),
+                          "value": np.zeros(0), "status": np.zeros(0, np.int64)})
+    if not ids:
+        return empty
+    if store.dialect == "postgresql":
+        sql = ("COPY (SELECT tag_id, (EXTRACT(EPOCH FROM ts) * 1000000)::int8, coalesce(value, 'NaN'::float8), "
+               "status FROM samples WHERE tag_id = ANY(%s) AND ts > %s AND ts <= %s ORDER BY tag_id, ts) "
+               "TO STDOUT (FORMAT BINARY)")
+        raw = store.engine.raw_connection()
+        try:
+            with raw.driver_connection.cursor() as cur:
+                buf = bytearray()
+                with cur.copy(sql, (ids, t_from, t_to)) as copy:
+                    for chunk in copy:
+                        buf += chunk
+            raw.driver_connection.commit()
+        finally:
+            raw.close()
+        body = memoryview(buf)[len(_HEADER):len(buf) - len(_TRAILER)]
+        rec = np.frombuffer(body, dtype=_READ_DTYPE)
+        return pd.DataFrame({
+            "tag_id": rec["tag"].astype(np.int64),
+            "ts": pd.to_datetime(rec["ts"].astype(np.int64), unit="us", utc=True),
+            "value": rec["val"].astype(np.float64),
+            "status": rec["st"].astype(np.int64),
+        })
+    placeholders = ",".join("?" * len(ids))
+    bounds = _sqlite_ts(to_epoch_us(pd.Series([t_from, t_to])))
+    raw = store.engine.raw_connection()
+    try:
+        rows = raw.execute(
+            f"SELECT tag_id, ts, value, status FROM samples WHERE tag_id IN ({placeholders}) "
+            "AND ts > ? AND ts <= ? ORDER BY tag_id, ts", [*ids, *bounds]).fetchall()
+    finally:
+        raw.close()
+    if not rows:
+        return empty
+    n = len(rows)
+    column = operator.itemgetter
+    value = np.fromiter((np.nan if v is None else v for v in map(column(2), rows)), np.float64, n)
+    return pd.DataFrame({
+        "tag_id": np.fromiter(map(column(0), rows), np.int64, n),
+        # NumPy parses SQLite's 'YYYY-MM-DD HH:MM:SS.ffffff' text directly, 10x faster than pandas
+        "ts": pd.DatetimeIndex(np.array(list(map(column(1), rows)), dtype="datetime64[us]")).tz_localize("UTC"),
+        "value": value,
+        "status": np.fromiter(map(column(3), rows), np.int64, n),
+    })
