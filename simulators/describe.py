@@ -50,8 +50,9 @@ def describe_text(lines: int = 1) -> str:
     w("Write order at the end of every cycle (all with source timestamp = cycle end):")
     w("  per-cycle process values and context -> cycle_start_time, cycle_end_time -> part_serial ->")
     w("  part_counter, cycle_complete -> (label delay later) inspection_serial, inspection_result, defect_code.")
-    w("  Continuous samples lie on a regular grid (k / rate) inside [cycle_start, cycle_end); a cycle boundary")
-    w("  never falls on a sample. Part window: cycle_start <= ts <= cycle_end.")
+    w("  Continuous samples lie on a regular grid (k / rate) inside (cycle_start, cycle_end); a cycle boundary")
+    w("  never falls on a sample (boundaries end in .xxx500 s). Part window: cycle_start < ts <= cycle_end")
+    w("  (the previous part's per-cycle values are stamped at this part's cycle_start).")
     w("")
     w("Products (one per line, round robin): " + ", ".join(p.name for p in PRODUCTS))
     w("Suppliers: " + ", ".join(f"{s.name} (MFI {s.mfi_mean:g}±{s.mfi_sd:g} g/10min, moisture "
