@@ -275,7 +275,7 @@ class LineModel:
         self._weather = _Weather.from_seed(self.seed)
         self._line_ambient_offset = float(np.random.default_rng(base + [6]).uniform(-0.6, 0.6))
 
-        self.t_us = 0  # start of the next cycle
+        self.t_us = 500  # start of the next cycle; every boundary is at .xxx500 s, off any ms sample grid
         self.index = 0
         self._lat = np.zeros(len(LATENTS))
         self._exc_left = np.zeros(N_EXCURSION_TYPES, dtype=np.int64)
@@ -445,7 +445,7 @@ class LineModel:
         cool_s = max(1.0, cool_act + 0.05 * nz[2])
         open_s = p.open_s + 0.03 * abs(nz[3])
         cycle_s = close_s + inj_s + hold_s + cool_s + open_s
-        t_end = t0 + int(round(cycle_s * 1000.0)) * 1000 + 500  # ends at .xxx500 s: never on a sample grid
+        t_end = t0 + int(round(cycle_s * 1000.0)) * 1000  # boundaries stay at .xxx500 s: never on a sample grid
         cycle_s = (t_end - t0) / US
         c1 = close_s
         c2 = c1 + inj_s

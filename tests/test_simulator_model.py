@@ -57,8 +57,9 @@ def test_model_is_deterministic_and_seed_matters():
     for x in a:
         assert 10e6 <= x.t_end_us - x.t_start_us <= 30e6
         for cs in x.cont:
-            assert cs.t_us.min() >= x.t_start_us and cs.t_us.max() < x.t_end_us
+            assert cs.t_us.min() > x.t_start_us and cs.t_us.max() < x.t_end_us
             assert np.all(np.diff(cs.t_us) == 100_000)  # 10 Hz default
+        assert x.t_start_us % 1000 == 500 and x.t_end_us % 1000 == 500
 
 
 @pytest.mark.timeout(60)
