@@ -218,3 +218,23 @@ def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(outage_db,
     assert _count(store, "SELECT COUNT(*) FROM samples") == 6000
     assert _count(store, "SELECT COUNT(*) FROM (SELECT tag_id, ts FROM samples GROUP BY 1, 2 HAVING COUNT(*) > 1) d") == 0
     store.dispose()
+
+
+def test_a_spool_file_belongs_to_one_process(tmp_path):
+    """Two connections with the same name must not share (and corrupt) one spool."""
+    import subprocess
+    import sys
+
+    from pq.errors import ConfigError
+    from pq.spool import Spool
+
+    path = tmp_path / "shared.sqlite"
+    first = Spool(path)
+    other = subprocess.run(
+        [sys.executable, "-c", f"from pq.spool import Spool; Spool({str(path)!r})"],
+        capture_output=True, text=True, timeout=60)
+    assert other.returncode != 0 and "is in use by pid" in other.stderr
+    with pytest.raises(ConfigError, match="in use"):
+        Spool(path)
+    first.close()
+    Spool(path).close()  # free again once the owner closed it

@@ -31,7 +31,9 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -84,8 +86,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (   -- records the store refused for goo
 class Spool:
     """A bounded, durable FIFO of typed records; safe to share between threads of one process.
 
-    Several processes may open the same file (SQLite locks it), but then each keeps its own size
-    counter; give each process its own spool file.
+    One spool file belongs to one process: it keeps the depth and size counters in memory, so a
+    second process opening the same file (two connections with the same name, say) is refused with
+    a clear error instead of corrupting them. The lock is an advisory ``flock`` on ``<file>.lock``,
+    released by the kernel when the process dies, so a ``kill -9`` never leaves it stuck.
     """
 
     def __init__(self, path: str | Path, max_bytes: int = 512 * 2**20, full_policy: str = "block", *,
@@ -102,6 +106,7 @@ class Spool:
         self.max_bytes = int(max_bytes)
         self.full_policy = full_policy
         self.block_timeout_s = block_timeout_s
+        self._owner = self._claim(self.path)
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)  # appenders waiting for room (policy block)
         self._arrived = threading.Condition(self._lock)  # the drainer waiting for records
@@ -113,6 +118,7 @@ class Spool:
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(created_us) "
                                    "FROM records").fetchone()
         except sqlite3.DatabaseError as exc:
+            self._owner.close()
             raise ConfigError(f"spool file {self.path}: cannot open ({exc}); move it aside to start empty") from None
         self._depth, self._bytes, self._oldest_us = int(row[0]), int(row[1]), row[2]
         self._stats = {"appended_records": 0, "appended_bytes": 0, "acked_records": 0, "dropped_records": 0,
@@ -121,6 +127,22 @@ class Spool:
         self._closed = False
         if self._depth:
             logger.info("spool %s opened with %d records (%d bytes) to replay", self.path, self._depth, self._bytes)
+
+    @staticmethod
+    def _claim(path: Path):
+        lock = open(path.with_name(path.name + ".lock"), "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise ConfigError(f"spool file {path} is in use by {holder}: give each connection and edge "
+                              "its own name (tag map [connection] name)") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        return lock
 
     # -- writing -----------------------------------------------------------------------------------
     def append(self, kind: str, payload: Any, *, timeout_s: float | None = None) -> int:
@@ -271,8 +293,8 @@ class Spool:
             raise
         self._depth -= n_deleted
         self._bytes -= n_bytes
-        self._oldest_us = None if self._depth == 0 else \
-            self._db.execute("SELECT created_us FROM records ORDER BY id LIMIT 1").fetchone()[0]
+        oldest = self._db.execute("SELECT created_us FROM records ORDER BY id LIMIT 1").fetchone()
+        self._oldest_us = oldest[0] if oldest else None
         if self._full_episode and not dropping and self._bytes <= self.max_bytes * 0.9:
             logger.info("spool %s has room again (%d of %d bytes; dropped so far %d records, rejected %d)",
                         self.path, self._bytes, self.max_bytes, self._stats["dropped_records"],
@@ -313,6 +335,7 @@ class Spool:
             self._space.notify_all()
             self._arrived.notify_all()
             self._db.close()
+            self._owner.close()  # releases the flock
 
     def _check_open(self) -> None:
         if self._closed:
