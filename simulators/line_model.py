@@ -593,10 +593,10 @@ class LineModel:
         if len(self._pending) > self.label_delay:
             inspected = self._pending.popleft()
             inspected["inspected_at_us"] = t_end
-            events += [
-                ("inspection_serial", inspected["serial"], GOOD),
+            events += [  # result and code first, the serial last: it is the trigger, like part_serial
                 ("inspection_result", "NOK" if inspected["defect"] else "OK", GOOD),
                 ("defect_code", inspected["defect_code"] or "", GOOD),
+                ("inspection_serial", inspected["serial"], GOOD),
             ]
         self.t_us = t_end
         return Cycle(self.line_id, idx, serial, t0, t_end, name, cont, events, part, truth, inspected)

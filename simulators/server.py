@@ -814,11 +814,11 @@ class SimulatorServer:
                 else:
                     await self._server.write_attribute_value(slot.nodeid, dv)
                 count += 1
-                if count >= YIELD_EVERY:
-                    count = 0
-                    await asyncio.sleep(0)
-                    up = self._up and self._server is not None
-                    server_ts = datetime.now(timezone.utc)
+            if count >= YIELD_EVERY:  # only between groups: a part event is never split
+                count = 0
+                await asyncio.sleep(0)
+                up = self._up and self._server is not None
+                server_ts = datetime.now(timezone.utc)
 
     def _fast_write(self, attval, dv: ua.DataValue) -> None:
         """Store ``dv`` and queue it for every monitored item, without asyncua's per-item deep copy.

@@ -121,12 +121,12 @@ SIGNALS: tuple[SignalSpec, ...] = (
     _S("cycle_complete", "", "part", EVENT, "bool", "Cycle", None, None,
        "Toggles at every completed cycle"),
     # -- inspection (label, some cycles later) -----------------------------------------------------
-    _S("inspection_serial", "", "inspection", EVENT, "string", "Inspection", None, None,
-       "Serial of the part just inspected (label delay: some cycles after it was made)"),
     _S("inspection_result", "", "inspection", EVENT, "string", "Inspection", None, None,
-       "OK or NOK"),
+       "OK or NOK (written just before inspection_serial)"),
     _S("defect_code", "", "inspection", EVENT, "string", "Inspection", None, None,
        "Defect code of a NOK part (SHORT_SHOT, FLASH, SINK_MARK, SPLAY, CONTAMINATION), '' if OK"),
+    _S("inspection_serial", "", "inspection", EVENT, "string", "Inspection", None, None,
+       "Serial of the part just inspected, written last (label delay: some cycles after it was made)"),
 )
 
 SIGNALS_BY_NAME: dict[str, SignalSpec] = {s.name: s for s in SIGNALS}
