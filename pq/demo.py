@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -66,18 +67,21 @@ def _wait_for_port(port: int, timeout_s: float, children: dict) -> None:
     raise click.ClickException(f"nothing answered on port {port} after {timeout_s:.0f} s")
 
 
-def _stop(children: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:
-    for proc in children.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for name, proc in children.items():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop within %.0f s: killing it", name, grace_s)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def _stop(children: dict[str, subprocess.Popen], grace_s: float = 15.0) -> None:
+    """SIGTERM the UI and edges together, then the simulator they read from; SIGKILL what is stuck."""
+    readers = {n: p for n, p in children.items() if n != "simulator"}
+    for group in (readers, {n: p for n, p in children.items() if n == "simulator"}):
+        for proc in group.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for name, proc in group.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0f s: killing it", name, grace_s)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def _ensure_demo_users(store) -> None:
@@ -99,7 +103,10 @@ def _write_tagmaps(directory: Path, line_ids: list[str], opcua_port: int) -> Non
     for line_id in line_ids:
         number = line_id.split("-")[-1]
         text = template.replace("line-1", line_id).replace("IMM-1", f"IMM-{number}").replace(
-            "moulding line 1", f"moulding line {number}")
+            "moulding line 1", f"moulding line {number}").replace(
+            'name = "simulator"', f'name = "simulator-{line_id}"')  # one spool per connection
+        if f'name = "simulator-{line_id}"' not in text:
+            raise click.ClickException(f"{_SIM_TAGMAP}: no [connection] name to make unique for {line_id}")
         (directory / f"{line_id}.toml").write_text(text)
 
 
@@ -140,11 +147,11 @@ def _report_scenario(store, scenario: str, endpoint: str) -> None:
 
 @click.command()
 @click.option("--lines", default=2, show_default=True, type=click.IntRange(1, 10), help="Simulated lines.")
-@click.option("--history-days", default=1.0, show_default=True, type=click.FloatRange(0.1, 30),
-              help="Days of history generated for the first model.")
+@click.option("--history-days", default=3.0, show_default=True, type=click.FloatRange(3, 30),
+              help="Days of history generated for the first model (validation needs 3 production days).")
 @click.option("--sample-hz", default=2.0, show_default=True, type=click.FloatRange(0.5, 50),
               help="Sample rate of every signal, in history and live (the model sees the same rate).")
-@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(0.1, 100),
+@click.option("--speed", default=2.0, show_default=True, type=click.FloatRange(0.1, 100),
               help="Simulated time per wall-clock second.")
 @click.option("--scenario", default="normal", show_default=True, help="Simulator scenario at start.")
 @click.option("--port", default=8050, show_default=True, help="UI port.")
@@ -176,14 +183,17 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
     line_ids = [f"line-{i + 1}" for i in range(lines)]
     if retrain or not _has_production_model(store):
         history = work / "history"
-        _run_step(f"Generating {history_days:g} day(s) of history for {lines} line(s)", "simulate", "history",
+        start = datetime.now(timezone.utc) - timedelta(days=history_days)  # conditions like today's
+        _run_step(f"Generating {history_days:g} days of history for {lines} line(s)", "simulate", "history",
                   "--days", str(history_days), "--lines", str(lines), "--sample-hz", str(sample_hz),
-                  "--out", str(history), env=env)
+                  "--start", start.strftime("%Y-%m-%dT%H:00:00"), "--out", str(history), env=env)
         _run_step("Loading history into the store", "db", "load", str(history), env=env)
         _run_step("Computing feature vectors (Numba batch path)", "features", "backfill", env=env)
         _run_step("Training the environment-aware defect model", "train", "--user", "demo", env=env)
         _run_step("Promoting it to production", "models", "promote", str(_latest_version(store)),
                   "--user", "demo", "--reason", "demo: first model", env=env)
+        _run_step("Training a naive model for comparison (process signals only, as pilots do)", "train",
+                  "--kind", "naive", "--user", "demo", env=env)
 
     tagmaps = work / "tagmaps"
     _write_tagmaps(tagmaps, line_ids, opcua_port)
@@ -192,6 +202,7 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
     try:
         children["simulator"] = subprocess.Popen(
             _pq("simulate", "serve", "--lines", str(lines), "--port", str(opcua_port), "--speed", str(speed),
+                "--seed", "1",  # not the history's seed: live parts the model has never seen
                 "--sample-hz", str(sample_hz), "--scenario", scenario), env=env, start_new_session=True)
         _wait_for_port(opcua_port, 60, children)
         for line_id in line_ids:
