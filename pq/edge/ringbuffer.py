@@ -27,8 +27,9 @@ __all__ = ["TagRings", "TagState"]
 
 @dataclass
 class TagState:
-    last_ts_ns: int = 0
-    last_good_ns: int = 0  # source timestamp of the last Good/Uncertain sample
+    last_ts_ns: int = 0  # source timestamp of the last sample to arrive (any status)
+    first_good_ns: int = 0  # source timestamp of the first Good sample this process received
+    last_good_ns: int = 0  # source timestamp of the last Good sample to arrive
     last_good_value: float = float("nan")
     last_status: int = 0
     last_arrival_s: float = 0.0  # perf_counter when the last sample arrived
@@ -81,15 +82,20 @@ class TagRings:
         st.n += n
         st.last_status = int(statuses[-1])
         st.last_arrival_s = now_s
-        st.last_ts_ns = max(st.last_ts_ns, int(ts_ns.max()))
+        # Arrival order, not the maximum: one bogus stamp (servers stamp initial values with their
+        # own clock, e.g. UncertainInitialValue at "now" while the line's clock says otherwise) must
+        # not freeze a tag's health for good.
+        st.last_ts_ns = int(ts_ns[-1])
         sev = statuses.astype(np.int64) & 0xC0000000
-        good = (sev != 0x80000000) & np.isfinite(values)  # Uncertain still carries a value
+        # Only Good counts for health: Uncertain (initial values, "last usable value", inaccurate
+        # sensor) is excluded by the feature spec by default, so it must not keep a signal "fresh".
+        good = (sev == 0) & np.isfinite(values)
         st.n_bad += int(k - good.sum())
         if good.any():
-            gi = np.flatnonzero(good)
-            j = gi[np.argmax(ts_ns[gi])]
-            if ts_ns[j] >= st.last_good_ns:
-                st.last_good_ns, st.last_good_value, st.last_good_arrival_s = int(ts_ns[j]), float(values[j]), now_s
+            j = int(np.flatnonzero(good)[-1])
+            st.last_good_ns, st.last_good_value, st.last_good_arrival_s = int(ts_ns[j]), float(values[j]), now_s
+            if st.first_good_ns == 0:
+                st.first_good_ns = int(ts_ns[np.flatnonzero(good)[0]])
         self.samples_total += n
         return n
 
@@ -102,6 +108,17 @@ class TagRings:
     def fill(self) -> float:
         """Fill of the fullest ring, 0..1."""
         return max((r.count / self.capacity for r in self._rings.values()), default=0.0)
+
+    def window(self, tag: str, since_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One tag's buffered samples with ts >= since_ns, in arrival order: (ts_ns, values, statuses)."""
+        ring = self._rings.get(tag)
+        if ring is None or ring.count == 0:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
+        start = (ring.head - ring.count) % self.capacity
+        idx = (start + np.arange(ring.count)) % self.capacity
+        ts, val, st = ring.ts[idx], ring.val[idx], ring.st[idx]
+        keep = ts >= since_ns
+        return ts[keep], val[keep], st[keep]
 
     def recent(self, since_ns: int, tags: Sequence[str] | None = None) -> list[Sample]:
         """Samples with ts >= since_ns, per tag in arrival order (for replay into a new feature computer)."""

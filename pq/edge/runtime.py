@@ -24,6 +24,7 @@ import asyncio
 import logging
 import math
 import queue
+import re
 import threading
 import time
 import uuid
@@ -75,6 +76,14 @@ def _key_tags(fc: Any) -> list[str]:
     if fs is not None and getattr(fs, "tags", None):
         return list(fs.tags)
     return sorted({n.split("__")[0] for n in _feature_names(fc)})
+
+
+_NUMBER = re.compile(r"[-+]?\d[\d.,]*(?:e[-+]?\d+)?")
+
+
+def _reason_key(reason: str | None) -> str:
+    """A reason without its numbers: what kind of trouble it is."""
+    return _NUMBER.sub("#", reason or "")
 
 
 def _ns_to_dt(ns: int) -> datetime:
@@ -188,19 +197,19 @@ class LineRuntime:
         fc = self._computers.get(key)
         if fc is None:
             fc = self.feature_factory(scorer)
-            newest = max((self.rings.state(t).last_ts_ns for t in self.rings.tags()), default=0)
-            since = newest - int(self.settings.edge_feature_capacity_s * _NS)
-            replay = self.rings.recent(since)
-            by_tag: dict[str, list[Sample]] = {}
-            for s in replay:
-                by_tag.setdefault(s.tag, []).append(s)
-            for tag, rows in by_tag.items():
-                fc.push_many(tag, np.array([r.ts_ns for r in rows], np.int64), np.array([r.value for r in rows]),
-                             np.array([r.status for r in rows], np.int64))
+            # Replay each tag's recent past from its own latest stamp: a window common to all tags
+            # would be thrown off by one tag whose server clock differs (initial values, a gateway).
+            span = int(self.settings.edge_feature_capacity_s * _NS)
+            replayed = 0
+            for tag in self.rings.tags():
+                ts, val, st = self.rings.window(tag, self.rings.state(tag).last_ts_ns - span)
+                if ts.size:
+                    fc.push_many(tag, ts, val, st)
+                    replayed += int(ts.size)
             if len(self._computers) >= 3:  # old feature sets of retired models: bounded memory
                 self._computers.pop(next(iter(self._computers)))
             self._computers[key] = fc
-            logger.info("line %s: feature set %s ready (%d samples replayed)", self.line_id, key[0], len(replay))
+            logger.info("line %s: feature set %s ready (%d samples replayed)", self.line_id, key[0], replayed)
         return fc
 
     def warm_up(self) -> float:
@@ -224,10 +233,17 @@ class LineRuntime:
     def _label(self, signal: str) -> str:
         return self.playbook.current.label_for(signal)
 
-    def _signal_problems(self, tags: Sequence[str], cycle_end_ns: int) -> list[str]:
+    def _signal_problems(self, tags: Sequence[str], cycle_start_ns: int, cycle_end_ns: int) -> list[str]:
         """Key signals that make a score untrustworthy at this cycle end, in plain words."""
         problems = []
         stale_ns = int(self.settings.edge_stale_s * _NS)
+        # The part under way when the edge (re)started, or when a sensor came back, has only the
+        # end of its window: its statistics would look like drift. Say what it is instead.
+        late = [t for t in tags if (st := self.rings.state(t)) is not None and st.first_good_ns > cycle_start_ns]
+        if late:
+            problems.append("incomplete cycle: no good value of " + ", ".join(self._label(t) for t in late[:4])
+                            + (f" and {len(late) - 4} more" if len(late) > 4 else "")
+                            + " before it began (edge just started, or the sensor just recovered)")
         for tag in tags:
             st = self.rings.state(tag)
             if st is None:
@@ -322,7 +338,7 @@ class LineRuntime:
                 fc, state, reason = None, "no_model", f"Model {pred['model_version_id']} cannot be served here: {exc}"
         if scorer is not None and fc is not None:
             tags = self.key_signals or _key_tags(fc)
-            problems = self._signal_problems(tags, ev.cycle_end_ns)
+            problems = self._signal_problems(tags, ev.cycle_start_ns, ev.cycle_end_ns)
             if not_good_ctx:
                 problems.append(f"context signal(s) {', '.join(self._label(n) for n in not_good_ctx)} have Bad quality")
             x, freason = fc.vector(ev.cycle_start_ns, ev.cycle_end_ns, ctx)
@@ -493,8 +509,10 @@ class LineRuntime:
         self.state, self.state_reason, self._state_since = state, reason, now
         if state == "scoring":
             logger.info("line %s: scoring again (was %s: %s)", self.line_id, old, old_reason)
-        else:
+        elif old != state or _reason_key(reason) != _reason_key(old_reason):
             logger.warning("line %s: %s: %s", self.line_id, state.replace("_", " "), reason)
+        else:  # the same trouble with other numbers (each part's drift value): once is enough at warning
+            logger.debug("line %s: still %s: %s", self.line_id, state, reason)
         records = []
         if self._state_event_id is not None and (state == "scoring" or old != state):
             records.append(("line_event", {"id": self._state_event_id, "line_id": self.line_id,

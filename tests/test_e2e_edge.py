@@ -1,0 +1,482 @@
+"""End to end, every part real: simulator -> OPC UA connector -> edge runtime -> store, MQTT, OPC UA write-back.
+
+Issue 7's proof. A LightGBM model is trained once per session on simulator history made in-process
+(1 line, 2 days of the defect-prone ``unstable-process`` scenario at 2 Hz, the default feature set
+through the batch path), registered and promoted. Then a live :class:`SimulatorServer` (same
+scenario and sample rate, a different seed, the clock continuing after the training window, 150x
+real time) feeds :class:`pq.edge.process.EdgeProcess` (what ``pq edge run`` runs) and the test
+checks, against the simulator's ground truth:
+
+- every part that completes is decided, in memory, within milliseconds, and the prediction row
+  (with the model version that made it) reaches the store;
+- at-risk decisions hit ground-truth defective parts: recall and false-alarm rate within bounds
+  derived from the model's own out-of-fold validation figures (binomial, 3 sigma for the number of
+  parts this run makes), and far better than chance;
+- an MQTT subscriber on the local broker receives every raised alert as JSON;
+- the OPC UA quarantine / risk nodes on the line's server are written for every part;
+- a version promoted in the registry mid-run scores parts within 30 s, without restart;
+- the database refuses connections for a while mid-run (PostgreSQL: ALLOW_CONNECTIONS false plus
+  pg_terminate_backend; SQLite: an exclusive lock held past the busy timeout): decisions go on,
+  and afterwards the store holds exactly the predictions, alerts and alert events the edge made.
+
+A second test runs ``pq edge run`` as a real subprocess against ``python -m simulators serve`` and
+stops it with SIGTERM. Both print their measured figures (``E2E figures: {...}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from pq.config import load_settings
+from pq.storage import Store, migrate, schema
+
+ROOT = Path(__file__).resolve().parents[1]
+LINE = "line-1"
+SAMPLE_HZ = 2.0
+SCENARIO = "unstable-process"
+TRAIN_START = datetime(2025, 1, 6, tzinfo=timezone.utc)
+TRAIN_DAYS = 2.0
+LIVE_START = datetime(2025, 1, 8, 1, 0, tzinfo=timezone.utc)  # just after the training window
+LIVE_SPEED = 150.0
+# Per-cycle signals have no `__mean` column, so models' baseline refit leaves their deviation
+# features empty (reported to the models owner); leave them out rather than drop every deviation.
+EXCLUDE = (r"^(injection_time_s|cushion_mm|cooling_time_s|cycle_time_s)__dev_baseline$",)
+
+
+# --------------------------------------------------------------------------------------------- model
+@pytest.fixture(scope="session")
+def trained_model():
+    """(artifact bytes, validation metrics, registration kwargs) of a model trained on simulator history."""
+    from models.dataset import dataset_from_frames
+    from models.training import TrainConfig, train_frames
+    from pq.features import load_feature_set
+    from pq.features.batch import compute_batch
+    from simulators.history import generate_history
+
+    t0 = time.perf_counter()
+    fs = load_feature_set()
+    hist = generate_history(days=TRAIN_DAYS, lines=1, seed=11, sample_hz=SAMPLE_HZ, scenario=SCENARIO,
+                            start=TRAIN_START)
+    tags = hist.tags.rename(columns={"low": "low_limit", "high": "high_limit"})
+    features = compute_batch(fs, hist.samples, hist.parts, tags=tags)
+    ds = dataset_from_frames(features, hist.parts, fs.version)
+    # Alarm budget of 2/h is for a stable line; this defect-prone one makes ~18 defects/h, so the
+    # threshold is set for a target recall instead (the model card records the rule).
+    cfg = TrainConfig(feature_set_version=fs.version, line_id=LINE, seed=1, folds=2, alarm_budget_per_h=None,
+                      target_recall=0.5, exclude_features=EXCLUDE)
+    out = train_frames(ds, cfg)
+    order = np.argsort(ds.meta["cycle_end"].to_numpy(), kind="stable")
+    order = order[np.isfinite(out.oof_proba[order])]  # parts no fold model scored (held back for early stopping)
+    oof = {"alert": (out.oof_proba >= out.threshold)[order], "defect": ds.y.to_numpy().astype(bool)[order],
+           "n": int(order.size)}
+    reg = dict(name="defect", kind=cfg.kind, line_id=LINE, product=None, feature_set_version=fs.version,
+               feature_names=out.feature_names, train_start=out.window[0], train_end=out.window[1],
+               params=cfg.describe(), metrics=out.metrics, regime_metrics=out.regime_metrics,
+               threshold=out.threshold, card=out.card, artifact=out.artifact())
+    return {"reg": reg, "metrics": out.metrics, "oof": oof, "train_s": round(time.perf_counter() - t0, 1)}
+
+
+def _register_and_promote(store, model, who: str, reason: str) -> int:
+    from models import registry
+
+    v = registry.register(store, trained_by=who, **model["reg"])
+    registry.promote(store, v.id, approved_by=who, reason=reason)
+    return v.id
+
+
+# ------------------------------------------------------------------------------------------ helpers
+class Recorder:
+    """An Output that keeps every decision and alert change the edge published, in memory."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.decisions: list[tuple[float, dict]] = []
+        self.alerts: list[tuple[str, dict]] = []
+
+    def on_alert(self, event, alert):
+        self.alerts.append((event, dict(alert)))
+
+    def on_decision(self, decision):
+        self.decisions.append((time.monotonic(), dict(decision)))
+
+    def status(self):
+        return {"kind": "recorder", "up": True, "failures": 0, "dropped": 0}
+
+    def describe(self):
+        return "recorder (test)"
+
+    def close(self):
+        pass
+
+
+class MqttSubscriber:
+    def __init__(self, topic: str):
+        self.messages: list[dict] = []
+        ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1), ready.set())
+        self.client.on_message = lambda c, u, m: self.messages.append(json.loads(m.payload))
+        self.client.connect("127.0.0.1", 1883)
+        self.client.loop_start()
+        assert ready.wait(10), "MQTT broker on 127.0.0.1:1883 did not accept the subscriber"
+        time.sleep(0.2)  # SUBACK
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def _add_writeback_nodes(sim, line: str) -> tuple[dict[str, str], list[tuple[str, object]]]:
+    """Writable Quarantine / RiskScore / RiskSerial variables on the line's object (as a PLC offers
+    them), and a log of every value clients write to them."""
+    from asyncua import ua
+
+    server, ns = sim._server, sim.namespace_index  # the simulator has no such nodes; a PLC would
+    parent = server.get_node(ua.NodeId(line, ns))
+    writes: list[tuple[str, object]] = []
+    ids = {}
+    for field, name, value, vtype in (("quarantine", "Quarantine", False, ua.VariantType.Boolean),
+                                      ("score", "RiskScore", 0.0, ua.VariantType.Double),
+                                      ("serial", "RiskSerial", "", ua.VariantType.String)):
+        nid = ua.NodeId(f"{line}.{name}", ns)
+        node = await parent.add_variable(nid, ua.QualifiedName(name, ns), ua.Variant(value, vtype))
+        await node.set_writable()
+
+        async def cb(handle, dv, field=field):
+            writes.append((field, dv.Value.Value if dv.Value is not None else None))
+
+        server.iserver.aspace.add_datachange_callback(nid, ua.AttributeIds.Value, cb)
+        ids[field] = f"ns={ns};s={line}.{name}"
+    return ids, writes
+
+
+def _pg_outage(store_url: str, down_s: float) -> None:
+    """Make the test database refuse connections for ``down_s`` (the shared server keeps running)."""
+    admin_url = make_url(os.environ["PQ_TEST_POSTGRES_URL"]).set(drivername="postgresql+psycopg")
+    db = make_url(store_url).database
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false'))
+            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": db})
+        time.sleep(down_s)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+
+
+def _sqlite_outage(store_url: str, down_s: float) -> None:
+    """Hold an exclusive lock past the store's busy timeout (10 s): writers fail with 'locked'."""
+    con = sqlite3.connect(make_url(store_url).database, timeout=30, isolation_level=None)
+    try:
+        con.execute("BEGIN EXCLUSIVE")
+        time.sleep(down_s)
+        con.execute("ROLLBACK")
+    finally:
+        con.close()
+
+
+def _tagmap_for(endpoint: str):
+    from connectors.tagmap import parse_tagmap
+
+    return parse_tagmap(_tagmap_text(endpoint), "simulator.toml (test endpoint)")
+
+
+def _tagmap_text(endpoint: str) -> str:
+    """The shipped simulator tag map, pointed at ``endpoint``. Its server-side queues (100 values per
+    tag between two publishes) are sized for real time; at 150x a 2 Hz signal makes 300 values per
+    wall second, so they are raised to keep the same ~3 s of tolerance for a busy shared machine."""
+    src = (ROOT / "connectors" / "tagmaps" / "simulator.toml").read_text(encoding="utf-8")
+    assert "queue_size = 100 " in src and "opc.tcp://127.0.0.1:4840/pq/sim/" in src
+    return src.replace("opc.tcp://127.0.0.1:4840/pq/sim/", endpoint).replace("queue_size = 100 ", "queue_size = 1000 ")
+
+
+def _bounds(oof: dict, n_parts: int) -> tuple[float, float]:
+    """Recall floor and false-alarm ceiling for a run of ``n_parts`` consecutive parts.
+
+    Defects come in excursion episodes (tens of cycles), so a run's parts are not independent and
+    a binomial interval is far too narrow. Instead: every window of ``n_parts`` consecutive parts
+    of the model's own out-of-fold validation (each part scored by a fold model that never saw its
+    day), and the 0.5th / 99.5th percentile of their recall and false-alarm rate."""
+    alert, defect = oof["alert"], oof["defect"]
+    recalls, fars = [], []
+    for i in range(0, len(alert) - n_parts + 1, 5):
+        a, d = alert[i:i + n_parts], defect[i:i + n_parts]
+        if d.sum() >= 10:
+            recalls.append((a & d).sum() / d.sum())
+        fars.append((a & ~d).sum() / max((~d).sum(), 1))
+    assert len(fars) > 10, f"validation too short for windows of {n_parts} parts: {len(alert)} parts"
+    return float(np.percentile(recalls, 0.5)), float(np.percentile(fars, 99.5))
+
+
+def _offline_parity(store, version_id: int, decisions: list[dict]) -> float:
+    """Largest |edge score - offline score| over ``decisions``, recomputed from the store."""
+    from models.scoring import Scorer
+    from pq.features import load_feature_set
+    from pq.features.backfill import load_parts, load_samples, load_tag_catalog
+    from pq.features.batch import compute_batch
+
+    fs = load_feature_set()
+    scorer = Scorer.from_version(store, version_id)
+    parts = load_parts(store, line_id=LINE)
+    parts = parts[parts["serial"].isin({d["serial"] for d in decisions})]
+    catalog = load_tag_catalog(store, [LINE])
+    t_from = parts["cycle_start"].min().to_pydatetime() - timedelta(seconds=1)
+    samples = load_samples(store, catalog, fs.tags, t_from, parts["cycle_end"].max().to_pydatetime())
+    X = compute_batch(fs, samples, parts, tags=catalog, baseline=scorer.baseline)
+    offline = dict(zip(X.index.get_level_values("serial"), scorer.score_frame(X[scorer.feature_names])))
+    assert len(offline) == len(decisions)
+    return max(abs(d["score"] - offline[d["serial"]]) for d in decisions)
+
+
+# ------------------------------------------------------------------------------------- the e2e test
+@pytest.mark.timeout(420)
+def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store, settings_factory, trained_model,
+                                                                           tmp_path):
+    from connectors.outputs.config import parse_outputs
+    from pq.edge.metrics import EdgeMetrics
+    from pq.edge.process import EdgeProcess
+    from simulators.server import SimulatorServer
+
+    store_url = store.engine.url.render_as_string(hide_password=False)
+    v1 = _register_and_promote(store, trained_model, "e2e", "e2e: first production model")
+    # Compressed time (150x): ten new causes in ten wall minutes is not a flood here.
+    settings = settings_factory(database_url=store_url, edge_flood_limit=10_000, spool_fsync="normal")
+    outage = _pg_outage if store.dialect == "postgresql" else _sqlite_outage
+    down_s = 8.0 if store.dialect == "postgresql" else 12.0
+    topic_root = f"pqtest/{uuid.uuid4().hex[:10]}"
+    sub = MqttSubscriber(f"{topic_root}/#")
+    fig: dict = {"store": store.dialect, "train_s": trained_model["train_s"]}
+
+    async def scenario():
+        async with SimulatorServer(lines=1, seed=12, speed=LIVE_SPEED, scenario=SCENARIO, port=0, sample_hz=SAMPLE_HZ,
+                                   start=LIVE_START) as sim:
+            nodes, writes = await _add_writeback_nodes(sim, LINE)
+            outputs_toml = (f'[[mqtt]]\nhost = "127.0.0.1"\nport = 1883\ntopic = "{topic_root}/{{line_id}}/alerts"\n'
+                            f'\n[[opcua]]\nendpoint = "{sim.endpoint}"\non = "all"\n[opcua.nodes]\n'
+                            + "".join(f'{k} = "{v}"\n' for k, v in nodes.items()))
+            rec = Recorder()
+            outs = [o.start() for o in parse_outputs(outputs_toml, settings, LINE, source="test")] + [rec]
+            proc = EdgeProcess(LINE, settings=settings, open_store=lambda: Store.open(settings),
+                               tagmap=_tagmap_for(sim.endpoint), outputs=outs,
+                               metrics=EdgeMetrics(CollectorRegistry()))
+            await asyncio.to_thread(proc.start)
+            stop = asyncio.Event()
+            task = asyncio.create_task(proc.run(stop))
+            t_start = time.monotonic()
+            try:
+                await asyncio.sleep(12)
+                assert rec.decisions, "no part decided within 12 s of the edge starting"
+                # -- a promotion reaches the running edge without restart
+                v2 = await asyncio.to_thread(_register_and_promote, store, trained_model, "e2e",
+                                             "e2e: retrained model promoted mid-run")
+                t_promote = time.monotonic()
+                while not any(d["model_version_id"] == v2 for _, d in rec.decisions):
+                    assert time.monotonic() - t_promote < 30, "promotion not picked up within 30 s"
+                    await asyncio.sleep(0.2)
+                t_v2 = next(t for t, d in rec.decisions if d["model_version_id"] == v2)
+                fig["hot_reload_s"] = round(t_v2 - t_promote, 1)
+                # -- the database goes away; decisions must not notice
+                await asyncio.sleep(2)
+                n_before = len(rec.decisions)
+                lat_before = proc.runtime.latency_percentiles()
+                t_out = time.monotonic()
+                await asyncio.to_thread(outage, store_url, down_s)
+                fig["outage_s"] = round(time.monotonic() - t_out, 1)
+                fig["decisions_during_outage"] = len(rec.decisions) - n_before
+                fig["edge_spool_depth_after_outage"] = proc.spool.depth()
+                assert fig["decisions_during_outage"] >= down_s * LIVE_SPEED / 17.5 * 0.6, fig
+                assert proc.runtime.state == "scoring", proc.runtime.status()
+                await asyncio.sleep(10)  # recovery: the spools replay while parts keep coming
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 60)
+                fig["live_s"] = round(time.monotonic() - t_start, 1)
+                status = proc.runtime.status()
+                counts = await asyncio.to_thread(proc.close, 60)
+            truth = sim.ground_truth()
+            fig["connector"] = {k: v for k, v in (proc.connector_detail or {}).items()
+                                if isinstance(v, (int, float, str)) or v is None}
+            return v2, rec, writes, status, counts, truth, lat_before
+
+    try:
+        v2, rec, writes, status, counts, truth, lat_before = asyncio.run(scenario())
+        time.sleep(1.0)  # the last MQTT deliveries
+        mqtt_msgs = list(sub.messages)
+    finally:
+        sub.close()
+
+    decisions = [d for _, d in rec.decisions]
+    fig["decisions"] = counts
+    fig["latency_ms"] = status["latency"]
+    fig["latency_before_outage_ms"] = lat_before
+    assert status["latency"]["p99_ms"] < 100, status["latency"]
+    assert status["model_version_id"] == v2 and status["state"] == "scoring", status
+
+    # -- every decision, alert and alert event reached the store exactly once (outage included)
+    with store.engine.connect() as conn:
+        p = schema.predictions
+        stored = {r.id: r for r in conn.execute(select(p).where(p.c.line_id == LINE))}
+        alert_ids = set(conn.execute(select(schema.alerts.c.id).where(schema.alerts.c.line_id == LINE)).scalars())
+        events = [dict(r._mapping) for r in conn.execute(select(schema.alert_events))]
+        n_features = conn.execute(select(func.count()).select_from(schema.part_features)).scalar()
+        n_parts = conn.execute(select(func.count()).select_from(schema.parts).where(schema.parts.c.line_id == LINE)).scalar()
+        health = conn.execute(select(schema.component_health.c.state)
+                              .where(schema.component_health.c.component == f"edge:{LINE}")).scalar()
+    assert set(stored) == {d["id"] for d in decisions}, "predictions lost or invented"
+    assert len(stored) == sum(counts.values())
+    assert alert_ids == {a["id"] for _, a in rec.alerts}, "alerts lost"
+    raised_ids = {a["id"] for e, a in rec.alerts if e == "raised"}
+    assert {e["alert_id"] for e in events if e["event"] == "raised"} == raised_ids
+    assert n_features == len(stored) and n_parts >= len(stored)
+    assert health == "stopped"
+    fig["predictions_stored"] = len(stored)
+    fig["alerts_stored"] = len(alert_ids)
+
+    # -- predictions carry the version that made them; after the promotion only v2 scores
+    scored = [d for d in decisions if d["decision"] != "not_scored"]
+    assert {d["model_version_id"] for d in scored} <= {v1, v2}
+    first_v2 = next(i for i, d in enumerate(decisions) if d["model_version_id"] == v2)
+    assert all(d["model_version_id"] == v2 for d in decisions[first_v2:])
+    assert all(stored[d["id"]].model_version_id == d["model_version_id"] for d in decisions)
+    not_scored = [d for d in decisions if d["decision"] == "not_scored"]
+    # only the parts under way when the edge subscribed, and said so in plain words
+    assert len(not_scored) <= 3 and all(d["reason"].startswith("incomplete cycle") for d in not_scored), \
+        [(d["serial"], d["reason"][:300]) for d in not_scored]
+
+    # -- at-risk decisions against the simulator's ground truth
+    gt = truth.set_index("serial")
+    assert {d["serial"] for d in decisions} <= set(gt.index)
+    defect = gt.loc[[d["serial"] for d in scored], "defect"].astype(bool).to_numpy()
+    at_risk = [d["decision"] == "at_risk" for d in scored]
+    n_def, n_good = int(defect.sum()), int((~defect).sum())
+    tp = sum(1 for a, y in zip(at_risk, defect) if a and y)
+    fp = sum(1 for a, y in zip(at_risk, defect) if a and not y)
+    recall, far = tp / max(n_def, 1), fp / max(n_good, 1)
+    recall_min, far_max = _bounds(trained_model["oof"], len(scored))
+    fig |= {"parts_scored": len(scored), "defective": n_def, "recall": round(recall, 3), "far": round(far, 3),
+            "recall_min": round(recall_min, 3), "far_max": round(far_max, 3),
+            "validation_recall": trained_model["metrics"]["recall"], "validation_far": trained_model["metrics"]["far"],
+            "validation_parts_scored": trained_model["oof"]["n"]}
+    assert n_def >= 10, f"too few defective parts for a recall figure: {fig}"
+    print("E2E figures (so far):", json.dumps(fig, default=str))
+    assert recall >= recall_min and far <= far_max, fig
+    assert recall >= 3 * far, f"alerts no better than chance: {fig}"
+
+    # -- one feature code online and offline: the store's raw samples, through the batch path and
+    #    the same model, give the scores the edge gave while the parts were being made
+    fig["parity_max_abs_diff"] = _offline_parity(store, v2, [d for d in scored if d["model_version_id"] == v2])
+    assert fig["parity_max_abs_diff"] < 1e-6, fig
+
+    # -- every at-risk part is in an alert (raised or repeated), with its explanation
+    risky = {d["serial"] for d in scored if d["decision"] == "at_risk"}
+    in_alerts = {e["detail"].get("serial") for e in events if e["event"] in ("raised", "updated")}
+    assert risky <= in_alerts, risky - in_alerts
+    raised = [a for e, a in rec.alerts if e == "raised"]
+    assert raised and all(a["title"] and a["action"] and a["explanation"] for a in raised)
+
+    # -- MQTT: the plant's subscriber got every raised alert as JSON
+    got = {m["alert"]["id"] for m in mqtt_msgs if m.get("event") == "raised"}
+    assert got == {a["id"] for a in raised}, (len(got), len(raised))
+    m0 = next(m for m in mqtt_msgs if m.get("event") == "raised")
+    assert m0["alert"]["line_id"] == LINE and m0["alert"]["serial"] in risky
+
+    # -- OPC UA write-back: the line's server was told about every part (serial written last)
+    verdict, q = {}, None
+    for field, value in writes:
+        if field == "quarantine":
+            q = value
+        elif field == "serial" and value:
+            verdict[value] = q
+    for d in decisions:
+        assert verdict.get(d["serial"]) is (d["decision"] == "at_risk"), d["serial"]
+    fig["opcua_writes"] = len(writes)
+    print("E2E figures:", json.dumps(fig, default=str))
+
+
+# ------------------------------------------------------------------------- pq edge run, a real process
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(240)
+def test_pq_edge_run_subprocess_scores_live_parts_and_stops_on_sigterm(tmp_path, trained_model):
+    db = tmp_path / "pq.db"
+    url = f"sqlite:///{db}"
+    store = Store.open(load_settings(database_url=url))
+    migrate.upgrade(store)
+    vid = _register_and_promote(store, trained_model, "e2e", "e2e: subprocess run")
+    port = _free_port()
+    tagmap = tmp_path / "line-1.toml"
+    tagmap.write_text(_tagmap_text(f"opc.tcp://127.0.0.1:{port}/pq/sim/"))
+    env = {**os.environ, "PQ_DATABASE_URL": url, "PQ_DATA_DIR": str(tmp_path / "var"), "PQ_LOG_LEVEL": "INFO"}
+    sim = subprocess.Popen([sys.executable, "-m", "simulators", "serve", "--port", str(port), "--seed", "12",
+                            "--speed", str(LIVE_SPEED), "--sample-hz", str(SAMPLE_HZ), "--scenario", SCENARIO,
+                            "--start", LIVE_START.isoformat()], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    edge = None
+    try:
+        edge = subprocess.Popen([sys.executable, "-m", "pq.cli", "edge", "run", "--line", LINE, "--tagmap", str(tagmap)],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.monotonic() + 90
+        n = 0
+        while time.monotonic() < deadline and n < 40:
+            assert edge.poll() is None, edge.communicate(timeout=5)
+            time.sleep(1.0)
+            with store.engine.connect() as conn:
+                n = conn.execute(select(func.count()).select_from(schema.predictions)
+                                 .where(schema.predictions.c.decision != "not_scored")).scalar()
+        assert n >= 40, f"only {n} scored predictions in the store"
+        t0 = time.monotonic()
+        edge.send_signal(signal.SIGTERM)
+        out, err = edge.communicate(timeout=60)
+        stop_s = time.monotonic() - t0
+        assert edge.returncode == 0, err[-3000:]
+        assert "stopped; decisions" in err and "Traceback" not in err, err[-3000:]
+        with store.engine.connect() as conn:
+            p = schema.predictions
+            rows = conn.execute(select(p.c.decision, p.c.model_version_id)).all()
+            health = conn.execute(select(schema.component_health.c.state)
+                                  .where(schema.component_health.c.component == f"edge:{LINE}")).scalar()
+        scored = [r for r in rows if r.decision != "not_scored"]
+        assert scored and all(r.model_version_id == vid for r in scored)
+        assert health == "stopped"
+        # what the process said it decided is what the store holds (the spool was flushed at exit)
+        said = json.loads(err.rsplit("stopped; decisions ", 1)[1].splitlines()[0].replace("'", '"'))
+        assert sum(said.values()) == len(rows), (said, len(rows))
+        print("E2E figures:", json.dumps({"subprocess_predictions": len(rows), "sigterm_exit_s": round(stop_s, 1)}))
+    finally:
+        for p in (edge, sim):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+        store.dispose()
