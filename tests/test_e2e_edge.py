@@ -113,9 +113,11 @@ class Recorder:
     def __init__(self):
         self.decisions: list[tuple[float, dict]] = []
         self.alerts: list[tuple[str, dict]] = []
+        self.alert_times: list[float] = []
 
     def on_alert(self, event, alert):
         self.alerts.append((event, dict(alert)))
+        self.alert_times.append(time.monotonic())
 
     def on_decision(self, decision):
         self.decisions.append((time.monotonic(), dict(decision)))
@@ -264,7 +266,10 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
     store_url = store.engine.url.render_as_string(hide_password=False)
     v1 = _register_and_promote(store, trained_model, "e2e", "e2e: first production model")
     # Compressed time (150x): ten new causes in ten wall minutes is not a flood here.
-    settings = settings_factory(database_url=store_url, edge_flood_limit=10_000, spool_fsync="normal")
+    playbook = tmp_path / "playbook.toml"
+    playbook.write_text((ROOT / "pq" / "alerts" / "default_playbook.toml").read_text(encoding="utf-8"))
+    settings = settings_factory(database_url=store_url, edge_flood_limit=10_000, spool_fsync="normal",
+                                edge_playbook_file=playbook, edge_playbook_poll_s=1.0)
     outage = _pg_outage if store.dialect == "postgresql" else _sqlite_outage
     down_s = 8.0 if store.dialect == "postgresql" else 12.0
     topic_root = f"pqtest/{uuid.uuid4().hex[:10]}"
@@ -276,6 +281,8 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
                                    start=LIVE_START) as sim:
             nodes, writes = await _add_writeback_nodes(sim, LINE)
             outputs_toml = (f'[[mqtt]]\nhost = "127.0.0.1"\nport = 1883\ntopic = "{topic_root}/{{line_id}}/alerts"\n'
+                            # an MES endpoint that is down for the whole run
+                            f'\n[[webhook]]\nurl = "http://127.0.0.1:{_free_port()}/pq/alerts"\ntimeout_s = 1\n'
                             f'\n[[opcua]]\nendpoint = "{sim.endpoint}"\non = "all"\n[opcua.nodes]\n'
                             + "".join(f'{k} = "{v}"\n' for k, v in nodes.items()))
             rec = Recorder()
@@ -310,7 +317,29 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
                 fig["edge_spool_depth_after_outage"] = proc.spool.depth()
                 assert fig["decisions_during_outage"] >= down_s * LIVE_SPEED / 17.5 * 0.6, fig
                 assert proc.runtime.state == "scoring", proc.runtime.status()
-                await asyncio.sleep(10)  # recovery: the spools replay while parts keep coming
+                # -- a quality engineer saves a playbook with a syntax error: the previous one stays
+                playbook.write_text("[signals.melt_temp_c\nlabel = 'broken'\n")
+                await asyncio.sleep(2.5)
+                fig["playbook_status"] = proc.runtime.status()["playbook"]
+                await asyncio.sleep(2)  # recovery: the spools replay while parts keep coming
+                # -- degraded mode: the mould temperature reading freezes (Good status, no new values)
+                sim.set_scenario("stuck-sensor")
+                t_stuck = time.monotonic()
+                while proc.runtime.state != "degraded":
+                    assert time.monotonic() - t_stuck < 10, "a frozen mould temperature was not noticed"
+                    await asyncio.sleep(0.05)
+                fig["degraded_status"] = {k: proc.runtime.status()[k] for k in ("state", "reason")}
+                t_degraded = time.monotonic()
+                fig["stale_detected_s"] = round(t_degraded - t_stuck, 1)
+                await asyncio.sleep(3)
+                sim.set_scenario(SCENARIO)
+                t_back = time.monotonic()
+                while proc.runtime.state != "scoring":
+                    assert time.monotonic() - t_back < 10, "scoring did not resume by itself"
+                    await asyncio.sleep(0.05)
+                t_resumed = time.monotonic()
+                fig["resumed_after_s"] = round(t_resumed - t_back, 1)
+                await asyncio.sleep(5)
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 60)
@@ -320,10 +349,10 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
             truth = sim.ground_truth()
             fig["connector"] = {k: v for k, v in (proc.connector_detail or {}).items()
                                 if isinstance(v, (int, float, str)) or v is None}
-            return v2, rec, writes, status, counts, truth, lat_before
+            return v2, rec, writes, status, counts, truth, lat_before, (t_degraded, t_back)
 
     try:
-        v2, rec, writes, status, counts, truth, lat_before = asyncio.run(scenario())
+        v2, rec, writes, status, counts, truth, lat_before, stuck = asyncio.run(scenario())
         time.sleep(1.0)  # the last MQTT deliveries
         mqtt_msgs = list(sub.messages)
     finally:
@@ -335,6 +364,34 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
     fig["latency_before_outage_ms"] = lat_before
     assert status["latency"]["p99_ms"] < 100, status["latency"]
     assert status["model_version_id"] == v2 and status["state"] == "scoring", status
+    # a down output is visible in the line status and costs the decisions nothing
+    hook = status["outputs"]["webhook"]
+    assert hook["up"] is False and hook["failures"] >= 1 and hook["delivered"] == 0, hook
+    assert status["outputs"]["mqtt"]["up"] and status["outputs"]["opcua"]["failures"] == 0, status["outputs"]
+    # the broken playbook is reported, the previous one keeps serving
+    pb = fig["playbook_status"]
+    assert pb["error"] and "keeping" in pb["error"] and pb["source"].endswith("playbook.toml"), pb
+    # degraded: the status says which sensor; parts in that time are "not scored" with the reason,
+    # no alert is invented, and scoring came back by itself
+    assert "Mould temperature" in fig["degraded_status"]["reason"], fig["degraded_status"]
+    assert any("Mould temperature reading did not change" in d["reason"] or "Mould temperature sensor: no good value"
+               in d["reason"] for _, d in rec.decisions if d["decision"] == "not_scored"), "stuck sensor not named as such"
+    in_stuck, t_first_scored = [], None
+    for t, d in rec.decisions:
+        if t < stuck[0] - 0.05:  # the part whose decision turned the state to degraded is recorded just before
+            continue
+        if d["decision"] != "not_scored":
+            t_first_scored = t
+            break
+        in_stuck.append(d)
+    assert t_first_scored is not None and t_first_scored >= stuck[1]  # nothing scored while frozen
+    assert len(in_stuck) >= 5 and all(d["decision"] == "not_scored" and "Mould temperature" in d["reason"]
+                                      for d in in_stuck), [(d["decision"], d["reason"]) for d in in_stuck
+                                                           if d["decision"] != "not_scored" or "Mould temperature" not in d["reason"]]
+    assert not [e for (e, _), t in zip(rec.alerts, rec.alert_times) if stuck[0] <= t < stuck[1] and e == "raised"]
+    after = [d for t, d in rec.decisions if t > t_first_scored]
+    assert len(after) >= 10 and all(d["decision"] != "not_scored" for d in after), [d["reason"] for d in after]
+    fig["parts_not_scored_while_stuck"] = len(in_stuck)
 
     # -- every decision, alert and alert event reached the store exactly once (outage included)
     with store.engine.connect() as conn:
@@ -363,9 +420,10 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
     assert all(d["model_version_id"] == v2 for d in decisions[first_v2:])
     assert all(stored[d["id"]].model_version_id == d["model_version_id"] for d in decisions)
     not_scored = [d for d in decisions if d["decision"] == "not_scored"]
-    # only the parts under way when the edge subscribed, and said so in plain words
-    assert len(not_scored) <= 3 and all(d["reason"].startswith("incomplete cycle") for d in not_scored), \
-        [(d["serial"], d["reason"][:300]) for d in not_scored]
+    # apart from the frozen sensor, only the parts under way when the edge subscribed, said plainly
+    others = [d for d in not_scored if "Mould temperature" not in d["reason"]]
+    assert len(others) <= 3 and all(d["reason"].startswith("incomplete cycle") for d in others), \
+        [(d["serial"], d["reason"][:300]) for d in others]
 
     # -- at-risk decisions against the simulator's ground truth
     gt = truth.set_index("serial")

@@ -261,10 +261,18 @@ class LineRuntime:
         if not ranges:
             return []
         m = self.settings.edge_drift_margin
-        out = []
+        out, frozen = [], set()
+        # A reading that never moved during the cycle, where training always saw it move, is a stuck
+        # sensor (or a frozen gateway value): say that, not "std is 0, outside the training range".
         for name, (lo, hi) in ranges.items():
             x = vec.get(name)
-            if x is None or lo is None or hi is None or not math.isfinite(x):
+            if name.endswith("__std") and x == 0.0 and lo is not None and lo > 0:
+                sig = name[: -len("__std")]
+                frozen.add(sig)
+                out.append(f"{self._label(sig)} reading did not change during the cycle (stuck sensor?)")
+        for name, (lo, hi) in ranges.items():
+            x = vec.get(name)
+            if x is None or lo is None or hi is None or not math.isfinite(x) or name.split("__")[0] in frozen:
                 continue
             span = max(hi - lo, abs(hi) * 1e-6, 1e-12)
             if x < lo - m * span or x > hi + m * span:
