@@ -53,6 +53,13 @@ _DATATYPE = {
     "string": ua.ObjectIds.String,
     "datetime": ua.ObjectIds.DateTime,
 }
+# A PLC's quality gate: variables a quality system writes to divert the part just made.
+GATE_FOLDER = "QualityGate"
+GATE_VARIABLES = (
+    ("Quarantine", False, ua.VariantType.Boolean, ua.ObjectIds.Boolean, "True: divert the part to quarantine"),
+    ("RiskScore", 0.0, ua.VariantType.Double, ua.ObjectIds.Double, "Defect risk of the part, 0..1"),
+    ("RiskSerial", "", ua.VariantType.String, ua.ObjectIds.String, "Serial of the part the request is about"),
+)
 _INITIAL = {"double": 0.0, "int": 0, "bool": False, "string": "", "datetime": datetime(1970, 1, 1, tzinfo=timezone.utc)}
 _SIG_INDEX = {s.name: i for i, s in enumerate(SIGNALS)}
 _NULL = ua.Variant(None, ua.VariantType.Null)
@@ -279,6 +286,8 @@ class SimulatorServer:
         self._tasks: list[asyncio.Task] = []
         self._restart_lock: asyncio.Lock | None = None
         self._stats = _Stats()
+        # what clients wrote to each line's QualityGate (a PLC's divert request), kept across restarts
+        self._gate_writes: dict[str, list[tuple[str, object]]] = {lid: [] for lid in self.line_ids}
         self._scenario = self.schedule[0][1] if len(self.schedule) == 1 else "schedule"
         self._line_override: dict[str, str | None] = {}
         self._anchor_wall = 0.0
@@ -488,6 +497,14 @@ class SimulatorServer:
         return {(lid, s.name): self._slots[i][j].published
                 for i, lid in enumerate(self.line_ids) for j, s in enumerate(SIGNALS)}
 
+    def gate_writes(self, line_id: str) -> list[tuple[str, object]]:
+        """Values clients wrote to ``line_id``'s QualityGate variables, in order: (name, value)."""
+        return list(self._gate_writes[line_id])
+
+    def gate_node_ids(self, line_id: str) -> dict[str, str]:
+        """Node ids of ``line_id``'s QualityGate variables: Quarantine, RiskScore, RiskSerial."""
+        return {name: f"ns={self.namespace_index};s={line_id}.{GATE_FOLDER}.{name}" for name, *_ in GATE_VARIABLES}
+
     def written_counts(self) -> dict[tuple[str, str], int]:
         """All writes per (line_id, tag) made while the endpoint was up, changed or not."""
         return {(lid, s.name): self._slots[i][j].written
@@ -588,6 +605,7 @@ class SimulatorServer:
         def dv_of(value, vtype) -> ua.DataValue:
             return ua.DataValue(ua.Variant(value, vtype))
 
+        gate_nodes: list[tuple[str, str, ua.NodeId]] = []
         # Simulator control object
         sim = obj(SIMULATOR_FOLDER, SIMULATOR_FOLDER, objects, "Simulator control (not part of a real machine)")
         self._sim_nodes = {
@@ -621,6 +639,11 @@ class SimulatorServer:
                 f"{lid}.Scenario", "Scenario", line,
                 dv_of(self._line_override.get(lid) or "", ua.VariantType.String), ua.ObjectIds.String,
                 "Per-line scenario override; '' follows Simulator.Scenario", writable=True)
+            gate = obj(f"{lid}.{GATE_FOLDER}", GATE_FOLDER, line,
+                       "Quality gate: a quality system writes here to divert (quarantine) a part")
+            for gname, gvalue, gvtype, gdtype, gdesc in GATE_VARIABLES:
+                gate_nodes.append((lid, gname, var(f"{lid}.{GATE_FOLDER}.{gname}", gname, gate, dv_of(gvalue, gvtype),
+                                                   gdtype, gdesc, writable=True)))
             folders = {name: obj(f"{lid}.{name}", name, line, desc) for name, desc in FOLDERS}
             for j, s in enumerate(SIGNALS):
                 slot = self._slots[i][j]
@@ -651,6 +674,11 @@ class SimulatorServer:
         for slots in self._slots:
             for slot in slots:
                 slot.attval = aspace._nodes[slot.nodeid].attributes[ua.AttributeIds.Value]
+        for lid, gname, nid in gate_nodes:
+            async def on_gate_write(_handle, dv, lid=lid, gname=gname):
+                self._gate_writes[lid].append((gname, dv.Value.Value if dv.Value is not None else None))
+
+            aspace.add_datachange_callback(nid, ua.AttributeIds.Value, on_gate_write)
         # method SetScenario(name) -> validates, unlike a plain write
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.SetScenario", ns), ua.QualifiedName("SetScenario", ns),

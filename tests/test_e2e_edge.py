@@ -149,28 +149,18 @@ class MqttSubscriber:
         self.client.loop_stop()
 
 
-async def _add_writeback_nodes(sim, line: str) -> tuple[dict[str, str], list[tuple[str, object]]]:
-    """Writable Quarantine / RiskScore / RiskSerial variables on the line's object (as a PLC offers
-    them), and a log of every value clients write to them."""
-    from asyncua import ua
+# output field -> the simulator's QualityGate variable (what a PLC offers for diverting a part)
+_GATE = {"quarantine": "Quarantine", "score": "RiskScore", "serial": "RiskSerial"}
 
-    server, ns = sim._server, sim.namespace_index  # the simulator has no such nodes; a PLC would
-    parent = server.get_node(ua.NodeId(line, ns))
-    writes: list[tuple[str, object]] = []
-    ids = {}
-    for field, name, value, vtype in (("quarantine", "Quarantine", False, ua.VariantType.Boolean),
-                                      ("score", "RiskScore", 0.0, ua.VariantType.Double),
-                                      ("serial", "RiskSerial", "", ua.VariantType.String)):
-        nid = ua.NodeId(f"{line}.{name}", ns)
-        node = await parent.add_variable(nid, ua.QualifiedName(name, ns), ua.Variant(value, vtype))
-        await node.set_writable()
 
-        async def cb(handle, dv, field=field):
-            writes.append((field, dv.Value.Value if dv.Value is not None else None))
+def _gate_nodes(sim, line: str) -> dict[str, str]:
+    ids = sim.gate_node_ids(line)
+    return {field: ids[name] for field, name in _GATE.items()}
 
-        server.iserver.aspace.add_datachange_callback(nid, ua.AttributeIds.Value, cb)
-        ids[field] = f"ns={ns};s={line}.{name}"
-    return ids, writes
+
+def _gate_writes(sim, line: str) -> list[tuple[str, object]]:
+    field_of = {name: field for field, name in _GATE.items()}
+    return [(field_of[name], value) for name, value in sim.gate_writes(line)]
 
 
 def _pg_outage(store_url: str, down_s: float) -> None:
@@ -279,7 +269,7 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
     async def scenario():
         async with SimulatorServer(lines=1, seed=12, speed=LIVE_SPEED, scenario=SCENARIO, port=0, sample_hz=SAMPLE_HZ,
                                    start=LIVE_START) as sim:
-            nodes, writes = await _add_writeback_nodes(sim, LINE)
+            nodes = _gate_nodes(sim, LINE)
             outputs_toml = (f'[[mqtt]]\nhost = "127.0.0.1"\nport = 1883\ntopic = "{topic_root}/{{line_id}}/alerts"\n'
                             # an MES endpoint that is down for the whole run
                             f'\n[[webhook]]\nurl = "http://127.0.0.1:{_free_port()}/pq/alerts"\ntimeout_s = 1\n'
@@ -347,6 +337,7 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
                 status = proc.runtime.status()
                 counts = await asyncio.to_thread(proc.close, 60)
             truth = sim.ground_truth()
+            writes = _gate_writes(sim, LINE)
             fig["connector"] = {k: v for k, v in (proc.connector_detail or {}).items()
                                 if isinstance(v, (int, float, str)) or v is None}
             return v2, rec, writes, status, counts, truth, lat_before, (t_degraded, t_back)
