@@ -110,6 +110,17 @@ def _write_tagmaps(directory: Path, line_ids: list[str], opcua_port: int) -> Non
         (directory / f"{line_id}.toml").write_text(text)
 
 
+def _write_outputs(directory: Path, line_ids: list[str], opcua_port: int) -> None:
+    """Each edge writes its verdicts to its line's quality gate on the simulator, as it would to a PLC."""
+    text = ("# pq demo: every part verdict goes to the simulated PLC's quality gate (docs/alarms.md)\n"
+            f'[[opcua]]\nendpoint = "opc.tcp://127.0.0.1:{opcua_port}/pq/sim/"\non = "all"\n[opcua.nodes]\n'
+            'quarantine = "ns=2;s={line_id}.QualityGate.Quarantine"\n'
+            'score = "ns=2;s={line_id}.QualityGate.RiskScore"\n'
+            'serial = "ns=2;s={line_id}.QualityGate.RiskSerial"\n')
+    for line_id in line_ids:
+        (directory / f"{line_id}.outputs.toml").write_text(text)
+
+
 def _latest_version(store) -> int:
     from pq.storage import schema
 
@@ -197,6 +208,7 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
 
     tagmaps = work / "tagmaps"
     _write_tagmaps(tagmaps, line_ids, opcua_port)
+    _write_outputs(tagmaps, line_ids, opcua_port)
 
     children: dict[str, subprocess.Popen] = {}
     try:
@@ -207,7 +219,8 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
         _wait_for_port(opcua_port, 60, children)
         for line_id in line_ids:
             children[f"edge {line_id}"] = subprocess.Popen(
-                _pq("edge", "run", "--line", line_id, "--tagmap", str(tagmaps / f"{line_id}.toml")),
+                _pq("edge", "run", "--line", line_id, "--tagmap", str(tagmaps / f"{line_id}.toml"),
+                    "--outputs", str(tagmaps / f"{line_id}.outputs.toml")),
                 env=env, start_new_session=True)
         children["ui"] = subprocess.Popen(_pq("ui", "--port", str(port)), env=env, start_new_session=True)
         _wait_for_port(port, 60, children)

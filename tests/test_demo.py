@@ -3,6 +3,7 @@ scored part; Ctrl-C stops everything and leaves no process behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -40,6 +41,13 @@ def _scored_parts(db: Path) -> int:
         return 0
 
 
+async def _gate_serial(port: int) -> str:
+    from asyncua import Client
+
+    async with Client(f"opc.tcp://127.0.0.1:{port}/pq/sim/", timeout=5) as client:
+        return await client.get_node("ns=2;s=line-1.QualityGate.RiskSerial").read_value()
+
+
 def test_demo_end_to_end(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
@@ -66,6 +74,9 @@ def test_demo_end_to_end(tmp_path):
         assert len(children) >= 3, "simulator, edge and UI run as child processes"
 
         _wait_for(lambda: _scored_parts(db), 120, "scored part", demo, log)
+        # the edge wrote its verdict to the simulated PLC's quality gate (OPC UA write-back)
+        serial = _wait_for(lambda: asyncio.run(_gate_serial(opcua_port)), 60, "quality-gate write", demo, log)
+        assert re.fullmatch(r"L1-\d{6}", serial), serial
         password = dict((u, p) for u, _, p in DEMO_USERS)["operator"]
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
