@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +49,14 @@ UNCERTAIN_INITIAL = 0x40920000  # what a node holds before its first write
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+def make_sim(**kw) -> SimulatorServer:
+    """A simulator on a free port whose clock starts 2 h ago: at high speed its source times must not
+    run into the future (the store rejects samples more than PQ_INGEST_MAX_FUTURE_S ahead)."""
+    kw.setdefault("port", 0)
+    kw.setdefault("start", datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2))
+    return SimulatorServer(**kw)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,7 +64,7 @@ def _free_port() -> int:
 
 
 def sim_tagmap_text(endpoint: str, *, policy: str = "None", mode: str = "None", extra_security: str = "",
-                    publishing_interval_ms: int = 100, keepalive_s: float = 1.0) -> str:
+                    publishing_interval_ms: int = 100, keepalive_s: float = 1.0, queue_size: int = 4000) -> str:
     """The shipped line-1 tag map, pointed at ``endpoint`` (and a security policy/mode)."""
     body = SIM_MAP.read_text()
     body = re.sub(r'(?m)^endpoint = ".*"$', f'endpoint = "{endpoint}"', body)
@@ -64,6 +72,11 @@ def sim_tagmap_text(endpoint: str, *, policy: str = "None", mode: str = "None", 
     body = re.sub(r'(?m)^mode = "None".*$', f'mode = "{mode}"\n{extra_security}', body)
     body = re.sub(r'(?m)^publishing_interval_ms = \d+.*$', f"publishing_interval_ms = {publishing_interval_ms}", body)
     body = re.sub(r'(?m)^keepalive_s = .*$', f"keepalive_s = {keepalive_s}", body)
+    # The simulator runs up to 40x real time here: 10 Hz becomes 400 values per tag per wall second,
+    # and the server keeps only `queue_size` of them between two publishes (DiscardOldest, silently in
+    # asyncua). On this shared 2-core machine the event loop can stall for a second; 4000 values
+    # per tag ride that out. (At real time the shipped 100 are 10 s of data.)
+    body = re.sub(r'(?m)^queue_size = \d+', f"queue_size = {queue_size}", body)
     return body
 
 
@@ -102,7 +115,17 @@ def assert_exactly_once(store, sim: SimulatorServer, *, initial_per_tag: int = 1
     got, want = stored_counts(store, line_id), written(sim, line_id)
     diff = {tag: (got.get(tag, 0), n + initial_per_tag) for tag, n in want.items()
             if got.get(tag, 0) != n + initial_per_tag}
-    assert not diff, f"stored != written + {initial_per_tag} (tag: (stored, expected)): {diff}"
+    assert not diff, (f"stored != written + {initial_per_tag} (tag: (stored, expected)): {diff}; "
+                      f"holes in melt_temp_c (after, s): {_holes(store, line_id)}")
+
+
+def _holes(store, line_id: str, tag: str = "melt_temp_c", step_us: int = 150_000) -> list:
+    """Where a 10 Hz signal's stored timestamps jump (diagnostics for a failed count)."""
+    with store.engine.connect() as conn:
+        ts = [_us(t) for t, in conn.execute(text(
+            "SELECT s.ts FROM samples s JOIN tags t ON t.id = s.tag_id WHERE t.line_id = :l AND t.name = :n "
+            "AND s.status <> :u ORDER BY s.ts"), {"l": line_id, "n": tag, "u": UNCERTAIN_INITIAL})]
+    return [(str(pd.Timestamp(a, unit="us")), (b - a) / 1e6) for a, b in zip(ts, ts[1:]) if b - a > step_us]
 
 
 def assert_parts_match(store, sim: SimulatorServer, line_id: str = "line-1") -> tuple[int, int]:
@@ -164,7 +187,7 @@ def test_every_simulator_write_stored_exactly_once_with_parts_and_labels(store, 
     settings = settings_factory(connector_flush_interval_ms=50)
 
     async def scenario():
-        async with SimulatorServer(lines=1, seed=11, speed=40, port=0, paused=True, label_delay=2) as sim:
+        async with make_sim(lines=1, seed=11, speed=40, paused=True, label_delay=2) as sim:
             tm = sim_tagmap(sim.endpoint)
             spool = Spool(tmp_path / "spool.sqlite")
             drainer = SpoolDrainer(spool, store).start()
@@ -190,3 +213,90 @@ def test_every_simulator_write_stored_exactly_once_with_parts_and_labels(store, 
         initial = conn.execute(text(
             "SELECT COUNT(*) FROM samples WHERE status = :s"), {"s": UNCERTAIN_INITIAL}).scalar()
     assert initial == len(written(sim))  # the never-written initial values are stored as Uncertain, not as 0
+
+
+# -- database outage mid-run -------------------------------------------------------------------------
+class _Outage:
+    """Makes the test's store refuse work for a while, without touching the shared server.
+
+    PostgreSQL: the test database stops accepting connections and its sessions are terminated
+    (``ALTER DATABASE ... ALLOW_CONNECTIONS false`` + ``pg_terminate_backend``). SQLite: another
+    connection holds an exclusive lock longer than the store's busy timeout (10 s), so writes fail
+    with "database is locked".
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self._lock = None
+        self._admin = None
+        self.db = None
+
+    def begin(self) -> None:
+        url = self.store.engine.url
+        if self.store.dialect == "postgresql":
+            self.db = url.database
+            self._admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+            with self._admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{self.db}" ALLOW_CONNECTIONS false'))
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d "
+                                  "AND pid <> pg_backend_pid()"), {"d": self.db})
+        else:
+            import sqlite3
+
+            self._lock = sqlite3.connect(url.database, timeout=30, isolation_level=None)
+            self._lock.execute("BEGIN EXCLUSIVE")
+
+    def end(self) -> None:
+        if self._admin is not None:
+            with self._admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{self.db}" ALLOW_CONNECTIONS true'))
+            self._admin.dispose()
+            self._admin = None
+        if self._lock is not None:
+            self._lock.execute("ROLLBACK")
+            self._lock.close()
+            self._lock = None
+
+    @property
+    def hold_s(self) -> float:
+        return 3.0 if self.store.dialect == "postgresql" else 11.5  # past SQLite's 10 s busy timeout
+
+
+@pytest.mark.timeout(150)
+def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(store, settings_factory, tmp_path):
+    settings = settings_factory(connector_flush_interval_ms=50)
+    outage = _Outage(store)
+
+    async def scenario():
+        async with make_sim(lines=1, seed=5, speed=30, paused=True) as sim:
+            tm = sim_tagmap(sim.endpoint)
+            spool = Spool(tmp_path / "spool.sqlite")
+            drainer = SpoolDrainer(spool, store, max_backoff_s=1.0).start()
+            try:
+                async with ConnectorSession(tm, settings, spool=spool) as session:
+                    await session.wait_connected(15)
+                    await asyncio.sleep(0.3)
+                    sim.resume()
+                    await sim.wait_parts(3, timeout=60)
+                    await asyncio.to_thread(outage.begin)
+                    try:
+                        await asyncio.sleep(outage.hold_s)
+                        depth_during = spool.depth()
+                        assert not drainer.store_available, "the drainer did not notice the outage"
+                    finally:
+                        await asyncio.to_thread(outage.end)
+                    parts_at_end = len(sim.ground_truth()) + 4
+                    await sim.wait_parts(parts_at_end, timeout=60)
+                    await _settle(sim, session)
+                assert drainer.flush(60)
+                return sim, session, depth_during, drainer.stats()
+            finally:
+                drainer.stop(5)
+                spool.close()
+                outage.end()
+
+    sim, session, depth_during, stats = asyncio.run(scenario())
+    assert depth_during > 0 and stats["outages"] >= 1 and stats["store_available"]
+    assert_exactly_once(store, sim)
+    assert_parts_match(store, sim)
+    assert session.dropped == {"buffer_full": 0}
