@@ -11,10 +11,11 @@ import getpass
 import json
 import logging
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+
+from pq.cli import iso_time
 
 __all__ = ["train", "models", "report", "import_history"]
 
@@ -41,16 +42,6 @@ def _progress_printer():
             click.echo(f"[{fraction:4.0%}] {message}", err=True)
 
     return cb
-
-
-def _dt(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"expected an ISO date or time such as 2024-05-01, got {value!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def _regimes(specs: tuple[str, ...]):
@@ -105,7 +96,7 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
         kind=kind, alarm_budget_per_h=budget, target_recall=target_recall or settings.model_target_recall,
         reweight_regimes=reweight_regimes, folds=folds or settings.model_cv_folds,
         seed=settings.model_seed if seed is None else seed, n_threads=settings.model_threads,
-        start=_dt(since), end=_dt(until), label_precedence=label_precedence or settings.model_label_precedence,
+        start=iso_time(since), end=iso_time(until), label_precedence=label_precedence or settings.model_label_precedence,
         min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects,
         drop_empty_features=drop_empty_features, exclude_features=tuple(exclude_feature),
         regimes=_regimes(regime_specs))
@@ -323,7 +314,7 @@ def robustness(train_history, eval_history, model_ids, eval_window, feature_set,
         for item in eval_window or ("all=..",):
             name, _, span = item.partition("=")
             a, _, b = span.partition("..")
-            evals[name] = load_dataset(store, fsv, start=_dt(a or None), end=_dt(b or None))
+            evals[name] = load_dataset(store, fsv, start=iso_time(a or None), end=iso_time(b or None))
         result = robustness_from_store(store, list(model_ids), evals, regimes)
     else:
         raise click.UsageError("give --train-history with --eval-history, or --model with --eval-window")

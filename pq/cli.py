@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -19,7 +20,7 @@ from pq import __version__
 from pq.config import Settings, load_settings
 from pq.errors import PQError
 
-__all__ = ["main", "cli", "get_settings", "open_store"]
+__all__ = ["main", "cli", "get_settings", "open_store", "iso_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,17 @@ def get_settings(ctx: click.Context | None = None) -> Settings:
         root.obj["settings"] = load_settings()
         logging.getLogger().setLevel(root.obj["settings"].log_level)
     return root.obj["settings"]
+
+
+def iso_time(value: str | None) -> datetime | None:
+    """A command-line time (ISO 8601; UTC when no offset is given), or a one-line usage error."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected an ISO date or time such as 2025-03-01T06:00Z, got {value!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def open_store(ctx: click.Context | None = None, *, check_schema: bool = True):

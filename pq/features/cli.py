@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
+from pq.cli import iso_time
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["features"]
-
-
-def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        d = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"expected an ISO time like 2025-03-01T00:00Z, got {value!r}") from None
-    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
 
 
 spec_option = click.option("--spec", "spec_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -83,7 +74,7 @@ def backfill_cmd(spec_path, line_id, since, until, baseline_path, batch_parts) -
     bl = ContextBaseline.from_dict(json.loads(baseline_path.read_text())) if baseline_path else None
     store = open_store()
     try:
-        counts = backfill(store, fs, baseline=bl, line_id=line_id, since=_when(since), until=_when(until),
+        counts = backfill(store, fs, baseline=bl, line_id=line_id, since=iso_time(since), until=iso_time(until),
                           batch_parts=batch_parts,
                           progress=lambda line, done, total: click.echo(f"  {line}: {done}/{total} parts", err=True))
     finally:
