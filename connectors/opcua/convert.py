@@ -11,6 +11,8 @@ Owns :func:`to_row` and the counters of odd input it applies. Rules (also in doc
   in-memory stream and in the store (``nonfinite``), so the number is never read as good.
 - strings -> ``value_text`` (lot ids, product codes), ``value`` NULL.
 - no value (typical with Bad status) -> ``value`` NULL, status kept.
+- a status with the Overflow info bit (0x480: the server's queue for the item overflowed and it
+  discarded values before this one) is stored as sent and counted (``server_overflow``).
 - anything else (arrays, structures, byte strings) -> ``value_text`` = a repr cut to 200 chars and,
   if the status was Good, BadTypeMismatch (0x80740000) (``unsupported_type``).
 
@@ -27,6 +29,7 @@ __all__ = ["to_row", "ConvertCounters", "STATUS_TYPE_MISMATCH", "STATUS_NONFINIT
 
 STATUS_TYPE_MISMATCH = 0x80740000  # BadTypeMismatch
 STATUS_NONFINITE = 0x803C0000  # BadOutOfRange (pq.storage.samples applies it to a Good NaN/Inf)
+_OVERFLOW = 0x480  # InfoType DataValue + Overflow bit: the server's queue for the item overflowed
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 _MIN_VALID_US = -11_644_473_600_000_000 + 86_400_000_000  # OPC UA's "no time" is 1601-01-01
@@ -39,11 +42,13 @@ class ConvertCounters:
     unsupported_type: int = 0
     not_good: int = 0
     text: int = 0
+    server_overflow: int = 0
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"missing_source_ts": self.missing_source_ts, "nonfinite": self.nonfinite,
-                "unsupported_type": self.unsupported_type, "not_good": self.not_good, "text": self.text}
+                "unsupported_type": self.unsupported_type, "not_good": self.not_good, "text": self.text,
+                "server_overflow": self.server_overflow}
 
 
 def dt_to_us(dt: datetime | None) -> int | None:
@@ -65,6 +70,8 @@ def to_row(dv, received_us: int, counters: ConvertCounters) -> tuple[int, float,
     status = sc.value if sc is not None else 0
     if status & 0xC0000000:
         counters.not_good += 1
+    if status & _OVERFLOW == _OVERFLOW:  # the server discarded values of this tag before this one
+        counters.server_overflow += 1
     server_us = dt_to_us(dv.ServerTimestamp)
     ts_us = dt_to_us(dv.SourceTimestamp)
     if ts_us is None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,6 +118,8 @@ class ConnectorSession:
         self._pending_records: list[tuple[str, Any]] = []
         self._pending_samples = 0
         self._buffer_full = False
+        self._spool_failing = False
+        self._overflow_seen = 0
         # state
         self.state = "starting"
         self.samples_total = 0
@@ -206,7 +209,9 @@ class ConnectorSession:
             self._end_burst()
         for task in self._tasks[1:]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, await asyncio.gather(*self._tasks, return_exceptions=True)):
+            if isinstance(result, Exception):  # a bug in a background task: shown, never swallowed
+                logger.error("connection %s: task %s had failed: %r", self.name, task.get_name(), result)
         self._set_state("stopped")
         self._queue_health()
         await self._flush(final=True)
@@ -333,9 +338,19 @@ class ConnectorSession:
             requests.append(mir)
             req_tags.append(i)
         results = await sub.create_monitored_items(requests) if requests else []
+        revised = []
         for i, result in zip(req_tags, results):
             if isinstance(result, ua.StatusCode):
                 self._report_unknown(i, f"monitored item refused: {result.name}")
+            elif getattr(result, "RevisedQueueSize", None) and result.RevisedQueueSize < self.tags[i].queue_size:
+                revised.append((i, result.RevisedQueueSize))
+        if revised:
+            # The server keeps fewer values per tag between publishes than the map asks for: a burst
+            # longer than that is discarded on the server (oldest first) before it reaches us.
+            i, q = revised[0]
+            logger.warning("connection %s: the server granted a queue of %d values where the map asks for %d "
+                           "(%d tags, first %s/%s); bursts beyond it are lost on the server", self.name, q,
+                           self.tags[i].queue_size, len(revised), self.tags[i].line_id, self.tags[i].name)
         self._subscription = sub
         ok = len(req_tags) - sum(isinstance(r, ua.StatusCode) for r in results)
         polled = [i for i, t in enumerate(self.tags) if t.mode == "poll" and i in nodes]
@@ -626,6 +641,13 @@ class ConnectorSession:
                 elif silence <= limit and silent_logged:
                     logger.info("connection %s: subscription publishing again", self.name)
                     silent_logged = False
+            if self.counters.server_overflow > self._overflow_seen:
+                # Values lost on the server (its per-tag queue overflowed), reported by the Overflow bit:
+                # raise queue_size in the tag map, or lower publishing_interval_ms.
+                logger.warning("connection %s: the server reports %d queue overflow(s) since the last check "
+                               "(values discarded before they were sent; raise queue_size in the tag map)",
+                               self.name, self.counters.server_overflow - self._overflow_seen)
+                self._overflow_seen = self.counters.server_overflow
             self._queue_health()
             if self.spool is not None:
                 st = self.spool.stats()
@@ -659,8 +681,15 @@ class ConnectorSession:
             await asyncio.to_thread(self.spool.append_many, items,
                                     timeout_s=self.spool.block_timeout_s if final else min(
                                         self.spool.block_timeout_s, 1.0))
-        except SpoolFull as exc:
+        except (SpoolFull, sqlite3.Error, OSError) as exc:
+            # SpoolFull: the store is down and the spool at its bound (policy block). sqlite3/OS errors:
+            # the spool's disk is full or failing. Either way the data stays in memory (bounded by
+            # PQ_CONNECTOR_BUFFER_MAX_SAMPLES) and the next flush retries; one error per episode.
             self.spool_rejections += 1
+            if not isinstance(exc, SpoolFull) and not self._spool_failing:
+                self._spool_failing = True
+                logger.error("connection %s: the spool %s refuses appends (%s); holding data in memory and "
+                             "retrying", self.name, self.spool.path, exc)
             # keep everything, oldest first, ahead of what arrived meanwhile
             self._pending_batches = batches + self._pending_batches
             self._pending_records = records + self._pending_records
@@ -670,6 +699,9 @@ class ConnectorSession:
                              self.name, n, len(records), exc)
                 self.dropped["shutdown_spool_full"] = self.dropped.get("shutdown_spool_full", 0) + n
             return
+        if self._spool_failing:
+            self._spool_failing = False
+            logger.info("connection %s: the spool accepts appends again", self.name)
         if self._buffer_full and self._pending_samples < self.settings.connector_buffer_max_samples // 2:
             self._buffer_full = False
             logger.info("connection %s: spool accepts samples again (dropped so far: %d)", self.name,
