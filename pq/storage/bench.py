@@ -46,41 +46,44 @@ def _ours(store: Store, frame: pd.DataFrame, batch: int) -> float:
     return len(frame) / elapsed
 
 
-def _pg_copy(store: Store, frame: pd.DataFrame) -> float:
-    rows = list(zip(frame.tag_id.tolist(), frame.ts.dt.to_pydatetime().tolist(), frame.value.tolist(),
+def _rows(frame: pd.DataFrame) -> list[tuple]:
+    return list(zip(frame.tag_id.tolist(), frame.ts.dt.to_pydatetime().tolist(), frame.value.tolist(),
                     frame.status.tolist()))
+
+
+def _timed_on_raw_connection(store: Store, write) -> float:
+    """Seconds ``write(cursor)`` plus commit take on a raw psycopg connection."""
     raw = store.engine.raw_connection()
     try:
         t0 = time.perf_counter()
         with raw.driver_connection.cursor() as cur:
-            with cur.copy("COPY samples (tag_id, ts, value, status) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int4", "timestamptz", "float8", "int8"])
-                for row in rows:
-                    copy.write_row(row)
+            write(cur)
         raw.driver_connection.commit()
-        return len(rows) / (time.perf_counter() - t0)
+        return time.perf_counter() - t0
     finally:
         raw.close()
+
+
+def _pg_copy(store: Store, frame: pd.DataFrame) -> float:
+    rows = _rows(frame)
+
+    def write(cur):
+        with cur.copy("COPY samples (tag_id, ts, value, status) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "timestamptz", "float8", "int8"])
+            for row in rows:
+                copy.write_row(row)
+
+    return len(rows) / _timed_on_raw_connection(store, write)
 
 
 def _pg_executemany(store: Store, frame: pd.DataFrame) -> float:
-    rows = list(zip(frame.tag_id.tolist(), frame.ts.dt.to_pydatetime().tolist(), frame.value.tolist(),
-                    frame.status.tolist()))
-    raw = store.engine.raw_connection()
-    try:
-        t0 = time.perf_counter()
-        with raw.driver_connection.cursor() as cur:
-            cur.executemany("INSERT INTO samples (tag_id, ts, value, status) VALUES (%s, %s, %s, %s)", rows)
-        raw.driver_connection.commit()
-        return len(rows) / (time.perf_counter() - t0)
-    finally:
-        raw.close()
+    rows = _rows(frame)
+    sql = "INSERT INTO samples (tag_id, ts, value, status) VALUES (%s, %s, %s, %s)"
+    return len(rows) / _timed_on_raw_connection(store, lambda cur: cur.executemany(sql, rows))
 
 
 def _core_executemany(store: Store, frame: pd.DataFrame) -> float:
-    rows = [dict(tag_id=t, ts=ts, value=v, status=s) for t, ts, v, s in
-            zip(frame.tag_id.tolist(), frame.ts.dt.to_pydatetime().tolist(), frame.value.tolist(),
-                frame.status.tolist())]
+    rows = [dict(tag_id=t, ts=ts, value=v, status=s) for t, ts, v, s in _rows(frame)]
     t0 = time.perf_counter()
     with store.engine.begin() as conn:
         conn.execute(insert(schema.samples), rows)
