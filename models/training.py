@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 KINDS = ("environment-aware", "naive")
+# Fewest trees of any model: early stopping on AUC over a few hundred parts can stop after a handful
+# of trees, whose margins barely leave the prior (measured: folds stopping at 4 and 5 trees).
+MIN_ROUNDS = 50
 
 
 @dataclass
@@ -131,17 +134,80 @@ def _noop(_f: float, _m: str) -> None:
     return None
 
 
-def select_features(columns, kind: str, exclude: tuple[str, ...] = ()) -> list[str]:
-    """Feature columns a model of ``kind`` may use (naive: process signals only)."""
+# Statistics that are a signal's level (or scale with it, like the range and spread of a pressure
+# that is zero outside its phase). For a signal the context baseline models, the environment-aware
+# model takes its deviation instead: the level is confounded by conditions, and trees extrapolate
+# it flat outside the training range where the linear baseline extrapolates the deviation.
+LEVEL_STATS = ("mean", "min", "max", "first", "last", "ewma", "time_above", "time_below", "range", "std", "value")
+# Context that is a risk factor of its own and cycles within its range in normal production (a tool
+# is maintained, wear starts again), so trees never have to extrapolate it. Other context that the
+# baseline takes as an input (hall climate, lot properties, dryer, shift, product, supplier) reaches
+# the environment-aware model only through the deviations it explains (measured in docs/models.md).
+RISK_CONTEXT = ("tool_wear_shots",)
+
+
+def _ctx_name(column: str) -> str:
+    """``ctx__product__hsg_1040`` -> ``product``; ``ctx__ambient_temp_c`` -> ``ambient_temp_c``."""
+    return column.split("__")[1]
+
+
+def select_features(columns, kind: str, exclude: tuple[str, ...] = (), *,
+                    derived_refs: dict[str, list[str]] | None = None,
+                    risk_context: tuple[str, ...] = RISK_CONTEXT) -> list[str]:
+    """Feature columns a model of ``kind`` may use.
+
+    - naive: process signals only, the way pilots train: no ``ctx__*``, no ``*__dev_baseline``, and
+      no derived feature computed from them (``derived_refs``: {derived name: referenced features}).
+    - environment-aware: for every signal with a ``<signal>__dev_baseline`` column, the deviation
+      and the shape statistics (slope) but none of its :data:`LEVEL_STATS`; context only as
+      ``risk_context``; derived features unless they combine levels left out.
+
+    ``exclude`` (regular expressions) always applies.
+
+    >>> select_features(["melt_temp_c__mean", "melt_temp_c__dev_baseline", "ctx__ambient_temp_c"], "naive")
+    ['melt_temp_c__mean']
+    >>> select_features(["melt_temp_c__mean", "melt_temp_c__dev_baseline", "ctx__ambient_temp_c"], "environment-aware")
+    ['melt_temp_c__dev_baseline']
+    """
+    columns = list(columns)
     pats = [re.compile(p) for p in exclude]
+    derived_refs = derived_refs or {}
+    baselined = {c[: -len("__dev_baseline")] for c in columns if c.endswith("__dev_baseline")}
+
+    def is_context(c: str) -> bool:
+        return c.startswith("ctx__") or c.endswith("__dev_baseline")
+
+    def is_level(c: str) -> bool:
+        parts = c.split("__")
+        return (len(parts) >= 2 and parts[0] in baselined and parts[-1] in LEVEL_STATS
+                and not c.startswith(("ctx__", "n_good__", "n_bad__")))
+
     out = []
     for c in columns:
         if any(p.search(c) for p in pats):
             continue
-        if kind == "naive" and (c.startswith("ctx__") or c.endswith("__dev_baseline")):
-            continue
+        refs = derived_refs.get(c, ())
+        if kind == "naive":
+            if is_context(c) or any(is_context(r) for r in refs):
+                continue
+        elif kind == "environment-aware":
+            if is_level(c) or any(is_level(r) for r in refs):
+                continue
+            if c.startswith("ctx__") and _ctx_name(c) not in risk_context:
+                continue
         out.append(c)
     return out
+
+
+def _derived_refs(feature_set_version: str) -> dict[str, list[str]]:
+    """{derived feature: the features it is computed from} when ``feature_set_version`` is the
+    shipped spec's (imported feature sets have no derived features)."""
+    from pq.features.spec import load_feature_set
+
+    fs = load_feature_set()
+    if fs.version != feature_set_version:
+        return {}
+    return {d.name: list(d.refs) for d in fs.derived}
 
 
 def _regime_weights(regimes: pd.DataFrame) -> np.ndarray:
@@ -206,7 +272,8 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
         raise ModelError(
             f"training needs at least {config.min_defects} {what} and {config.min_defects} good parts, got "
             f"{n_pos} and {n - n_pos}; a single-class history cannot teach a defect model: widen the window")
-    feats = select_features(list(ds.X.columns), config.kind, config.exclude_features)
+    feats = select_features(list(ds.X.columns), config.kind, config.exclude_features,
+                            derived_refs=_derived_refs(ds.feature_set_version))
     X = ds.X[feats]
     empty = [c for c in feats if X[c].isna().all()]
     if empty and config.drop_empty_features:
@@ -231,7 +298,7 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     folds = time_folds(ds.meta, config.folds)
     params = {"seed": config.seed, "n_threads": config.n_threads} | config.hyperparams
     oof = np.full(n, np.nan)
-    best_iters, fold_info = [], []
+    best_iters, fold_info, fold_rows = [], [], []
     span = 0.7 / config.folds
     for f in range(config.folds):
         base = 0.05 + f * span
@@ -252,13 +319,24 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
 
         model.fit(X.iloc[fit_rows], y[fit_rows], sample_weight=w[fit_rows],
                   eval_set=(X.iloc[es_rows], y[es_rows], w[es_rows]), callbacks=[_cb])
-        oof[val_rows] = model.predict_raw(X.iloc[val_rows])
+        fold_rows.append((train_rows, val_rows))
         best_iters.append(model.best_iteration_)
         t = ds.meta["cycle_end"].iloc[val_rows]
         fold_info.append({"fold": f + 1, "parts": len(val_rows), "defects": int(y[val_rows].sum()),
                           "from": t.min().isoformat(), "to": t.max().isoformat(), "trees": model.best_iteration_})
         logger.info("fold %d/%d: %d parts held out, %d trees", f + 1, config.folds, len(val_rows), model.best_iteration_)
 
+    # The calibrator and the threshold are fitted on out-of-fold margins but applied to the final
+    # model's margins, so both must come from boosters of the same size: a margin grows with the
+    # number of trees, and early stopping on a small set can stop one fold at 5 trees and another at
+    # 90. Each fold is therefore refitted on its whole training side with the final number of trees
+    # (no early stopping) before it scores its held-out parts; the final model uses the same number.
+    rounds = max(MIN_ROUNDS, int(np.median(best_iters) * 1.1))
+    for f, (train_rows, val_rows) in enumerate(fold_rows):
+        progress(0.75 + 0.03 * f / config.folds, f"fold {f + 1}/{config.folds}: scoring with {rounds} trees")
+        model = DefectModel(**params).fit(X.iloc[train_rows], y[train_rows], sample_weight=w[train_rows],
+                                          num_boost_round=rounds)
+        oof[val_rows] = model.predict_raw(X.iloc[val_rows])
     progress(0.78, "calibrating probabilities on out-of-fold predictions")
     final = DefectModel(**params)
     calibrator_kind = final.calibration
@@ -271,7 +349,6 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     metrics["raw_auc_note"] = "out-of-fold: each part scored by a model that never saw its day, lot or weather"
     per_regime = regime_metrics(y, p_oof, thr, regimes, hours)
 
-    rounds = max(10, int(np.median(best_iters) * 1.1))
     progress(0.8, f"final model on all {n} parts ({rounds} trees)")
     final.fit(X, y, sample_weight=w, num_boost_round=rounds)
     final.calibrator_ = calibrator

@@ -56,7 +56,7 @@ class Supplier:
 
 
 SUPPLIERS: dict[str, Supplier] = {
-    "Polymera": Supplier("Polymera", "PM", 22.0, 1.4, 0.10, 0.025),
+    "Polymera": Supplier("Polymera", "PM", 22.0, 1.8, 0.10, 0.025),
     "NovaResin": Supplier("NovaResin", "NR", 16.0, 1.2, 0.19, 0.035),
 }
 
@@ -88,19 +88,54 @@ SHIFTS = (("C", 0, 6), ("A", 6, 14), ("B", 14, 22), ("C", 22, 24))
 # operator habits per shift: set-point offsets that are within spec and make no bad parts
 SHIFT_OFFSETS = {"A": (0.0, 0.0, 0.0), "B": (0.8, 0.5, 4.0), "C": (-0.6, -0.8, -3.0)}  # melt, mould, hold
 
-# latent process deviations: (name, AR(1) sigma, excursion magnitude)
+# latent process deviations, relative to what today's conditions call for: (name, AR(1) sigma)
 LATENTS = (
-    ("melt", 1.6, -11.0),  # °C, barrel heater band failure -> cold melt
-    ("inj", 14.0, 120.0),  # bar, pressure control overshoot
-    ("hold", 9.0, -70.0),  # bar, hold pressure valve
-    ("cool", 0.25, -2.0),  # s, cooling time cut short
-    ("dry", 1.3, 12.0),  # °C dew point, dryer regeneration fault
-    ("mould", 0.7, 0.0),  # °C, mould temperature controller wander (no quality effect)
+    ("melt", 1.2),  # °C, melt temperature off its (condition-compensated) set-point
+    ("inj", 12.0),  # bar, injection pressure control error
+    ("hold", 8.0),  # bar, hold pressure valve error
+    ("cool", 0.2),  # s, cooling time off what the mould temperature needs
+    ("dry", 1.0),  # °C dew point above what the hall humidity explains (dryer)
+    ("mould", 0.7),  # °C, mould temperature controller wander (no quality effect)
+    ("leak", 0.02),  # share of the shot leaking back past a worn check ring
 )
-_LAT = {name: i for i, (name, _, _) in enumerate(LATENTS)}
-N_EXCURSION_TYPES = 5  # the first five latents have excursions
-EXCURSION_START_P = 0.0006  # per cycle and type
+_LAT = {name: i for i, (name, _) in enumerate(LATENTS)}
+# excursion episodes: (name, latent, magnitude); each type starts independently, ramps in and out.
+# Every latent that makes defects has an excursion in the direction of a defect signature, so that a
+# model trained on normal history learns each signature from real defects.
+EXCURSIONS = (
+    ("heater_band_failure", "melt", -12.0),  # cold melt -> short shot
+    ("heater_overshoot", "melt", 11.0),  # hot melt -> flash
+    ("pressure_overshoot", "inj", 130.0),  # -> flash
+    ("check_ring_leak", "leak", 1.0),  # lower pressure, smaller cushion -> short shot
+    ("hold_valve", "hold", -70.0),  # -> sink marks
+    ("cooling_cut_short", "cool", -2.0),  # -> sink marks
+    ("dryer_regeneration_fault", "dry", 12.0),  # -> splay
+)
+_EXC_LATENT = tuple(_LAT[lat] for _, lat, _ in EXCURSIONS)
+N_EXCURSION_TYPES = len(EXCURSIONS)
+EXCURSION_START_P = 0.0004  # per cycle and type
 AR_PHI = 0.95
+
+# How conditions move the raw process readings (per unit of the condition's deviation from
+# reference: 21 °C hall, 48 %RH, MFI 22 g/10min). These are what a process-only model cannot tell
+# from a defect signature: a hot hall reads like a heater overshoot (hotter barrel, nozzle and melt,
+# lower pressure, smaller cushion), humid air like a leaking check ring (lower pressure, smaller
+# cushion), a low-MFI lot like an overshoot (hotter melt set-point, higher pressures). The process
+# window moves with them, so none of them changes the true risk. All are linear in the context
+# values a plant records, which is what lets a context baseline take them out again.
+ENV_MELT_C_PER_C = 0.5  # the melt runs hotter in a hot hall (less heat lost on its way to the nozzle)
+ENV_ZONE_SHARE = 0.3  # barrel and nozzle zones are closed-loop: their readings move less than the melt
+ENV_MOULD_C_PER_C = 0.45  # the chiller cannot hold the mould temperature down
+ENV_INJ_BAR_PER_C_MELT = 6.0  # hotter, thinner melt needs less pressure to fill at the set speed
+ENV_INJ_BAR_PER_PCT_RH = 1.4  # moister melt is thinner: less pressure at the set speed
+ENV_CUSHION_MM_PER_C_MELT = 0.08  # thinner melt packs further: smaller cushion
+ENV_CUSHION_MM_PER_PCT_RH = 0.02  # ... and more of it slips back past the check ring:
+ENV_INJ_TIME_PER_PCT_RH = 0.0012  # longer injection (share of the product's injection time)
+COMP_MELT_C_PER_MFI = 2.6  # set-point table: hotter melt for a stiffer (lower MFI) lot
+COMP_INJ_PER_MFI = 0.035  # ... and more injection pressure (share of the product's set-point)
+COMP_HOLD_PER_MFI = 0.012
+COMP_INJ_TIME_PER_MFI = 0.006  # ... and a faster fill (share of the product's injection time)
+COMP_CUSHION_MM_PER_MFI = 0.07  # the hotter, harder-pushed stiff melt packs further
 
 MECHANISMS = ("short_shot", "flash", "sink_mark", "splay", "contamination")
 DEFECT_CODES = {
@@ -113,20 +148,22 @@ DEFECT_CODES = {
 
 MECHANISM_DOC = (
     ("short_shot", "SHORT_SHOT",
-     "melt too cold for the lot's flow: severity = -(melt - melt_needed(MFI))/4 - (inj_pressure - "
-     "needed)/60; melt_needed = product melt + 2.6 °C per g/10min below 22. Signature: low melt and "
-     "barrel zone 2 relative to the lot's MFI, higher peak pressure, larger cushion."),
+     "the cavity does not fill: severity = -d_melt/4 - d_inj/60 + 2.6 leak, where d_melt is the melt "
+     "temperature off its set-point for the lot's MFI and the hall, d_inj the pressure control error "
+     "and leak the share of the shot lost past a worn check ring. Signature: cold melt and barrel "
+     "zone 2 with higher pressure and larger cushion (heater band), or lower pressure with a smaller "
+     "cushion and longer injection time (check ring)."),
     ("flash", "FLASH",
-     "pressure too high on a worn tool: severity = (inj_pressure - needed(MFI))/45 + (melt - needed)/8 + "
-     "(tool_wear_shots/30000)^2. Signature: high peak pressure relative to MFI, small cushion, "
-     "lower clamp force and more vibration on a worn tool."),
+     "melt escapes at the parting line: severity = d_inj/45 + d_melt/4.5 + 0.5 (tool_wear_shots/30000)^2. "
+     "Signature: high peak pressure, short injection time (pressure overshoot), or hot melt, barrel and "
+     "nozzle with lower pressure and a smaller cushion (heater overshoot); worse on a worn tool."),
     ("sink_mark", "SINK_MARK",
-     "not enough packing: severity = -(hold - needed(MFI))/30 - (cooling - needed(mould temp))/0.8. "
-     "Signature: low hold pressure, larger cushion, or cooling time short for the mould temperature."),
+     "not enough packing: severity = -d_hold/30 - d_cool/0.8. Signature: low hold pressure and larger "
+     "cushion, or cooling time short for the mould temperature."),
     ("splay", "SPLAY",
-     "moisture: severity = (dew_point - expected(humidity))/4 + 0.6 * lot moisture z-score within its "
-     "supplier; expected dew point = -40 + 0.22 (RH - 48). Signature: dew point high for the humidity, "
-     "wet lot, slightly lower injection pressure."),
+     "moisture: severity = (dew_point - expected(humidity))/4; expected dew point = -40 + 0.22 (RH - 48); "
+     "the dryer's drying time is set per supplier, so only a lot wetter than its supplier's usual "
+     "(and a dryer fault) raises the dew point above expected. Signature: dew point high for the humidity."),
     ("contamination", "CONTAMINATION", "random 0.3 % (black specks); not learnable, the floor of any model."),
 )
 
@@ -135,7 +172,7 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def _mech_p(severity: float, pmax: float = 0.6, threshold: float = 2.3, slope: float = 3.0) -> float:
+def _mech_p(severity: float, pmax: float = 0.85, threshold: float = 2.3, slope: float = 4.0) -> float:
     return pmax * _sigmoid(slope * (severity - threshold))
 
 
@@ -374,7 +411,7 @@ class LineModel:
         u_start = r.random(N_EXCURSION_TYPES)
         exc_draw = r.random((N_EXCURSION_TYPES, 2))
         u_defect, u_mech = r.random(2)
-        sig = np.array([s for _, s, _ in LATENTS])
+        sig = np.array([s for _, s in LATENTS])
         self._lat = AR_PHI * self._lat + math.sqrt(1 - AR_PHI**2) * sig * z
         dev = self._lat.copy()
         for k in range(N_EXCURSION_TYPES):
@@ -382,41 +419,52 @@ class LineModel:
                 n = 6 + int(-14.0 * math.log(1.0 - exc_draw[k, 0]))
                 self._exc_len[k] = n
                 self._exc_left[k] = n
-                self._exc_mag[k] = (0.6 + 0.7 * exc_draw[k, 1]) * LATENTS[k][2]
+                self._exc_mag[k] = (0.6 + 0.7 * exc_draw[k, 1]) * EXCURSIONS[k][2]
             if self._exc_left[k] > 0:
                 n, left = self._exc_len[k], self._exc_left[k]
                 j = n - left
                 ramp = min(1.0, (j + 1) / 3.0, left / 3.0)
-                dev[k] += ramp * self._exc_mag[k]
+                dev[_EXC_LATENT[k]] += ramp * self._exc_mag[k]
                 self._exc_left[k] -= 1
-        d_melt, d_inj, d_hold, d_cool, d_dry, d_mould = (float(x) for x in dev)
+        d_melt, d_inj, d_hold, d_cool, d_dry, d_mould, leak = (float(x) for x in dev)
+        leak = max(leak, 0.0)  # a check ring leaks or it does not
 
-        # -- set-points (the well-controlled process compensates for conditions) and actuals
-        mfi_ratio = REFERENCE_MFI / lot.mfi
-        melt_sp = p.melt_c + 2.6 * (REFERENCE_MFI - lot.mfi) + s_melt
+        # -- set-points (the set-point table compensates for the lot) and actuals. Conditions move
+        # the readings (module constants ENV_*), the process window moves with them; the defect
+        # mechanisms below only see the latent deviations.
+        mfi_dev = REFERENCE_MFI - lot.mfi
+        melt_sp = p.melt_c + COMP_MELT_C_PER_MFI * mfi_dev + s_melt
         mould_sp = p.mould_c + s_mould
-        inj_sp = p.inj_bar * mfi_ratio**0.65
-        hold_sp = p.hold_bar * mfi_ratio**0.3 + s_hold
+        inj_sp = p.inj_bar * (1.0 + COMP_INJ_PER_MFI * mfi_dev)
+        hold_sp = p.hold_bar * (1.0 + COMP_HOLD_PER_MFI * mfi_dev) + s_hold
         amb_dev = ambient - 21.0
         hum_dev = humidity - 48.0
+        melt_env = ENV_MELT_C_PER_C * amb_dev
         dp_expected = -40.0 + 0.22 * hum_dev
-        dew_point = dp_expected + d_dry + 0.4 * cn[2]
-        melt_real = melt_sp + d_melt
-        mould_real = mould_sp + 0.45 * amb_dev + d_mould
-        moisture_z = (lot.moisture - lot.supplier.moisture_mean) / lot.supplier.moisture_sd
-        inj_peak = inj_sp * (1.0 - 0.006 * d_melt) + d_inj - 0.6 * hum_dev - 3.0 * max(d_dry, 0.0)
+        # the dryer's drying time is set for the supplier's usual moisture: a wetter lot than that
+        # leaves moisture the return air shows
+        lot_wet = (lot.moisture - lot.supplier.moisture_mean) / lot.supplier.moisture_sd
+        dew_point = dp_expected + d_dry + 0.8 * lot_wet + 0.4 * cn[2]
+        melt_real = melt_sp + melt_env + d_melt
+        mould_real = mould_sp + ENV_MOULD_C_PER_C * amb_dev + d_mould
+        inj_peak = (inj_sp - ENV_INJ_BAR_PER_C_MELT * (d_melt + melt_env) + d_inj
+                    - ENV_INJ_BAR_PER_PCT_RH * hum_dev - 120.0 * leak - 3.0 * max(d_dry, 0.0))
         hold_act = hold_sp + d_hold
-        inj_time = p.inj_time_s * mfi_ratio**0.25 * (1.0 - 0.004 * d_melt) - 0.0006 * d_inj
+        inj_time = (p.inj_time_s * (1.0 - 0.004 * (d_melt + melt_env) - COMP_INJ_TIME_PER_MFI * mfi_dev
+                                    + ENV_INJ_TIME_PER_PCT_RH * hum_dev)
+                    - 0.0006 * d_inj + 0.12 * leak)
         cool_needed = p.cooling_s + 0.12 * (mould_real - p.mould_c)
         cool_act = cool_needed + d_cool
-        cushion = p.cushion_mm - 0.08 * d_melt - 0.004 * d_inj - 0.01 * d_hold
+        cushion = (p.cushion_mm - ENV_CUSHION_MM_PER_C_MELT * (d_melt + melt_env) - 0.004 * d_inj
+                   - 0.015 * d_hold - 1.6 * leak - ENV_CUSHION_MM_PER_PCT_RH * hum_dev
+                   - COMP_CUSHION_MM_PER_MFI * mfi_dev)
 
         # -- hidden defect mechanisms (relative to conditions)
         sev = {
-            "short_shot": -d_melt / 4.0 - d_inj / 60.0,
-            "flash": d_inj / 45.0 + d_melt / 8.0 + wear_frac**2,
+            "short_shot": -d_melt / 4.0 - d_inj / 60.0 + 2.6 * leak,
+            "flash": d_inj / 45.0 + d_melt / 4.5 + 0.5 * wear_frac**2,
             "sink_mark": -d_hold / 30.0 - d_cool / 0.8,
-            "splay": d_dry / 4.0 + 0.6 * moisture_z,
+            "splay": (dew_point - dp_expected) / 4.0,
         }
         probs = {m: _mech_p(s) for m, s in sev.items()}
         probs["contamination"] = 0.003
@@ -476,15 +524,15 @@ class LineModel:
             for i, sname in enumerate(names):
                 e = noise[i]
                 if sname == "barrel_zone1_temp_c":
-                    v = melt_sp - 18.0 + 0.3 * d_melt + 0.3 * amb_dev + 0.4 * e
+                    v = melt_sp - 18.0 + 0.3 * d_melt + ENV_ZONE_SHARE * melt_env + 0.4 * e
                 elif sname == "barrel_zone2_temp_c":
-                    v = melt_sp - 10.0 + 0.8 * d_melt + 0.3 * amb_dev + 0.4 * e
+                    v = melt_sp - 10.0 + 0.8 * d_melt + ENV_ZONE_SHARE * melt_env + 0.4 * e
                 elif sname == "barrel_zone3_temp_c":
-                    v = melt_sp - 4.0 + 0.5 * d_melt + 0.3 * amb_dev + 0.4 * e
+                    v = melt_sp - 4.0 + 0.5 * d_melt + ENV_ZONE_SHARE * melt_env + 0.4 * e
                 elif sname == "nozzle_temp_c":
-                    v = melt_sp + 3.0 + 0.6 * d_melt + 0.25 * amb_dev + 0.3 * e
+                    v = melt_sp + 3.0 + 0.6 * d_melt + ENV_ZONE_SHARE * melt_env + 0.3 * e
                 elif sname == "melt_temp_c":
-                    v = melt_real + 0.35 * amb_dev - 1.5 * in_inj + 0.5 * e + drift
+                    v = melt_real - 1.5 * in_inj + 0.5 * e + drift
                 elif sname == "mould_temp_c":
                     since = np.where(tau >= c1, tau - c1, tau + cycle_s - c1)
                     v = mould_real + 3.5 * np.exp(-since / 6.0) + 0.25 * e

@@ -34,9 +34,11 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("normal", "Spring-like conditions, the usual supplier, healthy sensors."),
-        Scenario("heatwave", "Hall +9 °C with a wider daily swing: mould, melt and barrel readings and "
-                 "cooling time rise; defect rate unchanged.", ambient_offset_c=9.0,
-                 ambient_daily_amp_factor=1.5),
+        Scenario("heatwave", "Dry heat: hall +9 °C with a wider daily swing, RH -10 %. The melt runs hotter "
+                 "(more than the barrel zones), the mould warmer, pressure and cushion drop and cooling time "
+                 "rises: readings a spring-trained model knows from heater overshoots. The process window moves "
+                 "with the hall; defect rate unchanged.", ambient_offset_c=9.0, ambient_daily_amp_factor=1.5,
+                 humidity_offset_pct=-10.0),
         Scenario("humid", "Humid season, RH +25 %: dryer dew point worse, injection pressure slightly "
                  "lower (moister melt); drying is compensated, defect rate unchanged.",
                  humidity_offset_pct=25.0),

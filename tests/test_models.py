@@ -106,11 +106,11 @@ def test_bad_input_errors_say_what_to_do():
     single = ds.subset(ds.y.to_numpy() == 0)
     with pytest.raises(ModelError, match="single-class|good parts"):
         train_frames(single, TrainConfig(feature_set_version="f"))
-    ds.X["sig000_x__std"] = np.nan
-    with pytest.raises(ModelError, match="no value for any training part.*sig000_x__std"):
+    ds.X["sig000_x__slope"] = np.nan  # a statistic both kinds of model use
+    with pytest.raises(ModelError, match="no value for any training part.*sig000_x__slope"):
         train_frames(ds, TrainConfig(feature_set_version="f"))
     out = train_frames(ds, TrainConfig(feature_set_version="f", drop_empty_features=True))
-    assert "sig000_x__std" not in out.feature_names
+    assert "sig000_x__slope" not in out.feature_names
 
 
 @pytest.mark.timeout(60)
@@ -118,6 +118,25 @@ def test_naive_model_uses_process_signals_only(trained):
     ds, _ = trained
     out = train_frames(ds, TrainConfig(feature_set_version="frames", kind="naive"))
     assert not any(f.startswith("ctx__") or f.endswith("__dev_baseline") for f in out.feature_names)
+
+
+def test_feature_selection_per_kind():
+    from models.training import _derived_refs, select_features
+    from pq.features.spec import load_feature_set
+
+    fs = load_feature_set()
+    cols, refs = list(fs.feature_names), _derived_refs(fs.version)
+    naive = select_features(cols, "naive", derived_refs=refs)
+    env = select_features(cols, "environment-aware", derived_refs=refs)
+    # pilots' way: process signals only, nothing computed from context (the dryer dew point excess)
+    assert "melt_temp_c__mean" in naive and "melt_x_hold" in naive
+    assert not any(c.startswith("ctx__") or c.endswith("__dev_baseline") for c in naive)
+    assert "dew_point_excess_c" not in naive
+    # environment-aware: deviations instead of levels of baselined signals, wear as risk context
+    assert "melt_temp_c__dev_baseline" in env and "melt_temp_c__slope" in env
+    assert not {"melt_temp_c__mean", "melt_temp_c__end__mean", "hold_pressure_bar__max", "cushion_mm__last",
+                "melt_x_hold", "melt_minus_nozzle_c", "ctx__ambient_temp_c", "ctx__lot_mfi_g10min"} & set(env)
+    assert {"ctx__tool_wear_shots", "dew_point_excess_c"} <= set(env)
 
 
 @pytest.mark.timeout(60)
@@ -137,11 +156,11 @@ def test_scorer_explains_per_signal_and_flags_unseen_nan(trained):
         assert c.direction in ("high", "low", "normal", "unknown")
     proc = [c for c in s.contributions if c.kind == "process"]
     assert proc and proc[0].normal_lo is not None and proc[0].normal_lo < proc[0].normal_hi
-    vec["sig001_x__mean"] = float("nan")
+    vec["sig001_x__dev_baseline"] = float("nan")
     s2 = scorer.score(vec)
-    assert "nan_unseen:sig001_x__mean" in s2.flags
-    with pytest.raises(FeatureMismatch, match="missing: sig000_x__mean"):
-        scorer.score({k: v for k, v in vec.items() if k != "sig000_x__mean"})
+    assert "nan_unseen:sig001_x__dev_baseline" in s2.flags
+    with pytest.raises(FeatureMismatch, match="missing: sig000_x__dev_baseline"):
+        scorer.score({k: v for k, v in vec.items() if k != "sig000_x__dev_baseline"})
     p = scorer.score_frame(ds.X.iloc[:50])
     assert p.shape == (50,) and scorer.score(ds.X.iloc[3].to_dict()).probability == pytest.approx(p[3])
 

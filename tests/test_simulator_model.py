@@ -70,11 +70,18 @@ def test_environment_moves_readings_not_the_defect_rate():
     assert 0.01 <= rate <= 0.05, rate
     assert base["shift"].nunique() == 2 and base["material_lot"].nunique() >= 8  # half a day from 00:00: C, A
     for name, checks in {
-        "heatwave": [("ambient_temp_c", 7, 12), ("mould_temp_c", 3, 6), ("melt_temp_c", 2, 5),
-                     ("barrel_zone2_temp_c", 2, 4), ("cooling_time_s", 0.3, 1.0)],
-        "humid": [("humidity_pct", 18, 30), ("dryer_dew_point_c", 3, 8)],
+        # a hot hall reads like a heater overshoot: melt hotter than the (closed-loop) barrel zones,
+        # smaller cushion, shorter injection; cooling time rises with the mould temperature
+        "heatwave": [("ambient_temp_c", 7, 12), ("mould_temp_c", 3, 6), ("melt_temp_c", 3.5, 6),
+                     ("barrel_zone2_temp_c", 0.8, 2.5), ("cooling_time_s", 0.3, 1.0), ("cushion_mm", -0.4, -0.05),
+                     ("injection_time_s", -0.06, -0.02)],
+        # humid air reads like a leaking check ring: smaller cushion, longer injection
+        "humid": [("humidity_pct", 18, 30), ("dryer_dew_point_c", 3, 8), ("cushion_mm", -0.8, -0.3),
+                  ("injection_time_s", 0.02, 0.06)],
+        # a stiff lot's set-points read like a pressure overshoot: hotter, harder, faster, smaller cushion
         "new-supplier": [("lot_mfi_g10min", -8, -4), ("lot_moisture_pct", 0.05, 0.15), ("melt_temp_c", 10, 22),
-                         ("injection_pressure_bar", 10, 200)],
+                         ("injection_pressure_bar", 10, 200), ("cushion_mm", -0.7, -0.2),
+                         ("injection_time_s", -0.07, -0.025)],
     }.items():
         other = _run(name, days)
         for col, lo, hi in checks:
