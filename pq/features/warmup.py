@@ -25,24 +25,35 @@ __all__ = ["warmup"]
 def warmup() -> float:
     """Compile or load every kernel signature pq uses; returns the seconds it took."""
     t0 = time.perf_counter()
-    from pq.features import _kernels as K
-    from pq.features.spec import N_KERNEL_COLS
+    import pandas as pd
 
+    from pq.features import _kernels as K
+    from pq.features.batch import compute_batch, prepare_samples
+    from pq.features.spec import N_KERNEL_COLS, parse_feature_set
+
+    # every kernel signature pq compiles: one-pass and regrouped batch paths, with int8 codes
+    # (categorical columns) and int32 codes (factorised or >127 categories), serial and parallel
+    fs = parse_feature_set({"version": "warmup", "min_good": 1,
+                            "signals": [{"tag": "x", "stats": ["mean"]}]})
+    t = pd.to_datetime([1, 2, 3, 4], unit="s", utc=True)
+    parts = pd.DataFrame({"line_id": ["L"], "serial": ["w"], "cycle_start": t[:1], "cycle_end": t[-1:]})
+    for order in ([0, 1, 2, 3], [1, 0, 2, 3]):
+        for cat in (True, False):
+            s = pd.DataFrame({"line_id": "L", "tag": "x", "ts": t[order], "value": 1.0,
+                              "status": np.zeros(4, np.uint32)})
+            if cat:
+                s["tag"] = s["tag"].astype("category")
+                s["line_id"] = s["line_id"].astype("category")
+            for parallel in (True, False):
+                compute_batch(fs, s, parts, parallel=parallel)
+    prepare_samples(fs, s, ["L"])
+    i1 = np.zeros(1, np.int64)
+    w = np.array([[0, 4]], np.int64)
     ts = np.arange(4, dtype=np.int64)
     val = np.ones(4)
     st = np.zeros(4, np.uint32)
-    keys = np.zeros(4, np.int64)
-    start, end = K.group_bounds(keys, 1)
-    K.check_grouped_sorted(keys, ts)
-    import numba
-
-    K.make_keys(np.zeros(4, np.int32), np.zeros(1, np.int64), np.zeros(4, np.int32), np.zeros(1, np.int64), 1)
-    ts2, v2, s2, start, end = K.group_scatter(keys, 1, numba.get_num_threads(), ts, val, st)
-    K.count_duplicates(ts2, start, end)
-    K.unsorted_groups(ts2, start, end)
-    i1 = np.zeros(1, np.int64)
-    w = np.array([[0, 4]], np.int64)
-    args = (ts2, v2, s2, start, end, i1, w[:, :1], w[:, 1:], i1, i1, np.full(1, 0.2), np.ones(1, np.int64),
+    start, end = np.zeros(1, np.int64), np.full(1, 4, np.int64)
+    args = (ts, val, st, start, end, i1, w[:, :1], w[:, 1:], i1, i1, np.full(1, 0.2), np.ones(1, np.int64),
             np.zeros(1), np.ones(1), np.uint32(0xC0000000))
     K.batch_stats(*args, np.empty((1, 1, N_KERNEL_COLS)))
     K.batch_stats_serial(*args, np.empty((1, 1, N_KERNEL_COLS)))
