@@ -113,7 +113,7 @@ EXCURSIONS = (
 )
 _EXC_LATENT = tuple(_LAT[lat] for _, lat, _ in EXCURSIONS)
 N_EXCURSION_TYPES = len(EXCURSIONS)
-EXCURSION_START_P = 0.0004  # per cycle and type
+EXCURSION_START_P = 0.00028  # per cycle and type
 AR_PHI = 0.95
 
 # How conditions move the raw process readings (per unit of the condition's deviation from
@@ -467,7 +467,7 @@ class LineModel:
             "splay": (dew_point - dp_expected) / 4.0,
         }
         probs = {m: _mech_p(s) for m, s in sev.items()}
-        probs["contamination"] = 0.003
+        probs["contamination"] = 0.002
         p_ok = 1.0
         for v in probs.values():
             p_ok *= 1.0 - v
