@@ -2,8 +2,8 @@
 
 Owns the mapping from the kernel's per-(part, group) statistic rows to the feature-set's columns,
 context encoding, deviation from the context baseline, derived features and the `reason` text.
-NumPy only (no pandas, no numba) so the edge path stays light. Must not import connectors/,
-models/, ui/ or simulators/.
+NumPy only (no pandas; window bounds call the Numba kernel module, imported when first used).
+Must not import connectors/, models/, ui/ or simulators/.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ class Plan:
     need_hi: np.ndarray  # bool[G]: time_above requested
     ctx_start: int
     index: dict  # feature name -> column
+    w_start_frac: np.ndarray  # float64[W] window bound = cycle_start + frac * duration + offset
+    w_start_off: np.ndarray  # float64[W] offsets in ns
+    w_end_frac: np.ndarray
+    w_end_off: np.ndarray
 
 
 @lru_cache(maxsize=32)
@@ -91,29 +95,28 @@ def plan_for(fs: FeatureSet) -> Plan:
         need_hi=np.asarray([any(STATS[s].limit == "high" for s in g.stats) for g in fs.groups], bool),
         ctx_start=len(fs.group_feature_names),
         index=fix,
+        w_start_frac=np.asarray([w.start_frac for w in wins], np.float64),
+        w_start_off=np.asarray([w.start_offset_s * _NS for w in wins], np.float64),
+        w_end_frac=np.asarray([w.end_frac for w in wins], np.float64),
+        w_end_off=np.asarray([w.end_offset_s * _NS for w in wins], np.float64),
     )
 
 
 def window_bounds(plan: Plan, cs_ns: np.ndarray, ce_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[P, W] int64 window bounds: cycle_start + frac * duration + offset, clipped to the cycle.
 
-    Parts whose cycle is empty or unknown (cycle_end <= cycle_start) get empty windows.
+    Parts whose cycle is empty or unknown (cycle_end <= cycle_start) get empty windows. Computed
+    by `_kernels.window_bounds`, the code the streaming kernel uses too.
     """
-    cs = np.asarray(cs_ns, np.int64)
-    ce = np.asarray(ce_ns, np.int64)
-    dur = (ce - cs).astype(np.float64)
+    from pq.features import _kernels as K
+
+    cs = np.ascontiguousarray(cs_ns, np.int64)
+    ce = np.ascontiguousarray(ce_ns, np.int64)
     P, W = cs.shape[0], len(plan.windows)
     lo = np.empty((P, W), np.int64)
     hi = np.empty((P, W), np.int64)
-    for w, wd in enumerate(plan.windows):
-        a = cs + np.rint(wd.start_frac * dur + wd.start_offset_s * _NS).astype(np.int64)
-        b = cs + np.rint(wd.end_frac * dur + wd.end_offset_s * _NS).astype(np.int64)
-        lo[:, w] = np.clip(a, cs, ce)
-        hi[:, w] = np.clip(b, cs, ce)
-    bad = ~(ce > cs)
-    if bad.any():
-        lo[bad] = 0
-        hi[bad] = 0
+    K.window_bounds(cs, ce, plan.w_start_frac, plan.w_start_off, plan.w_end_frac, plan.w_end_off,
+                    lo, hi)
     return lo, hi
 
 
@@ -208,6 +211,37 @@ def _to_obj(col: Any, n: int) -> np.ndarray:
     return arr
 
 
+class _Reasons:
+    """Per-part reason texts, joined with "; " in the order they were added.
+
+    Kept as one object array of str (str is not tracked by the garbage collector) instead of one
+    list per part: thousands of small lists per batch made the cyclic GC run full collections
+    over the whole heap (tens of ms), and each streaming vector allocated one more."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, n: int) -> None:
+        self.text = np.full(n, "", dtype=object)
+
+    def add(self, p: int, text: str) -> None:
+        cur = self.text[p]
+        self.text[p] = f"{cur}; {text}" if cur else text
+
+    def add_mask(self, mask: np.ndarray, text: str) -> None:
+        for p in np.nonzero(mask)[0]:
+            self.add(p, text)
+
+    def add_all(self, text: str) -> None:
+        t = self.text
+        has = t != ""
+        t[~has] = text
+        if has.any():
+            t[has] = t[has] + ("; " + text)
+
+    def strings(self) -> list[str]:
+        return self.text.tolist()
+
+
 def assemble(
     fs: FeatureSet,
     stats: np.ndarray,
@@ -226,19 +260,17 @@ def assemble(
     """
     plan = plan_for(fs)
     P, G = stats.shape[0], stats.shape[1]
-    reasons: list[list[str]] = [[] for _ in range(P)]
+    reasons = _Reasons(P)
     for j, mask, text in group_invalid:
         if mask.any():
             stats[mask, j, 2:] = np.nan
-            for p in np.nonzero(mask)[0]:
-                reasons[p].append(f"{fs.groups[j].label}: {text}")
+            reasons.add_mask(mask, f"{fs.groups[j].label}: {text}")
     flat = stats.reshape(P, G * N_KERNEL_COLS)
     X = np.full((P, plan.n_features), np.nan)
     X[:, plan.kern_dst] = flat[:, plan.kern_src]
 
     if empty_cycle is not None and empty_cycle.any():
-        for p in np.nonzero(empty_cycle)[0]:
-            reasons[p].append("empty cycle window (cycle_end <= cycle_start)")
+        reasons.add_mask(empty_cycle, "empty cycle window (cycle_end <= cycle_start)")
     skip = empty_cycle if empty_cycle is not None else np.zeros(P, bool)
 
     # ---- too few good samples, per-statistic minimums, missing limits (vectorised over groups) --
@@ -250,12 +282,12 @@ def assemble(
         for p, j in zip(*np.nonzero(few)):
             ng, nb = int(NG[p, j]), int(NB[p, j])
             extra = f"; {nb} excluded" if nb else ""
-            reasons[p].append(
-                f"{plan.labels[j]}: {_plural(ng, 'good sample')} (needs {int(plan.g_min[j])}{extra})")
+            reasons.add(p, f"{plan.labels[j]}: {_plural(ng, 'good sample')} "
+                           f"(needs {int(plan.g_min[j])}{extra})")
     if plan.need2.any():
         one = (NG == 1) & plan.need2[None, :] & live
         for p, j in zip(*np.nonzero(one)):
-            reasons[p].append(f"{plan.labels[j]}: {plan.need2_text[j]} need 2 good samples, got 1")
+            reasons.add(p, f"{plan.labels[j]}: {plan.need2_text[j]} need 2 good samples, got 1")
     if key_lim is not None:
         enough = (NG >= plan.g_min[None, :]) & live
         for lim, need, stat in ((key_lim[0], plan.need_lo, "time_below"),
@@ -264,7 +296,7 @@ def assemble(
                 m = np.isnan(lim) & need[None, :] & enough
                 for p, j in zip(*np.nonzero(m)):
                     side = "low" if stat == "time_below" else "high"
-                    reasons[p].append(f"{plan.labels[j]}: no {side} limit for {stat}")
+                    reasons.add(p, f"{plan.labels[j]}: no {side} limit for {stat}")
 
     # ---- context ----------------------------------------------------------------------------------
     if fs.context:
@@ -272,22 +304,19 @@ def assemble(
         C, issues = encode_context(fs, context, P)
         X[:, c0 : c0 + C.shape[1]] = C
         for mask, text in issues:
-            for p in np.nonzero(mask)[0]:
-                reasons[p].append(text)
+            reasons.add_mask(mask, text)
 
     # ---- deviation from the context baseline --------------------------------------------------------
     if plan.dev_dst.size:
         means = flat[:, plan.dev_mean_src]
         if baseline is None:
             X[:, plan.dev_dst] = np.nan
-            for p in range(P):
-                reasons[p].append("no context baseline fitted: dev_baseline features are NaN")
+            reasons.add_all("no context baseline fitted: dev_baseline features are NaN")
         else:
             pred, why = baseline.predict_matrix(plan.dev_target, context, P)
             X[:, plan.dev_dst] = means - pred
             for mask, text in why:
-                for p in np.nonzero(mask)[0]:
-                    reasons[p].append(text)
+                reasons.add_mask(mask, text)
 
     # ---- derived -----------------------------------------------------------------------------------
     if fs.derived:
@@ -304,7 +333,6 @@ def assemble(
             nonfinite = ~np.isfinite(v)
             v = np.where(nonfinite, np.nan, v)
             X[:, fix[d.name]] = v
-            for p in np.nonzero(nonfinite & inputs_ok)[0]:
-                reasons[p].append(f"{d.name}: non-finite result")
+            reasons.add_mask(nonfinite & inputs_ok, f"{d.name}: non-finite result")
 
-    return X, ["; ".join(r) for r in reasons]
+    return X, reasons.strings()

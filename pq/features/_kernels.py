@@ -151,6 +151,43 @@ def window_stats(ts, val, status, lo, hi, we, lim_lo, lim_hi, alpha, min_good, b
 
 
 @njit(cache=True, nogil=True)
+def window_bounds(cs, ce, start_frac, start_off, end_frac, end_off, lo, hi):
+    """lo/hi[p, w] (ns) = cycle_start + frac * duration + offset (offsets in ns, float), clipped
+    to the cycle; a part whose cycle is empty or unknown (ce <= cs) gets empty windows (0, 0)."""
+    for p in range(cs.shape[0]):
+        c0 = cs[p]
+        c1 = ce[p]
+        if not c1 > c0:
+            for w in range(lo.shape[1]):
+                lo[p, w] = 0
+                hi[p, w] = 0
+            continue
+        dur = float(c1 - c0)
+        for w in range(lo.shape[1]):
+            a = c0 + np.int64(np.rint(start_frac[w] * dur + start_off[w]))
+            b = c0 + np.int64(np.rint(end_frac[w] * dur + end_off[w]))
+            lo[p, w] = min(max(a, c0), c1)
+            hi[p, w] = min(max(b, c0), c1)
+
+
+@njit(cache=True, nogil=True)
+def stream_stats(ts, val, status, grp_start, grp_end, cs, ce, start_frac, start_off, end_frac,
+                 end_off, g_tag, g_win, g_alpha, g_min, key_lim_lo, key_lim_hi, bad_mask, out,
+                 wlo, whi):
+    """One part (streaming, cycle end): its window bounds into wlo/whi[0, :] and every group's
+    statistics into out[0], in one call (each Python-to-Numba call costs microseconds)."""
+    cs_a = np.empty(1, np.int64)
+    ce_a = np.empty(1, np.int64)
+    cs_a[0] = cs
+    ce_a[0] = ce
+    window_bounds(cs_a, ce_a, start_frac, start_off, end_frac, end_off, wlo, whi)
+    part_key = np.zeros(1, np.int64)
+    for j in range(out.shape[1]):
+        _part_group(j, ts, val, status, grp_start, grp_end, part_key, wlo, whi, g_tag, g_win,
+                    g_alpha, g_min, key_lim_lo, key_lim_hi, bad_mask, out)
+
+
+@njit(cache=True, nogil=True)
 def _part_group(kk, ts, val, status, grp_start, grp_end, part_key, wlo, whi,
                 g_tag, g_win, g_alpha, g_min, key_lim_lo, key_lim_hi, bad_mask, out):
     """Work item kk = p * n_groups + j: window_stats of group j (tag g_tag[j], window g_win[j])

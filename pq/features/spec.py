@@ -321,36 +321,42 @@ class DerivedFeature:
         """Evaluate on numpy arrays (or pandas Series) keyed by feature name. IEEE semantics."""
         import numpy as np
 
-        def ev(n: Node) -> Any:
-            k = n[0]
-            if k == "num":
-                return n[1]
-            if k == "ref":
-                return cols[n[1]]
-            if k == "un":
-                v = ev(n[2])
-                return -v if n[1] == "neg" else v
-            if k == "bin":
-                a, b = ev(n[2]), ev(n[3])
-                op = n[1]
-                if op == "+":
-                    return a + b
-                if op == "-":
-                    return a - b
-                if op == "*":
-                    return a * b
-                if op == "/":
-                    return a / b
-                return a**b
-            f, args = n[1], [ev(a) for a in n[2]]
-            fn = {
-                "abs": np.abs, "sqrt": np.sqrt, "log": np.log, "log1p": np.log1p, "exp": np.exp,
-                "min": np.fmin, "max": np.fmax,
-            }[f]
-            return fn(*args)
-
         with np.errstate(all="ignore"):
-            return ev(self.tree)
+            return _eval_node(self.tree, cols)
+
+
+_FUNCS: dict[str, Any] = {}
+
+
+def _eval_node(n: Node, cols: Mapping[str, Any]) -> Any:
+    # a module function, not a closure: a recursive closure is a reference cycle, and one per
+    # evaluation (every streaming vector) kept the garbage collector busy
+    k = n[0]
+    if k == "num":
+        return n[1]
+    if k == "ref":
+        return cols[n[1]]
+    if k == "un":
+        v = _eval_node(n[2], cols)
+        return -v if n[1] == "neg" else v
+    if k == "bin":
+        a, b = _eval_node(n[2], cols), _eval_node(n[3], cols)
+        op = n[1]
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            return a / b
+        return a**b
+    if not _FUNCS:
+        import numpy as np
+
+        _FUNCS.update({"abs": np.abs, "sqrt": np.sqrt, "log": np.log, "log1p": np.log1p,
+                       "exp": np.exp, "min": np.fmin, "max": np.fmax})
+    return _FUNCS[n[1]](*[_eval_node(a, cols) for a in n[2]])
 
 
 # --------------------------------------------------------------------------------------------------

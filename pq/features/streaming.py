@@ -2,7 +2,7 @@
 
 Owns `StreamingFeatures`: samples are pushed as they arrive (batched `push_many` preferred: one
 Python-to-Numba call per batch), and `vector()` computes the part's feature vector with the same
-Numba kernel as the batch path (`_kernels.batch_stats_serial` over the ring buffers viewed as one
+Numba kernel as the batch path (`_kernels.stream_stats` over the ring buffers viewed as one
 grouped sample array) and the same assembly (`_assemble`). Must not import connectors/, models/,
 ui/ or simulators/; takes plain values, not asyncua objects.
 
@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from pq.features import _kernels as K
-from pq.features._assemble import assemble, plan_for, window_bounds
+from pq.features._assemble import assemble, plan_for
 from pq.features.spec import N_KERNEL_COLS, FeatureInputError, FeatureSet
 
 logger = logging.getLogger(__name__)
@@ -138,8 +138,19 @@ class StreamingFeatures:
         lo, hi = limits_table(feature_set, ["_"], limits)
         self._lim_lo, self._lim_hi = lo, hi
         self._lim = (lo[self._plan.g_tag][None, :], hi[self._plan.g_tag][None, :])
-        self._part_key = np.zeros(1, np.int64)
+        # per-call buffers, allocated once: vector() runs at every cycle end on the edge
         self._stats = np.empty((1, len(feature_set.groups), N_KERNEL_COLS))
+        self._wlo = np.empty((1, len(self._plan.windows)), np.int64)
+        self._whi = np.empty((1, len(self._plan.windows)), np.int64)
+        self._grp_start = np.empty(T, np.int64)
+        self._grp_end = np.empty(T, np.int64)
+        self._ts_flat = self._ts.reshape(-1)  # views of the ring buffers, shared memory
+        self._val_flat = self._val.reshape(-1)
+        self._st_flat = self._st.reshape(-1)
+        self._bad_mask = np.uint32(feature_set.bad_mask)
+        self._one = np.ones(1, bool)
+        self._empty_yes = np.ones(1, bool)
+        self._empty_no = np.zeros(1, bool)
         self._logged_overflow: set[int] = set()
 
     # ---- input -------------------------------------------------------------------------------------
@@ -179,30 +190,31 @@ class StreamingFeatures:
         [cycle_start, cycle_end) from the samples buffered so far."""
         cs, ce = ts_to_ns(cycle_start), ts_to_ns(cycle_end)
         empty = not ce > cs
-        csa = np.asarray([0 if empty else cs], np.int64)
-        cea = np.asarray([0 if empty else ce], np.int64)
-        wlo, whi = window_bounds(self._plan, csa, cea)
+        plan = self._plan
         stats = self._stats
-        grp_start = self._row0 + self._head
-        grp_end = self._row0 + self._tail
-        K.batch_stats_serial(self._ts.reshape(-1), self._val.reshape(-1), self._st.reshape(-1),
-                             grp_start, grp_end, self._part_key, wlo, whi,
-                             self._plan.g_tag, self._plan.g_win, self._plan.g_alpha,
-                             self._plan.g_min, self._lim_lo, self._lim_hi,
-                             np.uint32(self.feature_set.bad_mask), stats)
+        wlo, whi = self._wlo, self._whi
+        np.add(self._row0, self._head, out=self._grp_start)
+        np.add(self._row0, self._tail, out=self._grp_end)
+        K.stream_stats(self._ts_flat, self._val_flat, self._st_flat, self._grp_start,
+                       self._grp_end, cs, ce, plan.w_start_frac, plan.w_start_off,
+                       plan.w_end_frac, plan.w_end_off, plan.g_tag, plan.g_win, plan.g_alpha,
+                       plan.g_min, self._lim_lo, self._lim_hi, self._bad_mask, stats, wlo, whi)
         invalid = []
         em = self._evicted_max
-        for j in range(len(self.feature_set.groups)):
-            t = self._plan.g_tag[j]
-            if em[t] != _NAT and not empty and wlo[0, self._plan.g_win[j]] < em[t]:
-                invalid.append((j, np.ones(1, bool), "buffer overflow, samples evicted"))
+        if not empty and (em != _NAT).any():  # rare: only after a ring buffer overflowed
+            g_start = wlo[0, plan.g_win]
+            g_em = em[plan.g_tag]
+            for j in np.nonzero((g_em != _NAT) & (g_start < g_em))[0]:
+                t = int(plan.g_tag[j])
+                invalid.append((int(j), self._one, "buffer overflow, samples evicted"))
                 if t not in self._logged_overflow:  # log the change of state once per tag
                     self._logged_overflow.add(t)
                     logger.warning("features: window of %s needs samples already evicted from its "
                                    "ring buffer (%d samples); raise capacity_s or max_rate_hz",
-                                   self._plan.tags[t], self.capacity)
-        X, reasons = assemble(self.feature_set, stats.copy(), self._lim, context or {},
-                              self.baseline, empty_cycle=np.asarray([empty]),
+                                   plan.tags[t], self.capacity)
+        X, reasons = assemble(self.feature_set, stats.copy() if invalid else stats, self._lim,
+                              context or {}, self.baseline,
+                              empty_cycle=self._empty_yes if empty else self._empty_no,
                               group_invalid=invalid)
         return X[0], reasons[0]
 

@@ -57,10 +57,12 @@ def warmup() -> float:
             np.zeros(1), np.ones(1), np.uint32(0xC0000000))
     K.batch_stats(*args, np.empty((1, 1, N_KERNEL_COLS)))
     K.batch_stats_serial(*args, np.empty((1, 1, N_KERNEL_COLS)))
-    ring = (np.zeros((1, 4), np.int64), np.zeros((1, 4)), np.zeros((1, 4), np.uint32),
-            np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, np.iinfo(np.int64).min),
-            np.zeros((1, K.N_COUNTERS), np.int64))
-    K.ring_push(*ring, 2, 0, ts[:1], val[:1], st[:1])
+    from pq.features.streaming import StreamingFeatures
+
+    sf = StreamingFeatures(fs, capacity_s=1.0, max_rate_hz=4.0)
+    sf.push_many("x", ts, val, st)
+    sf.push("x", 2, 1.0)  # late and duplicated
+    sf.vector(0, 4)
     dt = time.perf_counter() - t0
     logger.info("features: numba kernels ready in %.2f s", dt)
     return dt
