@@ -325,7 +325,7 @@ class DerivedFeature:
             return _eval_node(self.tree, cols)
 
 
-_FUNCS: dict[str, Any] = {}
+_NP_FUNCS: dict[str, Any] = {}
 
 
 def _eval_node(n: Node, cols: Mapping[str, Any]) -> Any:
@@ -351,12 +351,12 @@ def _eval_node(n: Node, cols: Mapping[str, Any]) -> Any:
         if op == "/":
             return a / b
         return a**b
-    if not _FUNCS:
+    if not _NP_FUNCS:
         import numpy as np
 
-        _FUNCS.update({"abs": np.abs, "sqrt": np.sqrt, "log": np.log, "log1p": np.log1p,
+        _NP_FUNCS.update({"abs": np.abs, "sqrt": np.sqrt, "log": np.log, "log1p": np.log1p,
                        "exp": np.exp, "min": np.fmin, "max": np.fmax})
-    return _FUNCS[n[1]](*[_eval_node(a, cols) for a in n[2]])
+    return _NP_FUNCS[n[1]](*[_eval_node(a, cols) for a in n[2]])
 
 
 # --------------------------------------------------------------------------------------------------
