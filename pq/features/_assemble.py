@@ -228,8 +228,13 @@ class _Reasons:
         self.text[p] = f"{cur}; {text}" if cur else text
 
     def add_mask(self, mask: np.ndarray, text: str) -> None:
-        for p in np.nonzero(mask)[0]:
-            self.add(p, text)
+        idx = np.nonzero(mask)[0]
+        if idx.size < 8:
+            for p in idx:
+                self.add(p, text)
+            return
+        cur = self.text[idx]
+        self.text[idx] = np.where(cur != "", cur + ("; " + text), text)
 
     def add_all(self, text: str) -> None:
         t = self.text
@@ -284,19 +289,20 @@ def assemble(
             extra = f"; {nb} excluded" if nb else ""
             reasons.add(p, f"{plan.labels[j]}: {_plural(ng, 'good sample')} "
                            f"(needs {int(plan.g_min[j])}{extra})")
+    # per group (column) over all parts at once: a part's texts still come in group order
     if plan.need2.any():
         one = (NG == 1) & plan.need2[None, :] & live
-        for p, j in zip(*np.nonzero(one)):
-            reasons.add(p, f"{plan.labels[j]}: {plan.need2_text[j]} need 2 good samples, got 1")
+        for j in np.nonzero(one.any(axis=0))[0]:
+            reasons.add_mask(one[:, j], f"{plan.labels[j]}: {plan.need2_text[j]} need 2 good samples, got 1")
     if key_lim is not None:
         enough = (NG >= plan.g_min[None, :]) & live
         for lim, need, stat in ((key_lim[0], plan.need_lo, "time_below"),
                                 (key_lim[1], plan.need_hi, "time_above")):
             if need.any():
                 m = np.isnan(lim) & need[None, :] & enough
-                for p, j in zip(*np.nonzero(m)):
-                    side = "low" if stat == "time_below" else "high"
-                    reasons.add(p, f"{plan.labels[j]}: no {side} limit for {stat}")
+                side = "low" if stat == "time_below" else "high"
+                for j in np.nonzero(m.any(axis=0))[0]:
+                    reasons.add_mask(m[:, j], f"{plan.labels[j]}: no {side} limit for {stat}")
 
     # ---- context ----------------------------------------------------------------------------------
     if fs.context:

@@ -410,7 +410,7 @@ def _vectors(fs: FeatureSet, stats: np.ndarray, parts: pd.DataFrame, pp: _Parts,
         [parts["line_id"].astype(str).to_numpy(), parts["serial"].astype(str).to_numpy()],
         names=["line_id", "serial"],
     )
-    out = pd.DataFrame(X, index=idx, columns=list(fs.feature_names))
+    out = pd.DataFrame(X, index=idx, columns=list(fs.feature_names), copy=False)  # X is ours
     out["reason"] = pd.Series(reasons, index=idx, dtype=object)
     out.attrs["feature_set_version"] = fs.version
     return out
