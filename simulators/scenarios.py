@@ -39,12 +39,14 @@ SCENARIOS: dict[str, Scenario] = {
                  "rises: readings a spring-trained model knows from heater overshoots. The process window moves "
                  "with the hall; defect rate unchanged.", ambient_offset_c=9.0, ambient_daily_amp_factor=1.5,
                  humidity_offset_pct=-10.0),
-        Scenario("humid", "Humid season, RH +25 %: dryer dew point worse, injection pressure slightly "
-                 "lower (moister melt); drying is compensated, defect rate unchanged.",
-                 humidity_offset_pct=25.0),
+        Scenario("humid", "Humid season, RH +25 %: the dryer's dew point follows the hall (drying is "
+                 "compensated: no more splay); the thinner melt lowers pressure and cushion and lengthens "
+                 "injection, readings a spring-trained model knows from a leaking check ring. Defect rate "
+                 "unchanged.", humidity_offset_pct=25.0),
         Scenario("new-supplier", "New lots from NovaResin: lower MFI, more moisture. Set-points compensate "
-                 "(hotter melt, higher pressures, longer drying); defect rate unchanged.",
-                 supplier="NovaResin"),
+                 "(hotter melt, higher pressures, faster fill, smaller cushion: readings a spring-trained "
+                 "model knows from pressure overshoots; drying time set for the supplier); defect rate "
+                 "unchanged.", supplier="NovaResin"),
         Scenario("sensor-drift", "melt_temp_c reading drifts up 3 °C/h (max +15 °C); the real melt and the "
                  "parts are unaffected.", drift_signal="melt_temp_c", drift_c_per_h=3.0, drift_max=15.0),
         Scenario("stuck-sensor", "mould_temp_c reading freezes at its last value (status Good).",
