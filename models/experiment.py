@@ -6,7 +6,7 @@ scenario histories, check the goal). Imports pq and models only: history comes i
 (from the store, ``pq simulate history`` Parquet turned into features, or any frames).
 
 The naive baseline is trained the way pilots usually are: process-signal features only (no
-``ctx__*``, no ``__dev_baseline``) on one season of normal data. Both thresholds come from the same
+``ctx__*``, no ``__dev_baseline``, nothing derived from them) on one season of normal data. Both thresholds come from the same
 rule (alarm budget or target recall on validation), so recall stays comparable.
 
 Goal: in every held-out scenario, at equal or better recall, the environment-aware model's

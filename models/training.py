@@ -6,9 +6,10 @@ no store needed) and :func:`train` (dataset from the store, then registration), 
 
 How a model is trained:
 
-1. Features: the environment-aware kind uses every feature (context ``ctx__*`` and
-   ``*__dev_baseline`` included, deviation recomputed with a context baseline refitted on the
-   good training parts and shipped in the artifact); the naive kind uses process signals only.
+1. Features (:func:`select_features`): the naive kind uses process signals only; the
+   environment-aware kind uses the deviation of every signal the context baseline models (refitted
+   on the good training parts and shipped in the artifact) instead of its level, tool wear as
+   context, and derived features relative to conditions.
 2. Validation: parts are grouped by day joined through material lots, the groups are cut into
    contiguous stretches of time (folds); each fold is predicted by a model that never saw its days,
    lots or weather. Early stopping uses the last stretch of each training side, never the fold.
