@@ -177,13 +177,14 @@ class Scorer:
         contributions: tuple[SignalContribution, ...] = ()
         if explain or (explain is None and at_risk):
             contrib = self._booster.predict(X, pred_contrib=True, num_threads=1)[0, :-1]
-            contributions = self._explain(row, contrib, context)
+            contributions = self._explain(row, contrib, context, vector if isinstance(vector, Mapping) else None)
         return Score(p, self.threshold, bool(at_risk), contributions, tuple(flags), self.version_id)
 
     def _context_from_row(self, row: np.ndarray) -> dict[str, Any]:
         return {f[5:]: row[i] for f, i in self._index.items() if f.startswith("ctx__") and f.count("__") == 1}
 
-    def _explain(self, row: np.ndarray, contrib: np.ndarray, context: Mapping[str, Any] | None) -> tuple:
+    def _explain(self, row: np.ndarray, contrib: np.ndarray, context: Mapping[str, Any] | None,
+                 vector: Mapping[str, float] | None = None) -> tuple:
         per_signal = np.bincount(self._sig_of_feature, weights=contrib, minlength=len(self.signals))
         order = np.argsort(-np.abs(per_signal))[: self.top_n]
         ctx = dict(self._context_from_row(row)) | dict(context or {})
@@ -198,6 +199,15 @@ class Scorer:
                     lo, hi = self.baseline.normal_range(sig, ctx)
                 except (KeyError, ValueError):  # context incomplete for this baseline: fall back below
                     lo = hi = None
+            if value is None:
+                # an environment-aware model may use only the deviation from today's normal: the
+                # operator still needs the reading, from the served vector or normal + deviation
+                served = (vector or {}).get(f"{sig}__mean")
+                dev = self._index.get(f"{sig}__dev_baseline")
+                if served is not None and math.isfinite(served):
+                    value = float(served)
+                elif dev is not None and lo is not None and math.isfinite(lo) and math.isfinite(row[dev]):
+                    value = (lo + hi) / 2.0 + float(row[dev])  # the baseline's range is centred on normal
             if (lo is None or not math.isfinite(lo)) and sig in self.normal_ranges:
                 lo, hi = self.normal_ranges[sig]
             if value is None or lo is None or not math.isfinite(value):

@@ -166,6 +166,31 @@ def test_scorer_explains_per_signal_and_flags_unseen_nan(trained):
 
 
 @pytest.mark.timeout(60)
+def test_explanations_give_operators_the_reading_even_from_deviation_only_models(trained):
+    """The environment-aware model scores deviations, not levels; the alert still needs the value."""
+    ds, out = trained
+    scorer = Scorer.from_bytes(out.artifact())
+    baselined = [c for c in scorer.signals if f"{c}__dev_baseline" in scorer.feature_names
+                 and f"{c}__mean" not in scorer.feature_names]
+    assert baselined, "the environment-aware model uses deviations instead of levels"
+    vec = ds.X.iloc[7].to_dict()
+    ctx = ds.meta.iloc[7].to_dict()
+    s = scorer.score(vec, context=ctx, explain=True)
+    for c in s.contributions:
+        if c.signal in baselined:
+            assert c.value is not None and c.direction != "unknown", c
+            if f"{c.signal}__mean" in vec:  # the served reading itself
+                assert c.value == pytest.approx(vec[f"{c.signal}__mean"])
+    # without the level in the vector: today's normal plus the deviation
+    lean = {k: v for k, v in vec.items() if not k.endswith("__mean")}
+    lean |= {k: vec[k] for k in scorer.feature_names}
+    for c in scorer.score(lean, context=ctx, explain=True).contributions:
+        if c.signal in baselined:
+            mid = (c.normal_lo + c.normal_hi) / 2
+            assert c.value == pytest.approx(mid + vec[f"{c.signal}__dev_baseline"])
+
+
+@pytest.mark.timeout(60)
 def test_corrupted_or_foreign_artifact_is_a_clear_error(trained):
     _, out = trained
     blob = out.artifact()
