@@ -65,7 +65,8 @@ def write_alerts(store: Store, payloads: list[dict]) -> int:
     t = schema.alerts
     stmt = (pg_insert if store.dialect == "postgresql" else sqlite_insert)(t)
     ex = stmt.excluded
-    reopening = ex.state.in_(("active", "suppressed"))
+    # plain comparisons, not IN: an expanding IN cannot be used with executemany
+    reopening = or_(ex.state == "active", ex.state == "suppressed")
     state = case(
         (t.c.state == "cleared", t.c.state),  # cleared is final; a new occurrence gets a new id
         (and_(t.c.state == "acknowledged", reopening), t.c.state),
