@@ -129,9 +129,14 @@ def _holes(store, line_id: str, tag: str = "melt_temp_c", step_us: int = 150_000
     return [(str(pd.Timestamp(a, unit="us")), (b - a) / 1e6) for a, b in zip(ts, ts[1:]) if b - a > step_us]
 
 
-def assert_parts_match(store, sim: SimulatorServer, line_id: str = "line-1") -> tuple[int, int]:
+def assert_parts_match(store, sim: SimulatorServer, line_id: str = "line-1",
+                       missing_window_us: tuple[int, int] | None = None) -> tuple[int, int]:
     """Every part the simulator completed is a parts row with the same window and context; every
-    inspection it published is an inspections row with the simulator's verdict and code."""
+    inspection it published is an inspections row with the simulator's verdict and code.
+
+    ``missing_window_us``: (from, to) simulated time in which the server was unreachable; parts
+    ending and labels published in it may be missing (the server kept no history of them), nothing else.
+    """
     with store.engine.connect() as conn:
         parts = pd.DataFrame(conn.execute(text(
             "SELECT serial, cycle_start, cycle_end, product, material_lot, shift, context FROM parts "
@@ -141,6 +146,11 @@ def assert_parts_match(store, sim: SimulatorServer, line_id: str = "line-1") -> 
     want = sim.parts()
     want = want[want.line_id == line_id].set_index("serial")
     assert len(want) > 0
+    if missing_window_us is not None:
+        lo, hi = missing_window_us
+        gone = want[~want.index.isin(parts.serial)]
+        assert all(lo <= _us(t) <= hi for t in gone.cycle_end), ("parts missing outside the outage", gone.index)
+        want = want[want.index.isin(parts.serial)]
     assert sorted(parts.serial) == sorted(want.index), "parts rows differ from the parts the simulator made"
     parts = parts.set_index("serial").loc[want.index]
     for col in ("cycle_start", "cycle_end"):
@@ -155,8 +165,16 @@ def assert_parts_match(store, sim: SimulatorServer, line_id: str = "line-1") -> 
     # turns True when the simulator *generates* the cycle that carries the label, one cycle before it
     # is written, so the written count is the exact ground truth of what was published.)
     n_labels = written(sim, line_id)["inspection_serial"]
-    truth = truth[truth.line_id == line_id].head(n_labels).set_index("serial")
+    everything = truth[truth.line_id == line_id].set_index("serial")
+    truth = everything.head(n_labels)
     assert len(truth) > 0
+    if missing_window_us is not None:
+        # a label written while the server was down is still delivered when it is the current value at
+        # the resubscribe (then it is beyond the written count); labels are missing only from the window
+        at = sim.parts().set_index("serial").inspected_at
+        gone = truth[~truth.index.isin(insp.serial)]
+        assert all(lo <= _us(at[x]) <= hi for x in gone.index), ("labels missing outside the outage", gone.index)
+        truth = everything[everything.index.isin(insp.serial)]
     assert sorted(insp.serial) == sorted(truth.index), "inspections differ from the labels the simulator published"
     insp = insp.set_index("serial").loc[truth.index]
     assert [bool(x) for x in insp.defect] == [bool(x) for x in truth.defect]
@@ -445,3 +463,266 @@ def test_pq_connect_run_killed_with_sigkill_and_restarted_then_sigterm(store, tm
         for start, _ in _holes(store, "line-1", tag):
             assert kill_us - speed * 1_500_000 <= _us(pd.Timestamp(start, tz="UTC")) <= pause_us, (tag, start)
     assert_parts_match(store, sim)
+
+
+# -- server restart ----------------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_server_restart_subscriptions_back_within_10s_and_gap_recorded(sqlite_store, settings_factory, tmp_path):
+    settings = settings_factory(connector_flush_interval_ms=50, connector_reconnect_max_delay_s=1.0)
+    store = sqlite_store
+    speed = 8  # the 2 s downtime is 16 s of production: less than one cycle
+
+    async def scenario():
+        async with make_sim(lines=1, seed=4, speed=speed, paused=True) as sim:
+            tm = sim_tagmap(sim.endpoint)
+            spool = Spool(tmp_path / "spool.sqlite")
+            drainer = SpoolDrainer(spool, store).start()
+            try:
+                async with ConnectorSession(tm, settings, spool=spool) as session:
+                    await session.wait_connected(15)
+                    await asyncio.sleep(0.3)
+                    sim.resume()
+                    await sim.wait_parts(3, timeout=60)
+                    down_from_us = _us(sim.sim_time)
+                    restart = asyncio.ensure_future(sim.restart(down_s=2.0))
+                    await _wait_for(lambda: session.state == "lost", 10, "connection loss noticed")
+                    await restart
+                    back_us = _us(sim.sim_time)
+                    back_after_s = await _wait_for(lambda: session.state == "connected", 10,
+                                                   "subscriptions back after the server returned")
+                    n = len(sim.ground_truth())
+                    await sim.wait_parts(n + 3, timeout=60)
+                    await _settle(sim, session)
+                assert drainer.flush(30)
+            finally:
+                drainer.stop(5)
+                spool.close()
+            return sim, session, back_after_s, down_from_us, back_us
+
+    sim, session, back_after_s, down_us, back_us = asyncio.run(scenario())
+    assert back_after_s < 10 and session.reconnects == 1
+    # every value written while the endpoint was up is stored once; a tag's value current at the
+    # reconnect may have been written while down (then it is an extra row, the newest of the gap)
+    # Values are missing only from just before the server went down until the subscription was back
+    # (what the restarted server wrote before the connector resubscribed is gone: it keeps no history).
+    window = (down_us - speed * 1_000_000, back_us + int((back_after_s + 1.0) * speed * 1e6))
+    got, want = stored_counts(store), written(sim)
+    assert all(got[t] <= want[t] + 2 for t in want), {t: (got[t], want[t]) for t in want}
+    for tag in CONTINUOUS_SIGNALS:
+        for start, length_s in _holes(store, "line-1", tag):
+            end = _us(pd.Timestamp(start, tz="UTC")) + int(length_s * 1e6)
+            assert window[0] <= _us(pd.Timestamp(start, tz="UTC")) and end <= window[1] + 200_000, (tag, start)
+    gaps = read_line_events(store, "line-1", "gap")
+    lost = read_line_events(store, "line-1", "connection_lost")
+    assert len(gaps) == 1 and gaps[0]["ended_at"] > gaps[0]["started_at"]
+    assert gaps[0]["detail"]["down_s"] >= 1.5
+    assert len(lost) == 1 and lost[0]["ended_at"] is not None
+    health = read_health(store, "connector:simulator")[0]
+    assert health["state"] == "stopped" and health["detail"]["reconnects"] == 1
+    assert_parts_match(store, sim, missing_window_us=window)
+
+
+# -- bad-quality scenario: statuses stored as the server sent them ----------------------------------------
+@pytest.mark.timeout(120)
+def test_bad_quality_statuses_stored_as_sent_compared_with_history(sqlite_store, settings_factory, tmp_path):
+    from simulators import generate_history
+
+    settings = settings_factory(connector_flush_interval_ms=50)
+    store = sqlite_store
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+
+    async def scenario():
+        async with make_sim(lines=1, seed=8, speed=40, paused=True, scenario="bad-quality", start=start) as sim:
+            spool = Spool(tmp_path / "spool.sqlite")
+            drainer = SpoolDrainer(spool, store).start()
+            try:
+                async with ConnectorSession(sim_tagmap(sim.endpoint), settings, spool=spool) as session:
+                    await session.wait_connected(15)
+                    await asyncio.sleep(0.3)
+                    sim.resume()
+                    await sim.wait_parts(16, timeout=60)
+                    await _settle(sim, session)
+                assert drainer.flush(30)
+            finally:
+                drainer.stop(5)
+                spool.close()
+            return sim, session
+
+    sim, session = asyncio.run(scenario())
+    assert_exactly_once(store, sim)
+    # The same seed, start and scenario give the same samples offline: compare value and status of
+    # every stored sample with what the line really produced.
+    hist = generate_history(days=(sim.sim_time - start).total_seconds() / 86400 + 0.01, lines=1, seed=8,
+                            scenario="bad-quality", start=start).samples
+    hist = hist.assign(ts_us=hist.ts.astype("int64") // 1000, tag=hist.tag.astype(str))
+    with store.engine.connect() as conn:
+        got = pd.DataFrame(conn.execute(text(
+            "SELECT t.name AS tag, s.ts, s.value, s.status FROM samples s JOIN tags t ON t.id = s.tag_id "
+            "WHERE s.status <> :u"), {"u": UNCERTAIN_INITIAL}).mappings().all())
+    got["ts_us"] = [_us(t) for t in got.ts]
+    # history keeps the DateTime tags as the parts table's cycle_start/cycle_end (checked by assert_parts_match)
+    got = got[~got.tag.isin(["cycle_start_time", "cycle_end_time"])]
+    m = got.merge(hist[["tag", "ts_us", "value", "status"]], on=["tag", "ts_us"], suffixes=("", "_truth"))
+    extra = got[~got.set_index(["tag", "ts_us"]).index.isin(m.set_index(["tag", "ts_us"]).index)]
+    assert len(m) == len(got), ("stored samples the line never produced", extra.tag.value_counts().to_dict(),
+                                extra.ts.min(), extra.ts.max(), hist.ts.min(), hist.ts.max())
+    assert (m.status == m.status_truth.astype("int64")).all()
+    assert m.value.isna().equals(m.value_truth.isna()) or (m.value.isna() == m.value_truth.isna()).all()
+    both = m.value.notna()
+    assert (m.value[both] - m.value_truth[both]).abs().max() < 1e-9
+    seen = {tag: set(m.status[m.tag == tag]) for tag in ("vibration_mm_s", "ambient_temp_c", "melt_temp_c",
+                                                        "screw_speed_rpm")}
+    assert 0x808C0000 in seen["vibration_mm_s"] and 0x40900000 in seen["melt_temp_c"], seen
+    assert 0x80050000 in seen["ambient_temp_c"] or 0x40930000 in seen["screw_speed_rpm"], seen
+    with store.engine.connect() as conn:  # Bad values are NULL with their status, never a number
+        assert conn.execute(text("SELECT COUNT(*) FROM samples WHERE status >= :b AND value IS NOT NULL"),
+                            {"b": 0x80000000}).scalar() == 0
+    assert session.counters.not_good > 0
+
+
+# -- security ------------------------------------------------------------------------------------------
+@pytest.mark.timeout(150)
+def test_security_policies_and_modes_untrusted_refused_wrong_password_refused(settings_factory, tmp_path, caplog):
+    from connectors.opcua.security import ensure_client_certificate
+
+    pki = tmp_path / "pki"
+    settings = settings_factory(pki_dir=pki, connector_reconnect_max_delay_s=0.5)
+    creds = dict(username="operator", password="s3cret-pw")
+    extra = 'username_env = "PQ_TEST_UA_USER"\npassword_env = "PQ_TEST_UA_PASSWORD"'
+
+    async def connect_once(sim, policy, mode, **kw):
+        got = []
+
+        class L:
+            def on_samples(self, batch):
+                got.append(len(batch))
+
+        tm = sim_tagmap(sim.endpoint, policy=policy, mode=mode, extra_security=extra)
+        async with ConnectorSession(tm, settings, spool=None, listeners=[L()], **kw) as s:
+            await s.wait_connected(20)
+            await _wait_for(lambda: sum(got) > 40, 10, f"samples over {policy}/{mode}")
+            return s._client.security_policy.URI, s._client.security_policy.Mode
+
+    async def scenario():
+        await ensure_client_certificate(pki / "client_cert.der", pki / "client_key.pem")
+        async with make_sim(lines=1, seed=2, speed=10, security="all", cert_dir=tmp_path / "sim-pki",
+                            users={"operator": "s3cret-pw"}) as sim:
+            # 1. the server's certificate is not in the trust list: refused, kept for review
+            s1 = ConnectorSession(sim_tagmap(sim.endpoint, policy="Aes128_Sha256_RsaOaep", mode="SignAndEncrypt",
+                                             extra_security=extra), settings, spool=None, **creds)
+            async with s1:
+                with pytest.raises(ConnectorError, match="not in the trust list"):
+                    await s1.wait_connected(15)
+            rejected = list((pki / "rejected").glob("*.der"))
+            assert len(rejected) == 1
+            (pki / "trusted").mkdir(parents=True, exist_ok=True)
+            rejected[0].rename(pki / "trusted" / rejected[0].name)
+            # 2. trusted: three policy/mode pairs work, the user is authenticated
+            used = [await connect_once(sim, p, m, **creds) for p, m in (
+                ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"), ("Aes256_Sha256_RsaPss", "SignAndEncrypt"),
+                ("Basic256Sha256", "Sign"))]
+            # 3. a wrong password never connects; the refusal is logged, the password is not
+            caplog.clear()
+            s3 = ConnectorSession(sim_tagmap(sim.endpoint, policy="Basic256Sha256", mode="SignAndEncrypt",
+                                             extra_security=extra), settings, spool=None, username="operator",
+                                  password="wrong-pw-123")
+            async with s3:
+                with pytest.raises(ConnectorError, match="no subscription"):
+                    await s3.wait_connected(4)
+                assert s3.state == "lost"
+            return used
+
+    used = asyncio.run(scenario())
+    from asyncua import ua
+
+    assert [(u.rsplit("#", 1)[-1], m) for u, m in used] == [
+        ("Aes128_Sha256_RsaOaep", ua.MessageSecurityMode.SignAndEncrypt),
+        ("Aes256_Sha256_RsaPss", ua.MessageSecurityMode.SignAndEncrypt),
+        ("Basic256Sha256", ua.MessageSecurityMode.Sign)]
+    assert "refused the user credentials" in caplog.text
+    assert "wrong-pw-123" not in caplog.text and "s3cret-pw" not in caplog.text
+
+
+# -- a hung server -------------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_tcp_listener_that_never_answers_is_not_a_connection(settings_factory):
+    """TCP accepts, OPC UA never answers: the session reports the loss, keeps retrying, and stops promptly."""
+    settings = settings_factory(connector_request_timeout_s=1.0, connector_reconnect_max_delay_s=0.5)
+
+    async def scenario():
+        accepted = []
+
+        async def silent(reader, writer):
+            accepted.append(writer)  # never answers, never closes
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            session = ConnectorSession(sim_tagmap(f"opc.tcp://127.0.0.1:{port}/pq/sim/"), settings, spool=None)
+            async with session:
+                with pytest.raises(ConnectorError, match="no subscription"):
+                    await session.wait_connected(5)
+                assert session.state == "lost"
+                t0 = time.monotonic()
+            closed_s = time.monotonic() - t0
+        finally:
+            for w in accepted:
+                w.close()
+            server.close()
+        return len(accepted), closed_s
+
+    attempts, closed_s = asyncio.run(scenario())
+    assert attempts >= 2  # it retried
+    assert closed_s < 6
+
+
+@pytest.mark.timeout(120)
+def test_sigstopped_simulator_detected_as_hung_and_recovered_after_sigcont(sqlite_store, settings_factory, tmp_path):
+    """The simulator process is frozen (SIGSTOP): TCP stays open, nothing answers. The watchdog notices
+    within seconds; after SIGCONT the subscription is back and the gap is recorded."""
+    settings = settings_factory(connector_flush_interval_ms=50, connector_watchdog_s=1.0,
+                                connector_request_timeout_s=2.0, connector_reconnect_max_delay_s=1.0)
+    port = _free_port()
+    start = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sim = subprocess.Popen([sys.executable, "-m", "simulators", "serve", "--port", str(port), "--speed", "5",
+                            "--seed", "3", "--start", start, "--log-level", "WARNING"], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"opc.tcp://127.0.0.1:{port}/pq/sim/"
+
+    async def scenario():
+        async def listening():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        t0 = time.monotonic()
+        while not await listening():
+            assert sim.poll() is None and time.monotonic() - t0 < 30, "simulator did not start"
+            await asyncio.sleep(0.1)
+        spool = Spool(tmp_path / "spool.sqlite")
+        drainer = SpoolDrainer(spool, sqlite_store).start()
+        try:
+            async with ConnectorSession(sim_tagmap(endpoint), settings, spool=spool) as session:
+                await session.wait_connected(20)
+                await _wait_for(lambda: session.samples_total > 200, 20, "samples flowing")
+                os.kill(sim.pid, signal.SIGSTOP)
+                try:
+                    detected_s = await _wait_for(lambda: session.state == "lost", 15, "hung server detected")
+                finally:
+                    os.kill(sim.pid, signal.SIGCONT)
+                back_s = await _wait_for(lambda: session.state == "connected", 15, "reconnected after SIGCONT")
+                n = session.samples_total
+                await _wait_for(lambda: session.samples_total > n + 100, 10, "samples flowing again")
+            assert drainer.flush(20)
+        finally:
+            drainer.stop(5)
+            spool.close()
+        return detected_s, back_s
+
+    try:
+        detected_s, back_s = asyncio.run(scenario())
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    assert detected_s < 8 and back_s < 10, (detected_s, back_s)
+    gaps = read_line_events(sqlite_store, "line-1", "gap")
+    assert len(gaps) == 1 and gaps[0]["ended_at"] is not None

@@ -289,7 +289,13 @@ class ConnectorSession:
     async def _disconnect(self, client: Client) -> None:
         try:
             if client.uaclient.state not in (UaClientState.CONNECTED, UaClientState.RECONNECTING):
-                client.disconnect_socket()  # never got a session: a full disconnect only logs asyncua warnings
+                # Never got a session, or its supervisor gave up: a full disconnect only logs asyncua
+                # warnings. Its background tasks must stop all the same: a stale-subscription watchdog
+                # left running "recovers" the old subscription on the server later and takes over the
+                # publish responses meant for the new client (seen after a server restart: connected,
+                # and no data).
+                await _stop_background_tasks(client)
+                client.disconnect_socket()
                 return
             await asyncio.wait_for(client.disconnect(), timeout=3)
         except (OSError, asyncio.TimeoutError, ua.UaError, ConnectionError, AttributeError) as exc:
@@ -709,6 +715,22 @@ class ConnectorSession:
 
 
 _MISSING = np.iinfo(np.int64).min
+
+
+async def _stop_background_tasks(client: Client) -> None:
+    """Stop asyncua's supervisor, stale-subscription watchdog and channel renewal of an abandoned client."""
+    client.uaclient.request_disconnect()
+    for name in ("_stale_watchdog_task", "_supervisor_task", "_renew_channel_task"):
+        task = getattr(client, name, None)
+        if isinstance(task, asyncio.Task) and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await asyncio.wait_for(task, 2.0)
+            except (asyncio.CancelledError, asyncio.TimeoutError):
+                pass
+            except Exception as exc:  # its own failure: we are abandoning it anyway; recorded at debug
+                logger.debug("stopping %s of an abandoned client: %r", name, exc)
+        setattr(client, name, None) if hasattr(client, name) else None
 
 
 def _reason(exc: BaseException) -> str:
