@@ -97,6 +97,8 @@ class Scorer:
         self.normal_ranges: dict[str, list] = doc.get("normal_ranges") or {}
         # {feature: [min, max]} seen in training (the edge's drift check)
         self.feature_ranges: dict[str, list] = dict(model.feature_ranges_)
+        # signals that always moved within a training cycle (the edge's stuck-sensor check)
+        self.moving_signals: frozenset[str] = frozenset(doc.get("moving_signals") or ())
         self._booster = model.booster_
         self._calib = model.calibrator_
         self._index = {f: i for i, f in enumerate(self.feature_names)}

@@ -110,6 +110,7 @@ class FitOutcome:
     baseline: object | None
     window: tuple
     normal_ranges: dict = field(default_factory=dict)
+    moving_signals: list = field(default_factory=list)
 
     @property
     def feature_names(self) -> list[str]:
@@ -121,6 +122,7 @@ class FitOutcome:
             "kind": self.config.kind, "name": self.config.name,
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "normal_ranges": self.normal_ranges,
+            "moving_signals": self.moving_signals,
             "card": self.card,
         })
 
@@ -240,6 +242,19 @@ def _early_stop_split(meta: pd.DataFrame, rows: np.ndarray, share: float = 0.2) 
     if not es.any():  # a single group: fall back to the latest share of parts in time
         es = t >= np.quantile(t, 1 - share)
     return rows[~es], rows[es]
+
+
+def _moving_signals(X: pd.DataFrame) -> list[str]:
+    """Signals whose reading moved within every training part that measured it (std > 0): a cycle
+    where such a reading is flat to the last digit is a stuck sensor, not a process state. The edge
+    checks this whether or not the model itself reads the signal's spread."""
+    out = []
+    for c in X.columns:
+        if c.endswith("__std") and c.count("__") == 1:
+            seen = X[c].dropna()
+            if len(seen) >= 20 and (seen > 0).all():
+                out.append(c[: -len("__std")])
+    return out
 
 
 def _normal_ranges(X: pd.DataFrame, y: np.ndarray) -> dict[str, list[float]]:
@@ -399,7 +414,8 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     progress(0.97, "model fitted")
     logger.info("trained %s %s on %d parts (%d defects) in %.1f s: threshold %.4f, recall %s, FAR %s",
                 config.kind, config.name, n, n_pos, elapsed, thr, metrics["recall"], metrics["far"])
-    return FitOutcome(final, config, thr, rule, metrics, per_regime, card, p_oof, baseline, window, normal_ranges)
+    return FitOutcome(final, config, thr, rule, metrics, per_regime, card, p_oof, baseline, window, normal_ranges,
+                      _moving_signals(ds.X))
 
 
 def train(store, config: TrainConfig, *, trained_by: str, progress: Progress | None = None,

@@ -264,16 +264,13 @@ class LineRuntime:
         out, frozen = [], set()
         # A reading that never moved during the cycle, where training always saw it move, is a stuck
         # sensor (or a frozen gateway value): say that, not "std is 0, outside the training range".
-        used = {name.split("__")[0] for name in ranges}  # signals the model reads, in any statistic
+        moving = getattr(scorer, "moving_signals", frozenset())  # moved in every training cycle
         for name, x in vec.items():
             if not name.endswith("__std") or x != 0.0:
                 continue
             sig = name[: -len("__std")]
             lo = (ranges.get(name) or (None, None))[0]
-            # known: training always saw it move; else (the model reads only deviations or slopes of
-            # it) a sampled signal that is flat to the last digit over several good samples
-            if (lo is not None and lo > 0) or (lo is None and sig in used
-                                                and (vec.get(f"n_good__{sig}") or 0) >= 3):
+            if (lo is not None and lo > 0) or sig in moving:
                 frozen.add(sig)
                 out.append(f"{self._label(sig)} reading did not change during the cycle (stuck sensor?)")
         for name, (lo, hi) in ranges.items():
