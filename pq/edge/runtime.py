@@ -218,7 +218,7 @@ class LineRuntime:
         t0 = time.perf_counter()
         from pq.features import warmup
 
-        warmup()
+        warmup(batch=False)  # the streaming kernels only: the edge never runs the batch path
         scorer = self.scorers.scorer_for(None)
         if scorer is not None:
             try:
