@@ -1,255 +1,581 @@
-"""``pq bench connect``: connector throughput, loss and lag against a bare asyncua client.
+"""``pq bench connect``: the connector against the line simulator, with a bare asyncua client as the ceiling.
 
-A publisher subprocess (a plain asyncua server, written in batches, so the connector runs alone
-in this process and its CPU is measurable) writes T tags at R Hz with fresh source timestamps for
-a fixed time. First a bare asyncua client counts notifications from it (the ceiling: the same
-subscription parameters, no conversion, no spool, no store); then the connector runs the same
-load into the configured store through the spool. Figures: delivered samples/s, loss (values
-written and not stored), p50/p99 lag from source timestamp to committed row, connector CPU (% of
-one core) and peak memory, memory growth over the run, and ``ratio`` = connector / bare rate.
+Owns the benchmark only; imports pq (settings, store, spool) and the connector, never the simulator
+(it runs ``python -m simulators serve`` as a child process, exactly as a plant's server is a separate
+program). One run:
+
+1. The simulator starts in a child process, paused, at ``--speed 1`` with its clock origin
+   (``--start``) a few seconds ahead: it is resumed at that very wall time, so source timestamps
+   equal wall time and the lag below is the connector's, not a clock offset.
+2. A tag map for it is generated from ``connectors/tagmaps/simulator.toml`` with node ids per
+   simulator line and line ids ``bench-connect-N`` (bench rows stay apart from plant lines and are
+   deleted before and after the run).
+3. A bare asyncua client (child process) subscribes to the same nodes with the same subscription
+   parameters and only counts notifications: the ceiling.
+4. The connector runs in this process as ``pq connect run`` composes it (:class:`ConnectorSession`,
+   the spool from settings in a temporary directory, a :class:`SpoolDrainer` into the configured
+   store), so this process's CPU time and RSS are the connector's own (plus a control client that
+   makes five requests and an RSS probe every 0.25 s).
+5. Both are subscribed before the clock runs; the simulator publishes for ``--duration`` seconds and
+   is paused again. Ground truth is its ``Simulator.ValuesWritten`` counter; each subscribed item
+   also delivers one initial value (``UncertainInitialValue``) on subscribe, counted apart.
+
+Figures: delivered (committed) samples/s, the bare client's samples/s, ``ratio`` = ours / bare,
+``loss`` = values written and not committed, p50/p99 lag from source timestamp to committed row,
+connector CPU (% of one core, over the publishing window) and RSS at start, end and peak.
+
+Example::
+
+    pq bench connect --lines 2 --hz 10 --duration 20 --json
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
-import threading
 import time
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
 import numpy as np
 
-__all__ = ["connect"]
+__all__ = ["connect", "bench_tagmap_text"]
 
-_PUBLISHER = textwrap.dedent("""
-    import asyncio, sys, time
-    from datetime import datetime, timezone, timedelta
-    from asyncua import Server, ua
-    T, R, PORT = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-    async def main():
-        srv = Server(); await srv.init()
-        srv.set_endpoint(f"opc.tcp://127.0.0.1:{PORT}/bench/")
-        idx = await srv.register_namespace("urn:pq:bench")
-        obj = await srv.nodes.objects.add_object(ua.NodeId("Bench", idx), "Bench")
-        nodes = [await obj.add_variable(ua.NodeId(f"Bench.t{i}", idx), f"t{i}", 0.0) for i in range(T)]
-        await srv.start()
-        print("ready", flush=True)
-        written = 0
-        go = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        cmd = asyncio.Queue()
-        loop.add_reader(sys.stdin, lambda: cmd.put_nowait(sys.stdin.readline().strip()))
-        running = False
-        period = 1.0 / R
-        nxt = time.monotonic()
-        while True:
-            try:
-                c = cmd.get_nowait()
-            except asyncio.QueueEmpty:
-                c = None
-            if c == "start":
-                running, written, nxt = True, 0, time.monotonic()
-            elif c == "stop":
-                running = False
-                print(f"written {written}", flush=True)
-            elif c == "quit":
-                break
-            if running:
-                now = datetime.now(timezone.utc)
-                for i, n in enumerate(nodes):
-                    dv = ua.DataValue(ua.Variant(float(written + i), ua.VariantType.Double), SourceTimestamp=now,
-                                      ServerTimestamp=now)
-                    await srv.write_attribute_value(n.nodeid, dv)
-                written += T
-                nxt += period
-                await asyncio.sleep(max(0.0, nxt - time.monotonic()))
-            else:
-                await asyncio.sleep(0.01)
-        await srv.stop()
-    asyncio.run(main())
-""")
+logger = logging.getLogger(__name__)
 
+BENCH_LINE_PREFIX = "bench-connect-"  # line ids of bench rows: never a plant line's
+BENCH_CONNECTION = "bench-connect"
+_TEMPLATE = Path(__file__).resolve().parent / "tagmaps" / "simulator.toml"
+_ROOT = Path(__file__).resolve().parent.parent
+_SIM_NS_URI = "urn:pq:simulator"
+_INITIAL_STATUS = 0x40920000  # UncertainInitialValue: what a never-written node delivers on subscribe
+_MISSING_TS = np.iinfo(np.int64).min  # pq.spool.MISSING_TS
+_GOAL_RATIO, _GOAL_P99_MS, _GOAL_RSS_GROWTH = 0.9, 2000.0, 0.05  # from issue 4
+
+
+# -- tag map ---------------------------------------------------------------------------------------
+
+def bench_tagmap_text(endpoint: str, lines: int, *, prefix: str = BENCH_LINE_PREFIX,
+                      template: Path = _TEMPLATE) -> str:
+    """The simulator's tag map for ``lines`` lines: node ids of ``line-N``, stored as ``{prefix}N``.
+
+    ``bench_tagmap_text("opc.tcp://127.0.0.1:4840/pq/sim/", 2)`` declares 2 x 33 tags, two part
+    events and two inspection blocks; ``connectors.tagmap.parse_tagmap`` validates it.
+    """
+    from connectors.tagmap import dump_tagmap
+
+    doc = tomllib.loads(template.read_text(encoding="utf-8"))
+    defaults = doc.get("defaults", {})
+    conn = dict(doc["connection"], name=BENCH_CONNECTION, endpoint=endpoint, line_id=f"{prefix}1",
+                line_name="pq bench connect (deleted after the run)", station="bench")
+    src_line = doc["connection"]["line_id"]  # the template's line: "line-1"
+    tags, parts, inspections = [], [], []
+    for n in range(1, lines + 1):
+        sim_line, bench_line = f"line-{n}", f"{prefix}{n}"
+        for tag in doc["tags"]:
+            node = tag["node_id"].replace(f"s={src_line}.", f"s={sim_line}.")
+            tags.append({**defaults, **tag, "node_id": node, "line_id": bench_line})
+        for pe in _as_list(doc.get("part_event")):
+            parts.append({**pe, "line_id": bench_line})
+        for insp in _as_list(doc.get("inspection")):
+            inspections.append({**insp, "line_id": bench_line})
+    header = (f"# generated by pq bench connect: simulator lines 1..{lines} as {prefix}1..{prefix}{lines}\n")
+    return dump_tagmap(conn, tags, parts, inspections, header=header)
+
+
+def _as_list(value) -> list[dict]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, dict) else list(value)
+
+
+# -- child processes -------------------------------------------------------------------------------
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class _Publisher:
-    def __init__(self, tags: int, hz: float):
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _stop_child(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _tail(path: Path, n: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+class _SimulatorChild:
+    """``python -m simulators serve`` paused, at speed 1, with its clock origin at ``start``."""
+
+    def __init__(self, workdir: Path, lines: int, hz: float, signal_hz: tuple[str, ...], seed: int,
+                 start: datetime):
         self.port = _free_port()
-        self.proc = subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(tags), str(hz), str(self.port)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if line.strip() != "ready":
-            raise click.ClickException(f"bench publisher did not start: {line!r}")
-        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/bench/"
+        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/pq/sim/"
+        self.log = workdir / "simulator.log"
+        cmd = [sys.executable, "-m", "simulators", "serve", "--lines", str(lines), "--port", str(self.port),
+               "--speed", "1", "--paused", "--start", start.isoformat(), "--seed", str(seed),
+               "--sample-hz", f"{hz:g}", "--log-level", "WARNING"]
+        for item in signal_hz:
+            cmd += ["--signal-hz", item]
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_child_env(),
+                                         start_new_session=True)
+
+    def wait_listening(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise click.ClickException(f"simulator exited with {self.proc.returncode} before listening on "
+                                           f"port {self.port}: {_tail(self.log)}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise click.ClickException(f"simulator did not listen on port {self.port} within {timeout_s:.0f} s")
+
+
+class _BareChild:
+    """The ceiling: a plain asyncua client in its own process that subscribes and counts."""
+
+    def __init__(self, workdir: Path, tagmap_path: Path):
+        self.log = workdir / "bare.log"
+        code = "from connectors.bench import _bare_main; _bare_main()"
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", code, str(tagmap_path)], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(),
+                                         start_new_session=True)
+
+    def read_json(self, what: str) -> dict:
+        line = self.proc.stdout.readline()  # bounded by the child's own timeouts (it exits on failure)
+        if not line:
+            raise click.ClickException(f"bare asyncua client ended before {what}: {_tail(self.log)}")
+        return json.loads(line)
 
     def send(self, cmd: str) -> None:
         self.proc.stdin.write(cmd + "\n")
         self.proc.stdin.flush()
 
-    def stop_count(self) -> int:
-        self.send("stop")
-        line = self.proc.stdout.readline()
-        return int(line.split()[1])
 
-    def close(self) -> None:
-        try:
-            self.send("quit")
-            self.proc.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
+def _bare_main() -> None:
+    """Entry of the bare-client child: ``python -c ... TAGMAP``; talks JSON lines on stdin/stdout."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        asyncio.run(asyncio.wait_for(_bare(sys.argv[1]), timeout=3600))
+    except BaseException as exc:  # the parent reads our stderr; a traceback there is the explanation
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        raise
 
 
-async def _bare(endpoint: str, tags: int, pub: _Publisher, duration_s: float) -> dict:
+async def _bare(tagmap_path: str) -> None:
     from asyncua import Client, ua
+    from asyncua.common.subscription import Subscription
 
-    client = Client(endpoint)
+    from connectors.tagmap import load_tagmap
+
+    tm = load_tagmap(tagmap_path)
+    conn = tm.connection
+    counts = {"n": 0, "last": time.monotonic()}
+    lags: list[np.ndarray] = []
+
+    class Counting(Subscription):
+        """Counts data-change notifications and their arrival lag; no conversion, no queue, no store."""
+
+        async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+            now = time.time()
+            self.last_publish_at = time.monotonic()
+            data = publish_result.NotificationMessage.NotificationData
+            if not data:
+                return
+            ts = []
+            for notif in data:
+                if isinstance(notif, ua.DataChangeNotification):
+                    for item in notif.MonitoredItems:
+                        src = item.Value.SourceTimestamp
+                        if src is not None:
+                            ts.append(src.timestamp())
+                    counts["n"] += len(notif.MonitoredItems)
+            counts["last"] = time.monotonic()
+            if ts:
+                lags.append(now - np.asarray(ts))
+
+    client = Client(conn.endpoint, timeout=10)
     await client.connect()
-    idx = await client.get_namespace_index("urn:pq:bench")
-    sub = await client.create_subscription(100, handler=None, queue_maxsize=0)  # unbounded: the ceiling
-    await sub.subscribe_data_change([client.get_node(ua.NodeId(f"Bench.t{i}", idx)) for i in range(tags)],
-                                    queuesize=100)
-    count = 0
+    try:
+        # the connector's subscription parameters (connectors/opcua/session.py), nothing else
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = conn.publishing_interval_ms
+        keepalive = max(1, math.ceil(conn.keepalive_s * 1000 / conn.publishing_interval_ms))
+        params.RequestedMaxKeepAliveCount = keepalive
+        params.RequestedLifetimeCount = keepalive * 10
+        params.MaxNotificationsPerPublish = 0
+        params.PublishingEnabled = True
+        params.Priority = 0
+        sub = Counting(client.uaclient.session, params, handler=object())
+        await sub.init()
+        ns = await client.get_namespace_index(_SIM_NS_URI)
+        requests = []
+        for i, tag in enumerate(tm.tags):
+            rv = ua.ReadValueId()
+            rv.NodeId = ua.NodeId.from_string(tag.node_id.replace(f"nsu={_SIM_NS_URI};", f"ns={ns};"))
+            rv.AttributeId = ua.AttributeIds.Value
+            mp = ua.MonitoringParameters()
+            mp.ClientHandle = i + 1
+            mp.SamplingInterval = tag.sampling_interval_ms
+            mp.QueueSize = tag.queue_size
+            mp.DiscardOldest = True
+            flt = ua.DataChangeFilter()
+            flt.Trigger = ua.DataChangeTrigger.StatusValueTimestamp
+            mp.Filter = flt
+            mir = ua.MonitoredItemCreateRequest()
+            mir.ItemToMonitor = rv
+            mir.MonitoringMode = ua.MonitoringMode.Reporting
+            mir.RequestedParameters = mp
+            requests.append(mir)
+        items = 0
+        for k in range(0, len(requests), 500):
+            results = await sub.create_monitored_items(requests[k:k + 500])
+            items += sum(not isinstance(r, ua.StatusCode) for r in results)
+        deadline = time.monotonic() + 10
+        while counts["n"] < items and time.monotonic() < deadline:  # the initial value of every item
+            await asyncio.sleep(0.05)
+        print(json.dumps({"items": items, "initial": counts["n"]}), flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # "mark": the clock is about to run
+        lags.clear()
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.to_thread(sys.stdin.readline)  # "report": the clock has stopped
+        cpu1, t1 = time.process_time(), time.monotonic()
+        while time.monotonic() - counts["last"] < 1.0:  # the last publishes
+            await asyncio.sleep(0.05)
+        all_lags = np.concatenate(lags) if lags else np.zeros(0)
+        print(json.dumps({"received_total": counts["n"], "items": items,
+                          "cpu_pct": 100 * (cpu1 - cpu0) / max(t1 - t0, 1e-9),
+                          "lag_p50_ms": float(np.percentile(all_lags, 50) * 1000) if len(all_lags) else None,
+                          "lag_p99_ms": float(np.percentile(all_lags, 99) * 1000) if len(all_lags) else None}),
+              flush=True)
+        await sub.delete()
+    finally:
+        await client.disconnect()
 
-    async def consume():
-        nonlocal count
-        async for _ in sub:
-            count += 1
 
-    task = asyncio.create_task(consume())
-    await asyncio.sleep(0.5)
-    initial = count
-    pub.send("start")
-    t0 = time.monotonic()
-    await asyncio.sleep(duration_s)
-    written = await asyncio.to_thread(pub.stop_count)
-    elapsed = time.monotonic() - t0
-    await asyncio.sleep(1.0)
-    got = count - initial
-    task.cancel()
-    await client.disconnect()
-    return {"written": written, "received": got, "rate": got / duration_s}
+# -- the connector in this process ------------------------------------------------------------------
+
+@dataclass
+class _CommitRecorder:
+    """Drainer commit listener: per committed sample of the window, lag and the simulator's own delay."""
+
+    lag_s: list = field(default_factory=list)
+    sim_delay_s: list = field(default_factory=list)
+    committed: int = 0
+    initial: int = 0
+
+    def __call__(self, kind: str, payloads: list, committed_at: float) -> None:
+        if kind != "samples":
+            return
+        for batch in payloads:
+            live = batch.status != _INITIAL_STATUS
+            self.committed += len(batch)
+            self.initial += int(len(batch) - live.sum())
+            ts = batch.ts_us[live]
+            self.lag_s.append(committed_at - ts / 1e6)
+            sts = batch.server_ts_us[live]
+            has = sts != _MISSING_TS
+            self.sim_delay_s.append((sts[has] - ts[has]) / 1e6)
 
 
-def _tagmap_text(endpoint: str, tags: int) -> str:
-    body = "\n".join(f'[[tags]]\nnode_id = "nsu=urn:pq:bench;s=Bench.t{i}"\nname = "t{i}"\n' for i in range(tags))
-    return (f'[connection]\nname = "bench"\nendpoint = "{endpoint}"\nline_id = "bench-line"\n'
-            f'publishing_interval_ms = 100\n\n[defaults]\nqueue_size = 100\n\n{body}')
+def _pct(parts: list, q: float) -> float | None:
+    arr = np.concatenate(parts) if parts else np.zeros(0)
+    return round(float(np.percentile(arr, q)) * 1000, 1) if len(arr) else None
 
 
-async def _connector(settings, store, tagmap, pub: _Publisher, duration_s: float) -> dict:
+async def _control_client(endpoint: str):
+    from asyncua import Client
+
+    client = Client(endpoint, timeout=10)
+    await client.connect()
+    ns = await client.get_namespace_index(_SIM_NS_URI)
+    return client, client.get_node(f"ns={ns};s=Simulator.Paused"), client.get_node(f"ns={ns};s=Simulator.ValuesWritten")
+
+
+async def _set_paused(node, paused: bool) -> None:
+    from asyncua import ua
+
+    await node.write_value(ua.Variant(paused, ua.VariantType.Boolean))
+
+
+async def _settled_written(node) -> int:
+    """Simulator.ValuesWritten once it stops moving (the server refreshes it every 0.5 s)."""
+    last = int(await node.read_value())
+    for _ in range(20):
+        await asyncio.sleep(0.6)
+        now = int(await node.read_value())
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+async def _run(settings, store, *, lines: int, hz: float, signal_hz: tuple[str, ...], duration_s: float,
+               seed: int, workdir: Path) -> dict:
     import psutil
 
     from connectors.opcua.session import ConnectorSession
-    from connectors.runner import lag_listener
-    from pq.spool import Spool, SpoolDrainer
+    from connectors.runner import spool_name
+    from connectors.tagmap import parse_tagmap
+    from pq.spool import SpoolDrainer, open_spool
 
-    lags: list = []
-    tmp = Path(tempfile.mkdtemp(prefix="pq-bench-connect-"))
-    spool = Spool(tmp / "spool.sqlite", max_bytes=int(settings.spool_max_mb * 2**20),
-                  full_policy=settings.spool_full_policy, fsync=settings.spool_fsync)
-    drainer = SpoolDrainer(spool, store, listeners=(lag_listener("bench", lags),)).start()
-    proc = psutil.Process()
-    rss: list[tuple[float, int]] = []
-    stop = threading.Event()
+    lead_s = 6.0 + 0.15 * lines  # simulator start-up + two subscriptions, before the clock origin
+    origin = datetime.now(timezone.utc) + timedelta(seconds=lead_s)
+    sim = _SimulatorChild(workdir, lines, hz, signal_hz, seed, origin)
+    bare = None
+    control = None
+    try:
+        await asyncio.to_thread(sim.wait_listening, 60)
+        tm_text = bench_tagmap_text(sim.endpoint, lines)
+        tm_path = workdir / "bench-tagmap.toml"
+        tm_path.write_text(tm_text, encoding="utf-8")
+        tm = parse_tagmap(tm_text, str(tm_path))
+        bare = _BareChild(workdir, tm_path)
+        bare_ready = asyncio.ensure_future(asyncio.to_thread(bare.read_json, "subscribing"))
 
-    def sample_rss():
-        while not stop.is_set():
-            rss.append((time.monotonic(), proc.memory_info().rss))
-            stop.wait(0.25)
+        spool = open_spool(settings.model_copy(update={"spool_dir": workdir / "spool"}), spool_name(tm))
+        recorder = _CommitRecorder()
+        drainer = SpoolDrainer(spool, store, listeners=(recorder,)).start()
+        me = psutil.Process()
+        sim_ps = psutil.Process(sim.proc.pid)
+        rss: list[int] = []
+        try:
+            async with ConnectorSession(tm, settings, spool=spool) as session:
+                await session.wait_connected(30)
+                deadline = time.monotonic() + 10
+                while session.samples_total < len(tm.tags) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)  # the initial value of every item
+                ready = await asyncio.wait_for(bare_ready, 30)
+                if "error" in ready:
+                    raise click.ClickException(f"bare asyncua client failed: {ready['error']}")
+                control, paused_node, written_node = await _control_client(sim.endpoint)
+                written0 = int(await written_node.read_value())
+                wait_s = (origin - datetime.now(timezone.utc)).total_seconds()
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                bare.send("mark")
+                cpu0, sim_cpu0 = me.cpu_times(), sim_ps.cpu_times()
+                t0 = time.monotonic()
+                await _set_paused(paused_node, False)
+                # how far source time trails wall time (0 when resumed on time; the lag includes it)
+                offset_ms = (datetime.now(timezone.utc) - origin).total_seconds() * 1000
+                rss.append(me.memory_info().rss)
+                rss_start = rss[0]
+                while time.monotonic() - t0 < duration_s:
+                    await asyncio.sleep(min(0.25, max(0.0, duration_s - (time.monotonic() - t0))))
+                    rss.append(me.memory_info().rss)
+                await _set_paused(paused_node, True)
+                window_s = time.monotonic() - t0
+                cpu1, sim_cpu1 = me.cpu_times(), sim_ps.cpu_times()
+                rss_end = me.memory_info().rss
+                bare.send("report")
+                written = await _settled_written(written_node) - written0
+                # everything written reached the connector, or 3 s without a notification
+                expected = written + len(tm.tags)
+                last_n, last_change = session.samples_total, time.monotonic()
+                while session.samples_total < expected and time.monotonic() - last_change < 3.0:
+                    await asyncio.sleep(0.1)
+                    rss.append(me.memory_info().rss)
+                    if session.samples_total != last_n:
+                        last_n, last_change = session.samples_total, time.monotonic()
+            flushed = await asyncio.to_thread(drainer.flush, 120)
+            rss.append(me.memory_info().rss)
+            dropped = dict(session.dropped)
+            counters = session.counters.as_dict()
+            reconnects = session.reconnects
+        finally:
+            drainer.stop(5)
+            spool.close()
+        bare_result = await asyncio.to_thread(bare.read_json, "reporting")
+        if "error" in bare_result:
+            raise click.ClickException(f"bare asyncua client failed: {bare_result['error']}")
+    finally:
+        if control is not None:
+            try:
+                await asyncio.wait_for(control.disconnect(), 5)
+            except (OSError, asyncio.TimeoutError) as exc:
+                logger.debug("bench control client disconnect: %s", exc)
+        if bare is not None:
+            _stop_child(bare.proc)
+        _stop_child(sim.proc)
 
-    sampler = threading.Thread(target=sample_rss, daemon=True)
-    sampler.start()
-    async with ConnectorSession(tagmap, settings, spool=spool) as session:
-        await session.wait_connected(15)
-        await asyncio.sleep(1.0)
-        initial = session.samples_total
-        await asyncio.to_thread(drainer.flush, 10)
-        lags.clear()
-        cpu0 = proc.cpu_times()
-        t0 = time.monotonic()
-        pub.send("start")
-        await asyncio.sleep(duration_s)
-        written = await asyncio.to_thread(pub.stop_count)
-        await asyncio.sleep(1.0)
-    await asyncio.to_thread(drainer.flush, 60)
-    elapsed = time.monotonic() - t0
-    cpu1 = proc.cpu_times()
-    stop.set()
-    drainer.stop(5)
-    spool.close()
-    from sqlalchemy import text
-
-    with store.engine.connect() as conn:
-        stored = conn.execute(text(
-            "SELECT COUNT(*) FROM samples s JOIN tags t ON t.id = s.tag_id WHERE t.line_id = 'bench-line'")).scalar()
-    all_lags = np.concatenate(lags) if lags else np.zeros(1)
-    mems = [m for _, m in rss]
-    quarter = mems[len(mems) // 4] if mems else 0
+    cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    sim_cpu_s = (sim_cpu1.user - sim_cpu0.user) + (sim_cpu1.system - sim_cpu0.system)
     return {
-        "written": written, "stored": int(stored) - initial, "initial": initial,
-        "rate": (int(stored) - initial) / duration_s,  # same denominator as the bare client
-        "p50_lag_ms": float(np.percentile(all_lags, 50) * 1000), "p99_lag_ms": float(np.percentile(all_lags, 99) * 1000),
-        "cpu_pct": 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / elapsed,
-        "peak_rss_mb": max(mems) / 2**20 if mems else 0.0,
-        "rss_growth_mb": (mems[-1] - quarter) / 2**20 if mems else 0.0,
-        "dropped": sum(session.dropped.values()),
+        "tm": tm, "written": written, "window_s": window_s, "flushed": flushed, "dropped": dropped,
+        "counters": counters, "reconnects": reconnects, "recorder": recorder, "bare": bare_result,
+        "cpu_pct": 100 * cpu_s / window_s, "simulator_cpu_pct": 100 * sim_cpu_s / window_s,
+        "rss_start": rss_start, "rss_end": rss_end, "rss_peak": max(rss), "source_offset_ms": offset_ms,
     }
 
 
+# -- store ---------------------------------------------------------------------------------------
+
+def _count_rows(store) -> tuple[int, int]:
+    """(bench sample rows, of which initial values) in the store."""
+    from sqlalchemy import func, select
+
+    from pq.storage import schema
+
+    s, t = schema.samples, schema.tags
+    bench_tags = select(t.c.id).where(t.c.line_id.like(BENCH_LINE_PREFIX + "%"))
+    with store.engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(s).where(s.c.tag_id.in_(bench_tags))).scalar_one()
+        initial = conn.execute(select(func.count()).select_from(s).where(
+            s.c.tag_id.in_(bench_tags), s.c.status == _INITIAL_STATUS)).scalar_one()
+    return int(total), int(initial)
+
+
+def _delete_bench_rows(store) -> None:
+    """Remove every row the bench wrote (lines ``bench-connect-*`` and the connection's health row)."""
+    from sqlalchemy import delete, or_, select
+
+    from pq.storage import schema as sc
+
+    like = BENCH_LINE_PREFIX + "%"
+    bench_tags = select(sc.tags.c.id).where(sc.tags.c.line_id.like(like))
+    bench_parts = select(sc.parts.c.id).where(sc.parts.c.line_id.like(like))
+    with store.engine.begin() as conn:
+        conn.execute(delete(sc.samples).where(sc.samples.c.tag_id.in_(bench_tags)))
+        conn.execute(delete(sc.part_features).where(sc.part_features.c.part_id.in_(bench_parts)))
+        for table in (sc.parts, sc.inspections, sc.line_events, sc.predictions):
+            conn.execute(delete(table).where(table.c.line_id.like(like)))
+        conn.execute(delete(sc.component_health).where(or_(
+            sc.component_health.c.line_id.like(like),
+            sc.component_health.c.component == f"connector:{BENCH_CONNECTION}")))
+        conn.execute(delete(sc.tags).where(sc.tags.c.line_id.like(like)))
+        conn.execute(delete(sc.lines).where(sc.lines.c.id.like(like)))
+
+
+# -- command -----------------------------------------------------------------------------------------
+
 @click.command()
-@click.option("--tags", "tags", type=int, default=200, show_default=True, help="T: tags published.")
-@click.option("--hz", type=float, default=10.0, show_default=True, help="R: values per tag per second.")
-@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds of publishing per run.")
+@click.option("--lines", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Simulator lines (33 tags each: 11 continuous at --hz, the rest once per cycle).")
+@click.option("--hz", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="R: samples per second of each continuous signal (the simulator's --sample-hz).")
+@click.option("--signal-hz", multiple=True, metavar="NAME=HZ",
+              help="Per-signal rate passed to the simulator (repeatable), e.g. vibration_mm_s=100.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Seconds the simulator publishes.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with the figures.")
-def connect(tags, hz, duration, as_json):
-    """Connector: delivered samples/s, loss, lag vs a bare client."""
-    from connectors.tagmap import parse_tagmap
+def connect(lines, hz, signal_hz, duration, seed, as_json):
+    """Connector vs a bare asyncua client on the line simulator: samples/s, loss, lag, CPU, memory.
+
+    Writes into the configured store (PQ_DATABASE_URL) under line ids bench-connect-N and deletes
+    those rows afterwards.
+    """
     from pq.cli import get_settings, open_store
     from pq.storage import migrate
 
     settings = get_settings()
     store = open_store(check_schema=False)
     migrate.upgrade(store)
-    with store.engine.begin() as conn:  # a fresh run: earlier bench samples would hide loss
-        from sqlalchemy import text
-
-        conn.execute(text("DELETE FROM samples WHERE tag_id IN (SELECT id FROM tags WHERE line_id = 'bench-line')"))
-    pub = _Publisher(tags, hz)
+    _delete_bench_rows(store)  # leftovers of an interrupted run would hide loss
+    workdir = Path(tempfile.mkdtemp(prefix="pq-bench-connect-"))
     try:
-        bare = asyncio.run(_bare(pub.endpoint, tags, pub, duration))
-        tm = parse_tagmap(_tagmap_text(pub.endpoint, tags), "<bench>")
-        ours = asyncio.run(_connector(settings, store, tm, pub, duration))
+        r = asyncio.run(_run(settings, store, lines=lines, hz=hz, signal_hz=tuple(signal_hz), duration_s=duration,
+                             seed=seed, workdir=workdir))
+        stored, initial_rows = _count_rows(store)
     finally:
-        pub.close()
-    loss = ours["written"] - ours["stored"]
+        try:
+            _delete_bench_rows(store)
+        finally:
+            store.dispose()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    tm, rec, bare, window = r["tm"], r["recorder"], r["bare"], r["window_s"]
+    items = len(tm.tags)
+    delivered = stored - initial_rows  # rows of values written in the window
+    bare_received = bare["received_total"] - bare["items"]
+    delivered_rate, bare_rate = delivered / window, bare_received / window
+    loss = r["written"] - delivered
+    dropped = sum(r["dropped"].values())
+    mb = 2 ** 20
     result = {
-        "tags": tags, "hz": hz, "duration_s": duration, "store": store.dialect,
-        "offered_samples_per_s": round(tags * hz, 1),
-        "bare_samples_per_s": round(bare["rate"], 1), "bare_loss": bare["written"] - bare["received"],
-        "samples_per_s": round(ours["rate"], 1), "loss": loss, "dropped": ours["dropped"],
-        "p50_lag_ms": round(ours["p50_lag_ms"], 1), "p99_lag_ms": round(ours["p99_lag_ms"], 1),
-        "cpu_pct": round(ours["cpu_pct"], 1), "peak_rss_mb": round(ours["peak_rss_mb"], 1),
-        "rss_growth_mb": round(ours["rss_growth_mb"], 1),
-        "ratio": round(ours["rate"] / bare["rate"], 3) if bare["rate"] else None,
+        "suite": "connect", "store": store.dialect, "lines": lines, "tags": items, "hz": hz,
+        "duration_s": round(window, 2),
+        "written": r["written"], "offered_samples_per_s": round(r["written"] / window, 1),
+        "delivered_samples_per_s": round(delivered_rate, 1), "bare_samples_per_s": round(bare_rate, 1),
+        "ratio": round(delivered_rate / bare_rate, 3) if bare_rate else None,
+        "loss": loss, "bare_loss": r["written"] - bare_received, "dropped": dropped,
+        "initial_rows": initial_rows, "expected_initial_rows": items,
+        "lag_p50_ms": _pct(rec.lag_s, 50), "lag_p99_ms": _pct(rec.lag_s, 99), "lag_max_ms": _pct(rec.lag_s, 100),
+        "bare_lag_p50_ms": _round(bare["lag_p50_ms"]), "bare_lag_p99_ms": _round(bare["lag_p99_ms"]),
+        "simulator_delay_p99_ms": _pct(rec.sim_delay_s, 99),
+        "source_offset_ms": round(r["source_offset_ms"], 1),
+        "cpu_pct": round(r["cpu_pct"], 1), "bare_cpu_pct": round(bare["cpu_pct"], 1),
+        "simulator_cpu_pct": round(r["simulator_cpu_pct"], 1),
+        "rss_start_mb": round(r["rss_start"] / mb, 1), "rss_end_mb": round(r["rss_end"] / mb, 1),
+        "rss_peak_mb": round(r["rss_peak"] / mb, 1),
+        "reconnects": r["reconnects"], "spool_flushed": r["flushed"],
     }
-    click.echo(f"publisher: {tags} tags x {hz:g} Hz = {tags * hz:,.0f} values/s for {duration:g} s ({store.dialect} store)")
-    click.echo(f"bare asyncua client : {bare['rate']:,.0f} notifications/s, missed {result['bare_loss']}")
-    click.echo(f"pq connector        : {ours['rate']:,.0f} samples/s committed, loss {loss}, dropped {ours['dropped']}")
-    click.echo(f"lag source->commit  : p50 {result['p50_lag_ms']} ms, p99 {result['p99_lag_ms']} ms")
-    click.echo(f"connector process   : CPU {result['cpu_pct']} % of a core, peak RSS {result['peak_rss_mb']} MB, "
-               f"growth after warm-up {result['rss_growth_mb']} MB")
+    growth = (r["rss_end"] - r["rss_start"]) / r["rss_start"]
+    goals = {
+        f"ratio >= {_GOAL_RATIO}": result["ratio"] is not None and result["ratio"] >= _GOAL_RATIO,
+        "loss == 0": loss == 0 and dropped == 0,
+        f"p99 lag < {_GOAL_P99_MS:.0f} ms": result["lag_p99_ms"] is not None and result["lag_p99_ms"] < _GOAL_P99_MS,
+        f"RSS growth < {_GOAL_RSS_GROWTH:.0%}": growth < _GOAL_RSS_GROWTH,
+    }
+    result["goal_met"] = all(goals.values())
+
+    click.echo(f"simulator: {lines} line(s) x {items // lines} tags, continuous signals at {hz:g} Hz, "
+               f"{window:.1f} s at speed 1 -> {r['written']:,} values ({result['offered_samples_per_s']:,.0f}/s); "
+               f"store {store.dialect} ({store.display_url})")
+    click.echo(f"bare asyncua client : {bare_rate:>9,.1f} samples/s, missed {result['bare_loss']}, "
+               f"arrival lag p50 {result['bare_lag_p50_ms']} / p99 {result['bare_lag_p99_ms']} ms, "
+               f"CPU {result['bare_cpu_pct']} %")
+    click.echo(f"pq connector        : {delivered_rate:>9,.1f} samples/s committed, loss {loss}, dropped {dropped}, "
+               f"initial values {initial_rows}/{items}, reconnects {r['reconnects']}")
+    click.echo(f"lag source->commit  : p50 {result['lag_p50_ms']} ms, p99 {result['lag_p99_ms']} ms, "
+               f"max {result['lag_max_ms']} ms (simulator's own write delay p99 {result['simulator_delay_p99_ms']} ms, "
+               f"source clock offset {result['source_offset_ms']} ms)")
+    click.echo(f"connector process   : CPU {result['cpu_pct']} % of a core; RSS start {result['rss_start_mb']} MB, "
+               f"end {result['rss_end_mb']} MB ({growth:+.1%}), peak {result['rss_peak_mb']} MB "
+               f"(simulator CPU {result['simulator_cpu_pct']} %)")
     click.echo(f"ratio (ours / bare) : {result['ratio']}")
+    click.echo("goal (issue 4)      : " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in goals.items()))
+    if not r["flushed"]:
+        click.echo("warning: the spool was not empty after 120 s; loss counts what the store had by then", err=True)
+    if abs(r["source_offset_ms"]) > 100:
+        click.echo(f"warning: the simulator was resumed {r['source_offset_ms']:.0f} ms after its clock origin; "
+                   "the lag includes that offset", err=True)
     if as_json:
         click.echo(json.dumps(result))
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
