@@ -11,11 +11,13 @@ program). One run:
    simulator line and line ids ``bench-connect-N`` (bench rows stay apart from plant lines and are
    deleted before and after the run).
 3. A bare asyncua client (child process) subscribes to the same nodes with the same subscription
-   parameters and only counts notifications: the ceiling.
+   parameters and only counts notifications: the ceiling. The same child resumes and pauses the
+   simulator and reads its ``Simulator.ValuesWritten`` counter over a second connection, so the
+   control requests neither cost the connector CPU nor fail when the connector's process is saturated.
 4. The connector runs in this process as ``pq connect run`` composes it (:class:`ConnectorSession`,
    the spool from settings in a temporary directory, a :class:`SpoolDrainer` into the configured
-   store), so this process's CPU time and RSS are the connector's own (plus a control client that
-   makes five requests and an RSS probe every 0.25 s).
+   store), so this process's CPU time and RSS are the connector's own (plus an RSS probe every
+   0.25 s and the commit listener that records lags in a fixed-size histogram).
 5. Both are subscribed before the clock runs; the simulator publishes for ``--duration`` seconds and
    is paused again. Ground truth is its ``Simulator.ValuesWritten`` counter; each subscribed item
    also delivers one initial value (``UncertainInitialValue``) on subscribe, counted apart.
@@ -88,14 +90,14 @@ class _LagHistogram:
         self.max_ms = 0.0
 
     def percentile_ms(self, q: float) -> float | None:
-        """Upper edge of the bin holding the q-th percentile (so never optimistic by more than 1 ms)."""
+        """Upper edge of the bin holding the q-th percentile, at most the maximum (never optimistic)."""
         n = int(self.counts.sum())
         if n == 0:
             return None
         if q >= 100:
             return round(self.max_ms, 1)
         k = int(np.searchsorted(np.cumsum(self.counts), math.ceil(q / 100 * n)))
-        return float(min(k + 1, self.BINS))
+        return round(min(float(k + 1), self.max_ms), 1)
 
 
 # -- tag map ---------------------------------------------------------------------------------------
@@ -218,6 +220,64 @@ class _BareChild:
         self.proc.stdin.flush()
 
 
+class _Control:
+    """The bench's own client of the simulator: resume, pause, read Simulator.ValuesWritten."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.client = None
+        self._paused = self._written = None
+
+    async def _do(self, what: str, coro):
+        from asyncua import ua
+
+        try:
+            return await coro
+        except (OSError, ConnectionError, asyncio.TimeoutError, ua.UaError) as exc:
+            raise click.ClickException(
+                f"simulator control ({what}) on {self.endpoint} failed: {type(exc).__name__}: {exc}; "
+                "an overloaded simulator stops answering (fewer --lines or a lower --hz)") from None
+
+    async def connect(self) -> None:
+        from asyncua import Client
+
+        self.client = Client(self.endpoint, timeout=30)
+        await self._do("connect", self.client.connect())
+        ns = await self._do("namespace", self.client.get_namespace_index(_SIM_NS_URI))
+        self._paused = self.client.get_node(f"ns={ns};s=Simulator.Paused")
+        self._written = self.client.get_node(f"ns={ns};s=Simulator.ValuesWritten")
+
+    async def set_paused(self, paused: bool) -> None:
+        from asyncua import ua
+
+        await self._do("pause" if paused else "resume",
+                       self._paused.write_value(ua.Variant(paused, ua.VariantType.Boolean)))
+
+    async def written(self) -> int:
+        return int(await self._do("read ValuesWritten", self._written.read_value()))
+
+    async def settled_written(self) -> int:
+        """Simulator.ValuesWritten once it stops moving (the server refreshes it every 0.5 s)."""
+        last = await self.written()
+        for _ in range(20):
+            await asyncio.sleep(0.6)
+            now = await self.written()
+            if now == last:
+                return now
+            last = now
+        return last
+
+    async def close(self) -> None:
+        from asyncua import ua
+
+        if self.client is None:
+            return
+        try:
+            await asyncio.wait_for(self.client.disconnect(), 5)
+        except (OSError, ConnectionError, asyncio.TimeoutError, ua.UaError) as exc:
+            logger.debug("bench control client disconnect: %s", exc)
+
+
 def _bare_main() -> None:
     """Entry of the bare-client child: ``python -c ... TAGMAP``; talks JSON lines on stdin/stdout."""
     logging.basicConfig(level=logging.WARNING)
@@ -300,15 +360,26 @@ async def _bare(tagmap_path: str) -> None:
         deadline = time.monotonic() + 10
         while counts["n"] < items and time.monotonic() < deadline:  # the initial value of every item
             await asyncio.sleep(0.05)
-        print(json.dumps({"items": items, "initial": counts["n"]}), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # "mark": the clock is about to run
-        lags.clear()
-        cpu0, t0 = time.process_time(), time.monotonic()
-        await asyncio.to_thread(sys.stdin.readline)  # "report": the clock has stopped
-        cpu1, t1 = time.process_time(), time.monotonic()
+        control = _Control(conn.endpoint)
+        await control.connect()
+        try:
+            written0 = await control.written()
+            print(json.dumps({"items": items, "initial": counts["n"]}), flush=True)
+            await asyncio.to_thread(sys.stdin.readline)  # "resume"
+            lags.clear()
+            cpu0, t0 = time.process_time(), time.monotonic()
+            await control.set_paused(False)
+            print(json.dumps({"resumed_at": time.time()}), flush=True)
+            await asyncio.to_thread(sys.stdin.readline)  # "pause"
+            await control.set_paused(True)
+            cpu1, t1 = time.process_time(), time.monotonic()
+            print(json.dumps({"paused_at": time.time()}), flush=True)
+            written = await control.settled_written() - written0
+        finally:
+            await control.close()
         while time.monotonic() - counts["last"] < 1.0:  # the last publishes
             await asyncio.sleep(0.05)
-        print(json.dumps({"received_total": counts["n"], "items": items,
+        print(json.dumps({"received_total": counts["n"], "items": items, "written": written,
                           "cpu_pct": 100 * (cpu1 - cpu0) / max(t1 - t0, 1e-9),
                           "lag_p50_ms": lags.percentile_ms(50), "lag_p99_ms": lags.percentile_ms(99)}),
               flush=True)
@@ -318,6 +389,12 @@ async def _bare(tagmap_path: str) -> None:
 
 
 # -- the connector in this process ------------------------------------------------------------------
+
+def _check_child(reply: dict, what: str) -> dict:
+    if "error" in reply:
+        raise click.ClickException(f"bare asyncua client failed at {what}: {reply['error']}")
+    return reply
+
 
 @dataclass
 class _CommitRecorder:
@@ -342,33 +419,6 @@ class _CommitRecorder:
             self.sim_delay.add((sts[has] - ts[has]) / 1e6)
 
 
-async def _control_client(endpoint: str):
-    from asyncua import Client
-
-    client = Client(endpoint, timeout=10)
-    await client.connect()
-    ns = await client.get_namespace_index(_SIM_NS_URI)
-    return client, client.get_node(f"ns={ns};s=Simulator.Paused"), client.get_node(f"ns={ns};s=Simulator.ValuesWritten")
-
-
-async def _set_paused(node, paused: bool) -> None:
-    from asyncua import ua
-
-    await node.write_value(ua.Variant(paused, ua.VariantType.Boolean))
-
-
-async def _settled_written(node) -> int:
-    """Simulator.ValuesWritten once it stops moving (the server refreshes it every 0.5 s)."""
-    last = int(await node.read_value())
-    for _ in range(20):
-        await asyncio.sleep(0.6)
-        now = int(await node.read_value())
-        if now == last:
-            return now
-        last = now
-    return last
-
-
 async def _run(settings, store, *, lines: int, hz: float, signal_hz: tuple[str, ...], duration_s: float,
                seed: int, workdir: Path) -> dict:
     import psutil
@@ -382,7 +432,6 @@ async def _run(settings, store, *, lines: int, hz: float, signal_hz: tuple[str, 
     origin = datetime.now(timezone.utc) + timedelta(seconds=lead_s)
     sim = _SimulatorChild(workdir, lines, hz, signal_hz, seed, origin)
     bare = None
-    control = None
     try:
         await asyncio.to_thread(sim.wait_listening, 60)
         tm_text = bench_tagmap_text(sim.endpoint, lines)
@@ -405,19 +454,17 @@ async def _run(settings, store, *, lines: int, hz: float, signal_hz: tuple[str, 
                 while session.samples_total < len(tm.tags) and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)  # the initial value of every item
                 ready = await asyncio.wait_for(bare_ready, 30)
-                if "error" in ready:
-                    raise click.ClickException(f"bare asyncua client failed: {ready['error']}")
-                control, paused_node, written_node = await _control_client(sim.endpoint)
-                written0 = int(await written_node.read_value())
+                _check_child(ready, "subscribing")
                 wait_s = (origin - datetime.now(timezone.utc)).total_seconds()
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
-                bare.send("mark")
                 cpu0, sim_cpu0 = me.cpu_times(), sim_ps.cpu_times()
                 t0 = time.monotonic()
-                await _set_paused(paused_node, False)
+                bare.send("resume")  # the bare client's process also drives the simulator: see _bare
+                resumed = _check_child(await asyncio.wait_for(asyncio.to_thread(bare.read_json, "resume"), 60),
+                                       "resume")
                 # how far source time trails wall time (0 when resumed on time; the lag includes it)
-                offset_ms = (datetime.now(timezone.utc) - origin).total_seconds() * 1000
+                offset_ms = (resumed["resumed_at"] - origin.timestamp()) * 1000
                 rss.append(me.memory_info().rss)
                 rss_start, rss_mid = rss[0], None
                 while time.monotonic() - t0 < duration_s:
@@ -425,12 +472,16 @@ async def _run(settings, store, *, lines: int, hz: float, signal_hz: tuple[str, 
                     rss.append(me.memory_info().rss)
                     if rss_mid is None and time.monotonic() - t0 >= duration_s / 2:
                         rss_mid = rss[-1]
-                await _set_paused(paused_node, True)
-                window_s = time.monotonic() - t0
+                bare.send("pause")
+                paused = _check_child(await asyncio.wait_for(asyncio.to_thread(bare.read_json, "pause"), 60),
+                                      "pause")
                 cpu1, sim_cpu1 = me.cpu_times(), sim_ps.cpu_times()
+                cpu_window_s = time.monotonic() - t0
+                window_s = paused["paused_at"] - resumed["resumed_at"]
                 rss_end = me.memory_info().rss
-                bare.send("report")
-                written = await _settled_written(written_node) - written0
+                bare_result = _check_child(
+                    await asyncio.wait_for(asyncio.to_thread(bare.read_json, "reporting"), 120), "reporting")
+                written = bare_result["written"]
                 # everything written reached the connector, or 3 s without a notification
                 expected = written + len(tm.tags)
                 last_n, last_change = session.samples_total, time.monotonic()
@@ -447,15 +498,7 @@ async def _run(settings, store, *, lines: int, hz: float, signal_hz: tuple[str, 
         finally:
             drainer.stop(5)
             spool.close()
-        bare_result = await asyncio.to_thread(bare.read_json, "reporting")
-        if "error" in bare_result:
-            raise click.ClickException(f"bare asyncua client failed: {bare_result['error']}")
     finally:
-        if control is not None:
-            try:
-                await asyncio.wait_for(control.disconnect(), 5)
-            except (OSError, asyncio.TimeoutError) as exc:
-                logger.debug("bench control client disconnect: %s", exc)
         if bare is not None:
             _stop_child(bare.proc)
         _stop_child(sim.proc)
@@ -465,8 +508,9 @@ async def _run(settings, store, *, lines: int, hz: float, signal_hz: tuple[str, 
     return {
         "tm": tm, "written": written, "window_s": window_s, "flushed": flushed, "dropped": dropped,
         "counters": counters, "reconnects": reconnects, "recorder": recorder, "bare": bare_result,
-        "cpu_pct": 100 * cpu_s / window_s, "simulator_cpu_pct": 100 * sim_cpu_s / window_s,
-        "rss_start": rss_start, "rss_mid": rss_mid or rss_end, "rss_end": rss_end, "rss_peak": max(rss), "source_offset_ms": offset_ms,
+        "cpu_pct": 100 * cpu_s / cpu_window_s, "simulator_cpu_pct": 100 * sim_cpu_s / cpu_window_s,
+        "rss_start": rss_start, "rss_mid": rss_mid or rss_end, "rss_end": rss_end, "rss_peak": max(rss),
+        "source_offset_ms": offset_ms,
     }
 
 
@@ -520,8 +564,10 @@ def _delete_bench_rows(store) -> None:
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
               help="Seconds the simulator publishes.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
+@click.option("--keep-workdir", is_flag=True, hidden=True,
+              help="Keep the temporary directory (tag map, spool, simulator and bare-client logs) for diagnosis.")
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with the figures.")
-def connect(lines, hz, signal_hz, duration, seed, as_json):
+def connect(lines, hz, signal_hz, duration, seed, keep_workdir, as_json):
     """Connector vs a bare asyncua client on the line simulator: samples/s, loss, lag, CPU, memory.
 
     Writes into the configured store (PQ_DATABASE_URL) under line ids bench-connect-N and deletes
@@ -544,7 +590,10 @@ def connect(lines, hz, signal_hz, duration, seed, as_json):
             _delete_bench_rows(store)
         finally:
             store.dispose()
-            shutil.rmtree(workdir, ignore_errors=True)
+            if keep_workdir:
+                click.echo(f"kept {workdir}", err=True)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
 
     tm, rec, bare, window = r["tm"], r["recorder"], r["bare"], r["window_s"]
     items = len(tm.tags)
