@@ -402,16 +402,12 @@ class _CommitRecorder:
 
     lag: _LagHistogram = field(default_factory=_LagHistogram)
     sim_delay: _LagHistogram = field(default_factory=_LagHistogram)
-    committed: int = 0
-    initial: int = 0
 
     def __call__(self, kind: str, payloads: list, committed_at: float) -> None:
         if kind != "samples":
             return
         for batch in payloads:
             live = batch.status != _INITIAL_STATUS
-            self.committed += len(batch)
-            self.initial += int(len(batch) - live.sum())
             ts = batch.ts_us[live]
             self.lag.add(committed_at - ts / 1e6)
             sts = batch.server_ts_us[live]
