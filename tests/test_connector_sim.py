@@ -262,7 +262,8 @@ class _Outage:
         else:
             import sqlite3
 
-            self._lock = sqlite3.connect(url.database, timeout=30, isolation_level=None)
+            self._lock = sqlite3.connect(url.database, timeout=30, isolation_level=None,
+                                         check_same_thread=False)  # begin and end run in different worker threads
             self._lock.execute("BEGIN EXCLUSIVE")
 
     def end(self) -> None:
