@@ -160,7 +160,7 @@ def _report_scenario(store, scenario: str, endpoint: str) -> None:
 @click.option("--lines", default=2, show_default=True, type=click.IntRange(1, 10), help="Simulated lines.")
 @click.option("--history-days", default=3.0, show_default=True, type=click.FloatRange(3, 30),
               help="Days of history generated for the first model (validation needs 3 production days).")
-@click.option("--sample-hz", default=2.0, show_default=True, type=click.FloatRange(0.5, 50),
+@click.option("--sample-hz", default=1.0, show_default=True, type=click.FloatRange(0.5, 50),
               help="Sample rate of every signal, in history and live (the model sees the same rate).")
 @click.option("--speed", default=2.0, show_default=True, type=click.FloatRange(0.1, 100),
               help="Simulated time per wall-clock second.")
