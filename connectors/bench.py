@@ -617,6 +617,9 @@ def connect(lines, hz, signal_hz, duration, seed, keep_workdir, as_json):
         "rss_start_mb": round(r["rss_start"] / mb, 1), "rss_mid_mb": round(r["rss_mid"] / mb, 1), "rss_end_mb": round(r["rss_end"] / mb, 1),
         "rss_peak_mb": round(r["rss_peak"] / mb, 1),
         "reconnects": r["reconnects"], "spool_flushed": r["flushed"],
+        # values the server discarded from its per-item queue before they reached the connector
+        # (Overflow bit): the connector fell further behind than queue_size values of a tag
+        "server_overflow": r["counters"]["server_overflow"],
     }
     growth = (r["rss_end"] - r["rss_start"]) / r["rss_start"]
     growth_2nd = (r["rss_end"] - r["rss_mid"]) / r["rss_start"]
@@ -635,7 +638,8 @@ def connect(lines, hz, signal_hz, duration, seed, keep_workdir, as_json):
                f"arrival lag p50 {result['bare_lag_p50_ms']} / p99 {result['bare_lag_p99_ms']} ms, "
                f"CPU {result['bare_cpu_pct']} %")
     click.echo(f"pq connector        : {delivered_rate:>9,.1f} samples/s committed, loss {loss}, dropped {dropped}, "
-               f"initial values {initial_rows}/{items}, reconnects {r['reconnects']}")
+               f"initial values {initial_rows}/{items}, reconnects {r['reconnects']}, "
+               f"server queue overflows {result['server_overflow']}")
     click.echo(f"lag source->commit  : p50 {result['lag_p50_ms']} ms, p99 {result['lag_p99_ms']} ms, "
                f"max {result['lag_max_ms']} ms (simulator's own write delay p99 {result['simulator_delay_p99_ms']} ms, "
                f"source clock offset {result['source_offset_ms']} ms)")
