@@ -229,7 +229,7 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
         click.echo("Demo users (demo only; create real ones with `pq users add`):")
         for username, role, password in DEMO_USERS:
             click.echo(f"  {username:<10} password {password:<15} ({role})")
-        click.echo("Switch the simulator's scenario on the Models page (e.g. heatwave). Ctrl-C stops everything.")
+        click.echo("Switch the simulator's scenario on the Conditions page (engineer). Ctrl-C stops everything.")
 
         deadline = time.monotonic() + duration if duration else None
         current = scenario
