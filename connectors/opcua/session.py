@@ -423,18 +423,7 @@ class ConnectorSession:
                 self._burst_open = True
                 self._burst_us = time.time_ns() // 1000
                 asyncio.get_running_loop().call_soon(self._end_burst)
-            i = mi.ClientHandle - 1
-            ts_us, value, status, server_us, text = to_row(mi.Value, self._burst_us, self.counters)
-            n = len(self._b_tag)
-            self._b_tag.append(i)
-            self._b_ts.append(ts_us)
-            self._b_val.append(value)
-            self._b_st.append(status)
-            self._b_sts.append(server_us if server_us is not None else _MISSING)
-            if text is not None:
-                self._b_text[n] = text
-            if i in self._watched:
-                self.assembler.update(i, ts_us, value, status, text)
+            self._append(mi.ClientHandle - 1, *to_row(mi.Value, self._burst_us, self.counters))
         elif type(ev) is StatusChangeEvent:
             status = ev.notification.Status
             logger.warning("connection %s: the server reports subscription status %s", self.name,
@@ -530,19 +519,23 @@ class ConnectorSession:
                         if last_ts.get(i) == ts_us:
                             continue  # unchanged since the last poll: not a new sample
                         last_ts[i] = ts_us
-                        n = len(self._b_tag)
-                        self._b_tag.append(i)
-                        self._b_ts.append(ts_us)
-                        self._b_val.append(value)
-                        self._b_st.append(status)
-                        self._b_sts.append(server_us if server_us is not None else _MISSING)
-                        if text is not None:
-                            self._b_text[n] = text
-                        if i in self._watched:
-                            self.assembler.update(i, ts_us, value, status, text)
+                        self._append(i, ts_us, value, status, server_us, text)
                     if not self._burst_open:
                         self._end_burst()
             await asyncio.sleep(max(0.0, interval_ms / 1000 - (time.monotonic() - started)))
+
+    def _append(self, i: int, ts_us: int, value: float, status: int, server_us: int | None, text: str | None) -> None:
+        """One sample into the current burst (subscription and polling alike), and to part assembly."""
+        n = len(self._b_tag)
+        self._b_tag.append(i)
+        self._b_ts.append(ts_us)
+        self._b_val.append(value)
+        self._b_st.append(status)
+        self._b_sts.append(server_us if server_us is not None else _MISSING)
+        if text is not None:
+            self._b_text[n] = text
+        if i in self._watched:
+            self.assembler.update(i, ts_us, value, status, text)
 
     # -- state, events, health ---------------------------------------------------------------------------
     def _set_state(self, state: str, *, log: bool = True, detail: dict | None = None) -> None:
