@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -150,6 +151,16 @@ def _child_env() -> dict:
     return env
 
 
+def _die_with_parent() -> None:
+    """Child pre-exec: SIGTERM when the bench process dies, even by SIGKILL, so no simulator keeps serving."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux/glibc: the children are still stopped in `finally` on every ordinary exit
+
+
 def _stop_child(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -183,7 +194,7 @@ class _SimulatorChild:
             cmd += ["--signal-hz", item]
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_child_env(),
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
 
     def wait_listening(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -207,7 +218,7 @@ class _BareChild:
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-c", code, str(tagmap_path)], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(),
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
 
     def read_json(self, what: str) -> dict:
         line = self.proc.stdout.readline()  # bounded by the child's own timeouts (it exits on failure)
@@ -276,6 +287,13 @@ class _Control:
             await asyncio.wait_for(self.client.disconnect(), 5)
         except (OSError, ConnectionError, asyncio.TimeoutError, ua.UaError) as exc:
             logger.debug("bench control client disconnect: %s", exc)
+
+
+async def _command(expected: str) -> None:
+    """Wait for the parent's next command; its end of the pipe closing means it is gone: stop."""
+    line = (await asyncio.to_thread(sys.stdin.readline)).strip()
+    if line != expected:
+        raise SystemExit(f"bench bare client: expected {expected!r} from the parent, got {line!r}")
 
 
 def _bare_main() -> None:
@@ -365,12 +383,12 @@ async def _bare(tagmap_path: str) -> None:
         try:
             written0 = await control.written()
             print(json.dumps({"items": items, "initial": counts["n"]}), flush=True)
-            await asyncio.to_thread(sys.stdin.readline)  # "resume"
+            await _command("resume")
             lags.clear()
             cpu0, t0 = time.process_time(), time.monotonic()
             await control.set_paused(False)
             print(json.dumps({"resumed_at": time.time()}), flush=True)
-            await asyncio.to_thread(sys.stdin.readline)  # "pause"
+            await _command("pause")
             await control.set_paused(True)
             cpu1, t1 = time.process_time(), time.monotonic()
             print(json.dumps({"paused_at": time.time()}), flush=True)
