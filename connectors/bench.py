@@ -310,6 +310,7 @@ async def _bare(tagmap_path: str) -> None:
     from asyncua import Client, ua
     from asyncua.common.subscription import Subscription
 
+    from connectors.opcua.session import monitored_item_request
     from connectors.tagmap import load_tagmap
 
     tm = load_tagmap(tagmap_path)
@@ -354,23 +355,9 @@ async def _bare(tagmap_path: str) -> None:
         await sub.init()
         ns = await client.get_namespace_index(_SIM_NS_URI)
         requests = []
-        for i, tag in enumerate(tm.tags):
-            rv = ua.ReadValueId()
-            rv.NodeId = ua.NodeId.from_string(tag.node_id.replace(f"nsu={_SIM_NS_URI};", f"ns={ns};"))
-            rv.AttributeId = ua.AttributeIds.Value
-            mp = ua.MonitoringParameters()
-            mp.ClientHandle = i + 1
-            mp.SamplingInterval = tag.sampling_interval_ms
-            mp.QueueSize = tag.queue_size
-            mp.DiscardOldest = True
-            flt = ua.DataChangeFilter()
-            flt.Trigger = ua.DataChangeTrigger.StatusValueTimestamp
-            mp.Filter = flt
-            mir = ua.MonitoredItemCreateRequest()
-            mir.ItemToMonitor = rv
-            mir.MonitoringMode = ua.MonitoringMode.Reporting
-            mir.RequestedParameters = mp
-            requests.append(mir)
+        for i, tag in enumerate(tm.tags):  # exactly the connector's request, so the ceiling is comparable
+            node = ua.NodeId.from_string(tag.node_id.replace(f"nsu={_SIM_NS_URI};", f"ns={ns};"))
+            requests.append(monitored_item_request(tag, node, i + 1))
         items = 0
         for k in range(0, len(requests), 500):
             results = await sub.create_monitored_items(requests[k:k + 500])

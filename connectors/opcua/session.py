@@ -73,6 +73,31 @@ class Listener(Protocol):
     def on_state(self, connection: str, state: str, detail: dict) -> None: ...
 
 
+def monitored_item_request(tag, node_id: ua.NodeId, handle: int) -> ua.MonitoredItemCreateRequest:
+    """The monitored item pq asks for a tag: its sampling interval, queue size and deadband, oldest
+    value discarded when the server's queue is full (counted through the Overflow bit), and every
+    write reported (StatusValueTimestamp: a value rewritten unchanged with a new source time is a new
+    sample)."""
+    rv = ua.ReadValueId()
+    rv.NodeId = node_id
+    rv.AttributeId = ua.AttributeIds.Value
+    mp = ua.MonitoringParameters()
+    mp.ClientHandle = handle
+    mp.SamplingInterval = tag.sampling_interval_ms
+    mp.QueueSize = tag.queue_size
+    mp.DiscardOldest = True
+    flt = ua.DataChangeFilter()
+    flt.Trigger = ua.DataChangeTrigger.StatusValueTimestamp
+    flt.DeadbandType = _DEADBAND[tag.deadband_type]
+    flt.DeadbandValue = tag.deadband
+    mp.Filter = flt
+    mir = ua.MonitoredItemCreateRequest()
+    mir.ItemToMonitor = rv
+    mir.MonitoringMode = ua.MonitoringMode.Reporting
+    mir.RequestedParameters = mp
+    return mir
+
+
 class ConnectorSession:
     """Runs one tag map's connection until closed.
 
@@ -323,25 +348,7 @@ class ConnectorSession:
         for i, tag in enumerate(self.tags):
             if tag.mode != "subscribe" or i not in nodes:
                 continue
-            rv = ua.ReadValueId()
-            rv.NodeId = nodes[i]
-            rv.AttributeId = ua.AttributeIds.Value
-            mp = ua.MonitoringParameters()
-            mp.ClientHandle = i + 1
-            mp.SamplingInterval = tag.sampling_interval_ms
-            mp.QueueSize = tag.queue_size
-            mp.DiscardOldest = True
-            # StatusValueTimestamp: a value rewritten unchanged with a new source time is a new sample
-            flt = ua.DataChangeFilter()
-            flt.Trigger = ua.DataChangeTrigger.StatusValueTimestamp
-            flt.DeadbandType = _DEADBAND[tag.deadband_type]
-            flt.DeadbandValue = tag.deadband
-            mp.Filter = flt
-            mir = ua.MonitoredItemCreateRequest()
-            mir.ItemToMonitor = rv
-            mir.MonitoringMode = ua.MonitoringMode.Reporting
-            mir.RequestedParameters = mp
-            requests.append(mir)
+            requests.append(monitored_item_request(tag, nodes[i], i + 1))
             req_tags.append(i)
         results = await sub.create_monitored_items(requests) if requests else []
         revised = []
