@@ -73,6 +73,17 @@ class Listener(Protocol):
     def on_state(self, connection: str, state: str, detail: dict) -> None: ...
 
 
+def _read_ids(node_ids: list[ua.NodeId], attribute: int) -> list[ua.ReadValueId]:
+    """One ReadValueId per node for a batched Read of ``attribute``."""
+    out = []
+    for nid in node_ids:
+        rv = ua.ReadValueId()
+        rv.NodeId = nid
+        rv.AttributeId = attribute
+        out.append(rv)
+    return out
+
+
 def monitored_item_request(tag, node_id: ua.NodeId, handle: int) -> ua.MonitoredItemCreateRequest:
     """The monitored item pq asks for a tag: its sampling interval, queue size and deadband, oldest
     value discarded when the server's queue is full (counted through the Overflow bit), and every
@@ -391,14 +402,8 @@ class ConnectorSession:
         # One batched read of the node class tells which node ids do not exist, by name.
         ids = list(nodes)
         if ids:
-            rvs = []
-            for i in ids:
-                rv = ua.ReadValueId()
-                rv.NodeId = nodes[i]
-                rv.AttributeId = ua.AttributeIds.NodeClass
-                rvs.append(rv)
             params = ua.ReadParameters()
-            params.NodesToRead = rvs
+            params.NodesToRead = _read_ids([nodes[i] for i in ids], ua.AttributeIds.NodeClass)
             results = await client.uaclient.read(params)
             for i, dv in zip(ids, results):
                 if dv.StatusCode is not None and not dv.StatusCode.is_good():
@@ -500,14 +505,8 @@ class ConnectorSession:
 
     # -- polling fallback ------------------------------------------------------------------------------
     async def _poll_loop(self, client: Client, group: list[int], nodes: dict[int, ua.NodeId], interval_ms: float):
-        rvs = []
-        for i in group:
-            rv = ua.ReadValueId()
-            rv.NodeId = nodes[i]
-            rv.AttributeId = ua.AttributeIds.Value
-            rvs.append(rv)
         params = ua.ReadParameters()
-        params.NodesToRead = rvs
+        params.NodesToRead = _read_ids([nodes[i] for i in group], ua.AttributeIds.Value)
         params.TimestampsToReturn = ua.TimestampsToReturn.Both
         last_ts: dict[int, int] = {}
         while not self._stopping.is_set():
