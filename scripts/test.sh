@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up what the test suite needs on a fresh Debian/Ubuntu machine, then run it:
-#   the package with its test extras, PostgreSQL's TimescaleDB extension (built from Debian's
+#   pq with its test extras in .venv (scripts/lib/venv.sh), PostgreSQL's TimescaleDB extension (built from Debian's
 #   source package, see scripts/setup-timescaledb.sh), Debian's Chromium for the browser tests.
 # Arguments go to pytest:  scripts/test.sh -k storage -x
 # PostgreSQL tests use PQ_TEST_POSTGRES_URL (default: the local server); each run creates and
@@ -8,11 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
-echo "== installing pq with its test extras"
-$PY -m pip install -q --disable-pip-version-check -e ".[test]"
+# pq and its test extras go into the checkout's own virtual environment (.venv), never the system Python.
+source scripts/lib/venv.sh
+pq_ensure_venv test
 
 if ! command -v chromium >/dev/null 2>&1; then
   echo "== installing Debian's chromium for the browser tests"
@@ -33,7 +33,7 @@ export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}
 
 echo "== pytest"
 set +e
-$PY -m pytest "$@"
+"$PY" -m pytest "$@"
 rc=$?
 set -e
 # 5 = nothing collected (a -k selection that matches no test): not a failure of the code.
