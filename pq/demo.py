@@ -9,7 +9,8 @@ plant runs and this module imports none of connectors, models, ui or simulators:
    → ``pq train`` → ``pq models promote`` (progress shown by each step);
 4. the simulator (``pq simulate serve``), one ``pq edge run`` per line, and ``pq ui``;
 5. prints the address and credentials, forwards scenario changes requested in the UI to the
-   simulator, and on Ctrl-C (or after ``--duration``) stops every child, process group and all.
+   simulator, and on Ctrl-C, SIGTERM or the end of ``--duration`` stops every child, process group
+   and all, within 10 s, and exits 0.
 """
 
 from __future__ import annotations
@@ -41,10 +42,38 @@ def _pq(*args: str) -> list[str]:
     return [sys.executable, "-m", "pq.cli", *args]
 
 
-def _run_step(title: str, *args: str, env: dict) -> None:
+class _StopRequested(Exception):
+    """SIGINT or SIGTERM reached the demo: stop every child, then exit 0."""
+
+
+def _raise_stop(signum, _frame):
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the demo dies, even by SIGKILL (Linux only).
+
+    Every child leads its own process group (so a terminal's Ctrl-C reaches only the demo, which then
+    stops them in order); this keeps a SIGKILLed demo from leaving orphans behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the demo's own stop path still applies
+        pass
+
+
+def _spawn(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(_pq(*args), env=env, start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _run_step(title: str, *args: str, env: dict, children: dict[str, subprocess.Popen]) -> None:
     click.secho(f"\n▶ {title}", bold=True)
     started = time.monotonic()
-    proc = subprocess.run(_pq(*args), env=env)
+    name = f"step pq {args[0]}"
+    children[name] = proc = _spawn(list(args), env)
+    proc.wait()
+    del children[name]
     if proc.returncode != 0:
         raise click.ClickException(f"demo step failed: pq {' '.join(args)} (exit {proc.returncode})")
     click.echo(f"  done in {time.monotonic() - started:.0f} s")
@@ -67,21 +96,50 @@ def _wait_for_port(port: int, timeout_s: float, children: dict) -> None:
     raise click.ClickException(f"nothing answered on port {port} after {timeout_s:.0f} s")
 
 
-def _stop(children: dict[str, subprocess.Popen], grace_s: float = 15.0) -> None:
-    """SIGTERM the UI and edges together, then the simulator they read from; SIGKILL what is stuck."""
-    readers = {n: p for n, p in children.items() if n != "simulator"}
-    for group in (readers, {n: p for n, p in children.items() if n == "simulator"}):
-        for proc in group.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal is still there
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _stop(children: dict[str, subprocess.Popen], grace_s: float = 4.0) -> None:
+    """End every child and every process of its group: readers (UI, edges, a running step) first,
+    then the simulator they read from. SIGTERM, ``grace_s`` to flush and exit, then SIGKILL; at most
+    about 2 x (grace_s + 1) s in all, so a stop request is honoured within 10 s.
+
+    A child's own children share its process group, so waiting on the group (not only its leader)
+    is what leaves no process behind."""
+    readers = [(n, p) for n, p in children.items() if n != "simulator"]
+    sources = [(n, p) for n, p in children.items() if n == "simulator"]
+    for group in (readers, sources):
+        for _, proc in group:
+            _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        for name, proc in group.items():
+        for name, proc in group:
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop within %.0f s: killing it", name, grace_s)
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                logger.warning("%s did not stop within %.0f s of SIGTERM: killing it", name, grace_s)
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None or _group_alive(proc.pid):
+                _signal_group(proc.pid, signal.SIGKILL)
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:  # unkillable (uninterruptible I/O): say so, do not hang
+                logger.error("%s (pid %d) survived SIGKILL", name, proc.pid)
+    children.clear()
 
 
 def _ensure_demo_users(store) -> None:
@@ -186,70 +244,92 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
     env.setdefault("NUMBA_CACHE_DIR", str(Path(settings.data_dir) / "numba-cache"))
     work = Path(settings.data_dir) / "demo"
     work.mkdir(parents=True, exist_ok=True)
-
-    store = Store.open(settings)
-    migrate.upgrade(store)
-    _ensure_demo_users(store)
-
     line_ids = [f"line-{i + 1}" for i in range(lines)]
-    if retrain or not _has_production_model(store):
-        history = work / "history"
-        start = datetime.now(timezone.utc) - timedelta(days=history_days)  # conditions like today's
-        _run_step(f"Generating {history_days:g} days of history for {lines} line(s)", "simulate", "history",
-                  "--days", str(history_days), "--lines", str(lines), "--sample-hz", str(sample_hz),
-                  "--start", start.strftime("%Y-%m-%dT%H:00:00"), "--out", str(history), env=env)
-        _run_step("Loading history into the store", "db", "load", str(history), env=env)
-        _run_step("Computing feature vectors (Numba batch path)", "features", "backfill", env=env)
-        _run_step("Training the environment-aware defect model", "train", "--user", "demo", env=env)
-        _run_step("Promoting it to production", "models", "promote", str(_latest_version(store)),
-                  "--user", "demo", "--reason", "demo: first model", env=env)
-        _run_step("Training a naive model for comparison (process signals only, as pilots do)", "train",
-                  "--kind", "naive", "--user", "demo", env=env)
 
+    children: dict[str, subprocess.Popen] = {}
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    store = None
+    try:
+        store = Store.open(settings)
+        migrate.upgrade(store)
+        _ensure_demo_users(store)
+        if retrain or not _has_production_model(store):
+            _first_models(store, work, lines, history_days, sample_hz, env, children)
+        _start_line(work, line_ids, lines, speed, sample_hz, scenario, port, opcua_port, env, children)
+        _supervise(store, scenario, opcua_port, duration, env, children)
+    except _StopRequested as stop:
+        click.echo(f"\nstopping ({stop}) ...")
+    finally:
+        for sig in previous:  # a second Ctrl-C must not interrupt the stop itself
+            signal.signal(sig, signal.SIG_IGN)
+        _stop(children)
+        if store is not None:
+            store.dispose()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("pq demo stopped.")
+
+
+def _first_models(store, work: Path, lines: int, history_days: float, sample_hz: float, env: dict,
+                  children: dict) -> None:
+    """History -> store -> features -> the production model and a naive one to compare with."""
+    history = work / "history"
+    start = datetime.now(timezone.utc) - timedelta(days=history_days)  # conditions like today's
+    _run_step(f"Generating {history_days:g} days of history for {lines} line(s)", "simulate", "history",
+              "--days", str(history_days), "--lines", str(lines), "--sample-hz", str(sample_hz),
+              "--start", start.strftime("%Y-%m-%dT%H:00:00"), "--out", str(history), env=env, children=children)
+    _run_step("Loading history into the store", "db", "load", str(history), env=env, children=children)
+    _run_step("Computing feature vectors (Numba batch path)", "features", "backfill", env=env, children=children)
+    _run_step("Training the environment-aware defect model", "train", "--user", "demo", env=env, children=children)
+    _run_step("Promoting it to production", "models", "promote", str(_latest_version(store)),
+              "--user", "demo", "--reason", "demo: first model", env=env, children=children)
+    _run_step("Training a naive model for comparison (process signals only, as pilots do)", "train",
+              "--kind", "naive", "--user", "demo", env=env, children=children)
+
+
+def _start_line(work: Path, line_ids: list[str], lines: int, speed: float, sample_hz: float, scenario: str,
+                port: int, opcua_port: int, env: dict, children: dict) -> None:
+    """The simulator, one edge per line and the UI, each in a process group of its own."""
     tagmaps = work / "tagmaps"
     _write_tagmaps(tagmaps, line_ids, opcua_port)
     _write_outputs(tagmaps, line_ids, opcua_port)
+    children["simulator"] = _spawn(
+        ["simulate", "serve", "--lines", str(lines), "--port", str(opcua_port), "--speed", str(speed),
+         "--seed", "1",  # not the history's seed: live parts the model has never seen
+         "--sample-hz", str(sample_hz), "--scenario", scenario], env)
+    _wait_for_port(opcua_port, 120, children)
+    for line_id in line_ids:
+        children[f"edge {line_id}"] = _spawn(
+            ["edge", "run", "--line", line_id, "--tagmap", str(tagmaps / f"{line_id}.toml"),
+             "--outputs", str(tagmaps / f"{line_id}.outputs.toml")], env)
+    children["ui"] = _spawn(["ui", "--port", str(port)], env)
+    _wait_for_port(port, 120, children)
 
-    children: dict[str, subprocess.Popen] = {}
-    try:
-        children["simulator"] = subprocess.Popen(
-            _pq("simulate", "serve", "--lines", str(lines), "--port", str(opcua_port), "--speed", str(speed),
-                "--seed", "1",  # not the history's seed: live parts the model has never seen
-                "--sample-hz", str(sample_hz), "--scenario", scenario), env=env, start_new_session=True)
-        _wait_for_port(opcua_port, 60, children)
-        for line_id in line_ids:
-            children[f"edge {line_id}"] = subprocess.Popen(
-                _pq("edge", "run", "--line", line_id, "--tagmap", str(tagmaps / f"{line_id}.toml"),
-                    "--outputs", str(tagmaps / f"{line_id}.outputs.toml")),
-                env=env, start_new_session=True)
-        children["ui"] = subprocess.Popen(_pq("ui", "--port", str(port)), env=env, start_new_session=True)
-        _wait_for_port(port, 60, children)
+    click.secho(f"\npq demo is running: http://127.0.0.1:{port}/", bold=True, fg="green")
+    click.echo("Demo users (demo only; create real ones with `pq users add`):")
+    for username, role, password in DEMO_USERS:
+        click.echo(f"  {username:<10} password {password:<15} ({role})")
+    click.echo("Switch the simulator's scenario on the Conditions page (engineer). Ctrl-C stops everything.")
 
-        click.secho(f"\npq demo is running: http://127.0.0.1:{port}/", bold=True, fg="green")
-        click.echo("Demo users (demo only; create real ones with `pq users add`):")
-        for username, role, password in DEMO_USERS:
-            click.echo(f"  {username:<10} password {password:<15} ({role})")
-        click.echo("Switch the simulator's scenario on the Conditions page (engineer). Ctrl-C stops everything.")
 
-        deadline = time.monotonic() + duration if duration else None
-        current = scenario
-        endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/pq/sim/"
-        _report_scenario(store, current, endpoint)
-        while deadline is None or time.monotonic() < deadline:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    raise click.ClickException(f"{name} stopped unexpectedly (exit {proc.returncode})")
-            wanted = _requested_scenario(store)
-            if wanted and wanted != current:
-                result = subprocess.run(_pq("simulate", "set-scenario", wanted, "--endpoint", endpoint), env=env)
-                if result.returncode == 0:
-                    click.echo(f"simulator scenario: {current} -> {wanted}")
-                    current = wanted
-                _report_scenario(store, current, endpoint)
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        click.echo("\nstopping ...")
-    finally:
-        _stop(children)
-        store.dispose()
-    click.echo("pq demo stopped.")
+def _supervise(store, scenario: str, opcua_port: int, duration: float | None, env: dict, children: dict) -> None:
+    """Until ``duration`` ends (or a stop signal): watch the children, forward scenario requests."""
+    deadline = time.monotonic() + duration if duration else None
+    current = scenario
+    endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/pq/sim/"
+    _report_scenario(store, current, endpoint)
+    while deadline is None or time.monotonic() < deadline:
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                raise click.ClickException(f"{name} stopped unexpectedly (exit {proc.returncode})")
+        wanted = _requested_scenario(store)
+        if wanted and wanted != current:
+            children["step set-scenario"] = setter = _spawn(
+                ["simulate", "set-scenario", wanted, "--endpoint", endpoint], env)
+            setter.wait()
+            del children["step set-scenario"]
+            if setter.returncode == 0:
+                click.echo(f"simulator scenario: {current} -> {wanted}")
+                current = wanted
+            _report_scenario(store, current, endpoint)
+        time.sleep(1.0)
