@@ -107,9 +107,10 @@ class QueuedOutput:
         """Every part decision; default: ignored."""
 
     def status(self) -> dict:
-        return {"kind": self.kind, "up": self.up, "queued": len(self._q), "delivered": self.delivered,
-                "failures": self.failures, "dropped": self.dropped, "rejected": self.rejected,
-                "last_error": self.last_error}
+        with self._cv:  # one consistent snapshot: a message leaves the queue and is counted at once
+            return {"kind": self.kind, "up": self.up, "queued": len(self._q), "delivered": self.delivered,
+                    "failures": self.failures, "dropped": self.dropped, "rejected": self.rejected,
+                    "last_error": self.last_error}
 
     def close(self, flush_timeout_s: float = 2.0) -> None:
         """Try to deliver what is queued for up to ``flush_timeout_s``, then stop."""
@@ -148,29 +149,34 @@ class QueuedOutput:
             try:
                 self.deliver(msg)
             except PermanentDeliveryError as exc:
-                self._pop(msg)
-                self.rejected += 1
-                self.failures += 1
-                self.last_error = str(exc)
+                with self._cv:
+                    self._pop(msg)
+                    self.rejected += 1
+                    self.failures += 1
+                    self.last_error = str(exc)
                 logger.error("output %s: message refused, dropped: %s", self.describe(), exc)
                 continue
             except Exception as exc:  # noqa: BLE001 - any transport error is retried; counted and logged once
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                if self.up is not False:
+                with self._cv:
+                    self.failures += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    was_up = self.up is not False
+                    self.up = False
+                if was_up:
                     logger.warning("output %s unavailable (%s); retrying with backoff, %d queued",
                                    self.describe(), self.last_error, len(self._q))
-                self.up = False
                 with self._cv:
                     self._cv.wait(timeout=backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
-            self._pop(msg)
-            self.delivered += 1
+            with self._cv:
+                self._pop(msg)
+                self.delivered += 1
+                was_down = self.up is False
+                self.up = True
             backoff = 0.25
-            if self.up is False:
+            if was_down:
                 logger.info("output %s available again", self.describe())
-            self.up = True
 
     def _pop(self, msg: Any) -> None:
         with self._cv:
