@@ -333,9 +333,9 @@ def test_ring_overflow_evicts_oldest_and_flags_the_window():
     assert sf.counters()["too_old"] == 1
 
 
-def test_streaming_vector_p99_under_1ms_20x300():
-    import time
-
+def test_streaming_vector_20x300_equals_batch_and_is_repeatable():
+    """The benchmark's case (20 signals x 300 samples a window), checked for what it computes; its
+    speed (p50/p99 per vector) is a figure of ``pq bench features``, not something a test asserts."""
     fs = synthetic_feature_set(20)
     samples, parts, tags = synthetic_history(4, 20, 300, order="tag", seed=1)
     sf = StreamingFeatures(fs, limits=tags, line_id="line-1", capacity_s=120, max_rate_hz=20)
@@ -343,17 +343,20 @@ def test_streaming_vector_p99_under_1ms_20x300():
     for tag in fs.tags:
         m = (samples["tag"] == tag).to_numpy()
         sf.push_many(tag, ts[m], samples["value"].to_numpy()[m], samples["status"].to_numpy()[m])
-    cs, ce = _ns(parts["cycle_start"])[2], _ns(parts["cycle_end"])[2]
-    ctx = {"ambient_temp_c": 20.0, "shift": "A"}
-    sf.vector(cs, ce, ctx)
-    lat = []
-    for _ in range(500):
-        t0 = time.perf_counter()
-        sf.vector(cs, ce, ctx)
-        lat.append(time.perf_counter() - t0)
-    p50 = np.percentile(lat, 50) * 1e3
-    # 1 ms is the target; the p50 check keeps this robust on a loaded 2-core CI machine
-    assert p50 < 1.0, f"p50 {p50:.3f} ms"
+    names = list(fs.feature_names)
+    X = compute_batch(fs, samples, parts, tags=tags)
+    ctx_cols = [c for c in parts.columns if c not in ("line_id", "serial", "cycle_start", "cycle_end")]
+    k = 2
+    cs, ce = _ns(parts["cycle_start"])[k], _ns(parts["cycle_end"])[k]
+    ctx = {c: parts[c].iloc[k] for c in ctx_cols}
+    v, reason = sf.vector(cs, ce, ctx)
+    _assert_close(np.asarray(v)[None, :], X[names].to_numpy()[k:k + 1], names)
+    assert reason == X["reason"].iloc[k]
+    assert np.isfinite(v).sum() > len(names) // 2, "a mostly empty vector would prove little"
+    for _ in range(50):  # computing a vector reads the buffers, never changes them
+        again, r2 = sf.vector(cs, ce, ctx)
+        np.testing.assert_array_equal(again, v)
+        assert r2 == reason
 
 
 # ---------------------------------------------------------------------------------------------------
