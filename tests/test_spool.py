@@ -108,6 +108,8 @@ def test_full_spool_policies_are_explicit_and_counted(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(SpoolFull):
         block.append("samples", _batch(0, 100))
+    # It really waited for room before refusing: a lower bound on a timed wait, which load can only
+    # make longer (it cannot fail on a busy machine). What it refused is the structural part:
     assert time.monotonic() - t0 >= 0.19
     assert block.stats()["rejected_records"] == 1 and block.depth() == 2
     block.ack(block.peek(1))  # the drainer frees room: appends go through again
@@ -115,7 +117,7 @@ def test_full_spool_policies_are_explicit_and_counted(tmp_path):
     assert block.depth() == 2
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_kill_9_loses_no_acknowledged_append(tmp_path):
     path = tmp_path / "crash.sqlite"
     code = textwrap.dedent(f"""
@@ -130,11 +132,11 @@ def test_kill_9_loses_no_acknowledged_append(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     acked = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # process start and 300 synchronous appends on a busy disk
     while len(acked) < 300 and time.monotonic() < deadline:
         acked.append(int(proc.stdout.readline()))
     proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc.wait(60)
     spool = Spool(path)
     values = set()
     while True:
@@ -144,8 +146,17 @@ def test_kill_9_loses_no_acknowledged_append(tmp_path):
         for r in recs:
             values.update(int(v) for v in r.payload.value)
         spool.ack(recs)
-    assert len(acked) >= 300
+    assert len(acked) >= 300, f"only {len(acked)} appends acknowledged within 120 s"
     assert set(acked) <= values  # every append that returned survived the kill
+
+
+def _wait(pred, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _bad_part_writer_input():
@@ -194,7 +205,7 @@ def outage_db():
 
 
 @pytest.mark.postgres
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(outage_db, tmp_path):
     url, set_available = outage_db
     store = Store.open(load_settings(database_url=url, db_connect_timeout_s=5))
@@ -204,15 +215,15 @@ def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(outage_db,
     spool.append("tags", _tags_record())
     for i in range(20):
         spool.append("samples", _batch(i * 100, 100))
-    assert drainer.flush(20)
+    assert drainer.flush(120), drainer.stats()
     set_available(False)  # the database refuses connections; live ones are terminated
     for i in range(20, 60):
         spool.append("samples", _batch(i * 100, 100))
-        time.sleep(0.02)
-    time.sleep(1.0)
-    assert not drainer.store_available and spool.depth() > 0
+        time.sleep(0.02)  # appends keep coming while the database is away
+    assert _wait(lambda: not drainer.store_available, 60), ("the drainer did not notice the outage", drainer.stats())
+    assert spool.depth() > 0
     set_available(True)
-    assert drainer.flush(30), drainer.stats()
+    assert drainer.flush(120), drainer.stats()
     assert drainer.outages == 1
     drainer.stop(5)
     assert _count(store, "SELECT COUNT(*) FROM samples") == 6000
