@@ -7,7 +7,9 @@ seconds, pauses it again, waits for the last notifications and compares what it 
 server's ``Simulator.ValuesPublished`` counter (loss). The same is measured for a naive server that
 writes each value with ``Node.write_value`` (asyncua's deep-copying path) as the baseline.
 
-Output contract: human-readable lines; with ``--json`` the last stdout line is one JSON object.
+Output contract: human-readable lines; with ``--json`` the last stdout line is one JSON object
+(``suite``, ``loss``, ``ratio`` = ours / naive values/s, the smallest over the points). ``--quick``:
+one line for one second, same path and keys.
 """
 
 from __future__ import annotations
@@ -26,6 +28,24 @@ import click
 from .signals import NAMESPACE_URI, SIGNALS, line_id
 
 _ROOT = Path(__file__).resolve().parent.parent
+
+
+def _quick_option(sizes: dict[str, object]):
+    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win.
+
+    (pq's suites carry the same helper: the simulator imports nothing of pq.)
+    """
+
+    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
+        if quick:  # eager, so it runs first; the other options then read their default from default_map
+            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
+            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
+        return quick
+
+    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
+    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
+                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
+                             "(options given explicitly still win).")
 
 
 def _free_port() -> int:
@@ -133,8 +153,9 @@ def _run_point(lines: int, duration: float, mode: str, publishing_ms: float, sam
 @click.option("--publishing-ms", type=click.FloatRange(min=0), default=100.0, show_default=True,
               help="Subscription publishing interval.")
 @click.option("--sample-hz", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@_quick_option({"--lines": "1", "--duration": 1.0})
 @click.option("--json", "as_json", is_flag=True, help="Last stdout line: one JSON object with the figures.")
-def bench(line_counts, duration, baseline, publishing_ms, sample_hz, as_json):
+def bench(line_counts, duration, baseline, publishing_ms, sample_hz, quick, as_json):
     """Simulator values/s delivered to a subscriber, 1/10/50 lines, against a naive asyncua server."""
     try:
         counts = [int(x) for x in line_counts.split(",") if x.strip()]
@@ -156,12 +177,13 @@ def bench(line_counts, duration, baseline, publishing_ms, sample_hz, as_json):
         if baseline:
             b = _run_point(n, duration, "naive", publishing_ms, sample_hz)
             result[f"naive_values_per_s_{key}"] = round(b["values_per_s"], 1)
-            ratio = r["values_per_s"] / b["values_per_s"] if b["values_per_s"] else float("inf")
+            result[f"naive_loss_{key}"] = b["loss"]
+            ratio = r["values_per_s"] / b["values_per_s"] if b["values_per_s"] else None  # no baseline: no ratio
             ratios.append(ratio)
             click.echo(f"{'':>3}   naive write_value server: {b['values_per_s']:>9,.0f} values/s "
-                       f"(loss {b['loss']}) -> ratio {ratio:.2f}x")
+                       f"(loss {b['loss']}) -> ratio {'n/a' if ratio is None else f'{ratio:.2f}x'}")
     result["loss"] = total_loss
     if ratios:
-        result["ratio"] = round(min(ratios), 2)
+        result["ratio"] = None if None in ratios else round(min(ratios), 2)
     if as_json:
         click.echo(json.dumps(result))
