@@ -11,6 +11,9 @@ subscription delivers them, ~2% of windows with gaps etc. when --messy) it times
 - the streaming path: `StreamingFeatures.vector` for one part at cycle end (p50/p99), back to back
   and paced (1 ms sleep between calls, as the edge calls it after awaiting the cycle-end event).
 Peak memory is the peak RSS above the pre-run level, sampled every 2 ms while each path runs.
+JSON: ``ratio`` = pandas seconds / batch seconds (higher is better); ``*_vs_copy_floor_x`` = batch
+(or kernel) seconds / np.copy seconds (times the floor: lower is better). ``--quick``: a small
+history, same paths and keys.
 Must not import connectors/, models/, ui/ or simulators/.
 """
 
@@ -25,6 +28,21 @@ import click
 import numpy as np
 
 __all__ = ["features", "run_bench"]
+
+
+def _quick_option(sizes: dict[str, object]):
+    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
+
+    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
+        if quick:  # eager, so it runs first; the other options then read their default from default_map
+            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
+            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
+        return quick
+
+    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
+    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
+                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
+                             "(options given explicitly still win).")
 
 
 class _PeakRSS:
@@ -120,8 +138,8 @@ def run_bench(n_parts: int = 2000, n_signals: int = 20, samples_per_part: int = 
         "batch_vectors_s": st_s["vectors"], "batch_path": best["path"],
         "batch_workers": best["counters"].get("workers", 1), "batch_one_worker_s": one_s,
         "batch_regrouped_s": regroup_s, "batch_regrouped_peak_mem_mb": regroup_mb,
-        "copy_floor_s": copy_s, "copy_floor_ratio": batch_s / copy_s,
-        "kernel_copy_floor_ratio": st_s["kernels"] / copy_s, "batch_peak_mem_mb": batch_mb,
+        "copy_floor_s": copy_s, "batch_vs_copy_floor_x": batch_s / copy_s,
+        "kernel_vs_copy_floor_x": st_s["kernels"] / copy_s, "batch_peak_mem_mb": batch_mb,
     }
     echo(f"batch (end to end): {batch_s:.3f} s  {n_parts / batch_s:,.0f} parts/s  "
          f"{n / batch_s / 1e6:,.1f} M samples/s  peak +{batch_mb:,.0f} MB  "
@@ -197,9 +215,10 @@ def run_bench(n_parts: int = 2000, n_signals: int = 20, samples_per_part: int = 
               help="Add bad status, NaN/Inf, gaps and duplicates to the data.")
 @click.option("--no-pandas", is_flag=True, help="Skip the (slow) pandas reference.")
 @click.option("--stream-iters", default=2000, show_default=True, help="Streaming vectors timed.")
+@_quick_option({"--parts": 100, "--signals": 5, "--samples-per-part": 100, "--stream-iters": 200})
 @click.option("--json", "as_json", is_flag=True, help="Last stdout line: one JSON object.")
 def features(n_parts: int, n_signals: int, samples_per_part: int, seed: int, messy: bool,
-             no_pandas: bool, stream_iters: int, as_json: bool) -> None:
+             no_pandas: bool, stream_iters: int, quick: bool, as_json: bool) -> None:
     """Feature windows: batch vs pandas vs np.copy floor, and streaming latency."""
     res = run_bench(n_parts, n_signals, samples_per_part, seed=seed, messy=messy,
                     pandas=not no_pandas, stream_iters=stream_iters, echo=click.echo)
