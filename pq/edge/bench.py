@@ -10,6 +10,12 @@ its commit in the store (spool drainer commit listener).
 
 Reference figure (not a ratio): one line, unloaded, deciding and committing synchronously to the
 store (decide, INSERT, COMMIT) — what a design with the database on the decision path costs at best.
+
+The store is a temporary SQLite file unless a database is configured (``PQ_DATABASE_URL`` or the
+config file); there the bench's rows (lines ``bench-edge-N``) are deleted before and after the run.
+``loss`` = parts decided minus their predictions committed; ``dropped`` = batches the bounded
+queues refused, sink errors and spool drops. ``--quick``: two lines for four seconds, one part per
+second each, the same path and JSON keys.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -28,6 +34,44 @@ import click
 import numpy as np
 
 __all__ = ["edge"]
+
+_LINE_PREFIX = "bench-edge-"  # line ids of bench rows: never a plant line's
+
+
+def _quick_option(sizes: dict[str, object]):
+    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
+
+    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
+        if quick:  # eager, so it runs first; the other options then read their default from default_map
+            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
+            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
+        return quick
+
+    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
+    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
+                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
+                             "(options given explicitly still win).")
+
+
+def _delete_bench_rows(store) -> None:
+    """Every row the edge writes for lines ``bench-edge-*``: decisions, alerts, parts, health, the lines."""
+    from sqlalchemy import delete, or_, select
+
+    from pq.storage import schema as sc
+
+    like = _LINE_PREFIX + "%"
+    parts = select(sc.parts.c.id).where(sc.parts.c.line_id.like(like))
+    alerts = select(sc.alerts.c.id).where(sc.alerts.c.line_id.like(like))
+    tags = select(sc.tags.c.id).where(sc.tags.c.line_id.like(like))
+    with store.engine.begin() as conn:
+        conn.execute(delete(sc.alert_events).where(sc.alert_events.c.alert_id.in_(alerts)))
+        conn.execute(delete(sc.part_features).where(sc.part_features.c.part_id.in_(parts)))
+        conn.execute(delete(sc.samples).where(sc.samples.c.tag_id.in_(tags)))
+        for table in (sc.alerts, sc.predictions, sc.parts, sc.inspections, sc.line_events, sc.alert_kpis, sc.tags):
+            conn.execute(delete(table).where(table.c.line_id.like(like)))
+        conn.execute(delete(sc.component_health).where(or_(
+            sc.component_health.c.line_id.like(like), sc.component_health.c.component.like("edge:" + like))))
+        conn.execute(delete(sc.lines).where(sc.lines.c.id.like(like)))
 
 
 class _BoosterScorer:
@@ -84,35 +128,63 @@ def _pct(a, q):
 @click.option("--seconds", default=30.0, show_default=True, help="Measured duration.")
 @click.option("--cycle-s", default=2.0, show_default=True, help="Machine cycle (one part per cycle per line).")
 @click.option("--at-risk", "at_risk_share", default=0.1, show_default=True, help="Share of parts pushed to at risk.")
+@_quick_option({"--lines": 2, "--seconds": 4.0, "--cycle-s": 1.0})
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
-def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, as_json):
+def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
     """Edge decision and commit latency for L lines x T tags x R Hz."""
+    from pq.cli import get_settings
+    from pq.storage import Store, migrate
+
+    base = get_settings()
+    tmp = Path(tempfile.mkdtemp(prefix="pq-bench-edge-"))
+    configured = "database_url" in base.model_fields_set  # from PQ_DATABASE_URL or the config file
+    db_url = base.database_url if configured else f"sqlite:///{tmp / 'bench.db'}"
+    settings = base.model_copy(update={"database_url": db_url, "edge_flood_limit": 10_000})
+    store = Store.open(settings)
+    try:
+        migrate.upgrade(store)
+        _delete_bench_rows(store)  # an interrupted run's rows would count as this run's predictions
+        result = _run(store, settings, tmp, n_lines=n_lines, n_tags=n_tags, hz=hz, seconds=seconds, cycle_s=cycle_s,
+                      at_risk_share=at_risk_share)
+    finally:
+        try:
+            _delete_bench_rows(store)
+        finally:
+            store.dispose()
+            shutil.rmtree(tmp, ignore_errors=True)
+    click.echo(f"decision latency p50 {result['decision_p50_ms']} ms, p99 {result['decision_p99_ms']} ms (goal < 100); "
+               f"commit p50 {result['commit_p50_ms']} ms, p99 {result['commit_p99_ms']} ms (goal < 1000)")
+    click.echo(f"{result['parts']} parts ({result['at_risk']} at risk), {result['samples_per_s']} samples/s, "
+               f"CPU {result['cpu_pct']} % of one core, RSS {result['rss_mb']} MB, loss {result['loss']}, "
+               f"dropped {result['dropped']}")
+    click.echo(f"reference: one line, unloaded, decide + synchronous store commit p99 "
+               f"{result['baseline_sync_commit_unloaded_p99_ms']} ms (not a like-for-like baseline: no ratio reported)")
+    if as_json:
+        click.echo(json.dumps(result))
+
+
+def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, seconds: float, cycle_s: float,
+         at_risk_share: float) -> dict:
     import psutil
+    from sqlalchemy import func, select
 
     from pq.alerts.playbook import PlaybookLoader
-    from pq.cli import get_settings
     from pq.edge import records
     from pq.edge.interfaces import PartEvent
     from pq.edge.runtime import LineRuntime
     from pq.features import StreamingFeatures, load_feature_set
     from pq.spool import Spool, SpoolDrainer
     from pq.spool.records import SampleBatch
-    from pq.storage import Store, migrate, schema
+    from pq.storage import schema
     from pq.storage.catalog import ensure_line
     from pq.storage.parts import insert_ignore
 
-    base = get_settings()
-    tmp = Path(tempfile.mkdtemp(prefix="pq-bench-edge-"))
-    db_url = base.database_url if os.environ.get("PQ_DATABASE_URL") else f"sqlite:///{tmp / 'bench.db'}"
-    settings = base.model_copy(update={"database_url": db_url, "edge_flood_limit": 10_000})
-    store = Store.open(settings)
-    migrate.upgrade(store)
     records.register()
     fs = load_feature_set()
     scorer = _BoosterScorer(fs, version_id=1)
     spec_tags = list(fs.tags)
     tag_names = (spec_tags + [f"extra_{i}_c" for i in range(max(0, n_tags - len(spec_tags)))])[:n_tags]
-    lines = [f"bench-{i + 1}" for i in range(n_lines)]
+    lines = [f"{_LINE_PREFIX}{i + 1}" for i in range(n_lines)]
     for line in lines:
         ensure_line(store, line)
     spool = Spool(tmp / "edge.sqlite", fsync=settings.spool_fsync)
@@ -211,9 +283,8 @@ def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, as_json):
     decisions = {k: sum(rt.counts[k] for rt in runtimes) for k in ("ok", "at_risk", "not_scored")}
     n_parts = sum(decisions.values())
     with store.engine.connect() as conn:
-        from sqlalchemy import func, select
-
-        stored = conn.execute(select(func.count()).select_from(schema.predictions)).scalar()
+        stored = conn.execute(select(func.count()).select_from(schema.predictions)
+                              .where(schema.predictions.c.line_id.in_(lines))).scalar()
     samples = sum(rt.rings.samples_total for rt in runtimes)
 
     # Baseline: the decision is only "made" once committed synchronously to the store.
@@ -236,8 +307,8 @@ def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, as_json):
         rt.close()
     drainer.stop(10)
     spool.close()
-    result = {
-        "lines": n_lines, "tags": n_tags, "hz": hz, "seconds": round(elapsed, 1),
+    return {
+        "suite": "edge", "lines": n_lines, "tags": n_tags, "hz": hz, "duration_s": round(elapsed, 1),
         "samples_per_s": round(samples / elapsed, 1), "parts": n_parts, "at_risk": decisions["at_risk"],
         "not_scored": decisions["not_scored"],
         "decision_p50_ms": _pct(lat, 50), "decision_p99_ms": ours_p99, "decision_max_ms": _pct(lat, 100),
@@ -247,12 +318,3 @@ def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, as_json):
         "baseline_sync_commit_unloaded_p99_ms": base_p99,
         "store": store.dialect,
     }
-    click.echo(f"decision latency p50 {result['decision_p50_ms']} ms, p99 {ours_p99} ms (goal < 100); "
-               f"commit p50 {result['commit_p50_ms']} ms, p99 {result['commit_p99_ms']} ms (goal < 1000)")
-    click.echo(f"{n_parts} parts ({decisions['at_risk']} at risk), {result['samples_per_s']} samples/s, "
-               f"CPU {result['cpu_pct']} % of one core, RSS {result['rss_mb']} MB, loss {result['loss']}, "
-               f"dropped {dropped_total}")
-    click.echo(f"reference: one line, unloaded, decide + synchronous store commit p99 {base_p99} ms "
-               f"(not a like-for-like baseline: no ratio reported)")
-    if as_json:
-        click.echo(json.dumps(result))
