@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
 from pq.alerts.discipline import AlarmBoard
-from pq.alerts.explain import explain_contributions, fmt_number
+from pq.alerts.explain import (Reading, explain_contributions, fmt_number, fmt_range, fmt_reading, sentence,
+                               title_for)
 from pq.alerts.kpis import compute_kpis, max_in_window, refresh_kpis
 from pq.alerts.playbook import DEFAULT_PLAYBOOK_PATH, PlaybookLoader, load_playbook_file, parse_playbook
 from pq.edge.records import write_alert_events, write_alerts
@@ -173,3 +176,92 @@ def test_explanations_in_operator_words():
                                     "(now 222 °C, normal 231–239 °C)")
     assert items[1]["direction"] == "high" and "11 % above normal" in items[1]["sentence"]
     assert fmt_number(0.12345) == "0.123" and fmt_number(float("nan")) == "–"
+
+
+_S = "for today's conditions"
+
+
+@pytest.mark.parametrize("args, expected", [
+    # the issue's headline: once "0.014 s below normal (now 1.2 s, normal 1.22–1.31 s)"
+    (("Injection time", "s", 1.204, 1.218, 1.31, "low"),
+     f"Injection time 0.014 s below normal {_S} (now 1.204 s, normal 1.218–1.310 s)"),
+    (("Melt temperature", "°C", 231.4, 225.0, 230.0, "high"),
+     f"Melt temperature 1.4 °C above normal {_S} (now 231.4 °C, normal 225.0–230.0 °C)"),
+    (("Melt temperature", "°C", 222.0, 231.0, 239.0, "low"),
+     f"Melt temperature 9 °C below normal {_S} (now 222 °C, normal 231–239 °C)"),
+    (("Hold pressure", "bar", 1234.4, 1000.0, 1200.0, "high"),
+     f"Hold pressure 34 bar above normal {_S} (now 1234 bar, normal 1000–1200 bar)"),
+    (("Vibration", "mm/s", 0.00123, 0.0004, 0.0011, "high"),  # tiny values: no scientific notation
+     f"Vibration 0.00013 mm/s above normal {_S} (now 0.00123 mm/s, normal 0.00040–0.00110 mm/s)"),
+    (("Melt temperature slope", "°C/s", -0.02, -0.01, 0.01, "low"),  # negative bounds: "to", not a dash
+     f"Melt temperature slope 0.010 °C/s below normal {_S} (now -0.020 °C/s, normal -0.010 to 0.010 °C/s)"),
+    # inside the range: the band's width sets the precision; the hint says which side is unusual
+    (("Injection time", "s", 1.30, 1.22, 1.31, "high"),
+     f"Injection time on the high side {_S} (now 1.30 s, normal 1.22–1.31 s)"),
+    (("Humidity", "%", 55.0, 30.0, 60.0, None), f"Humidity unusual {_S} (now 55 %, normal 30–60 %)"),
+    # a hint that contradicts the numbers loses: the words follow the reading
+    (("Cushion", "mm", 9.1, 4.0, 8.0, "low"), f"Cushion 1.1 mm above normal {_S} (now 9.1 mm, normal 4.0–8.0 mm)"),
+    # one-sided ranges
+    (("Cushion", "mm", 3.4, 4.0, None, "low"), f"Cushion 0.6 mm below normal {_S} (now 3.4 mm, normal above 4.0 mm)"),
+    (("Cushion", "mm", 3.25, None, 4.0, "low"), f"Cushion on the low side {_S} (now 3.25 mm, normal below 4.00 mm)"),
+    (("Cushion", "mm", None, 4.0, 8.0, "low"), "Cushion: no value in this cycle"),
+    (("Cushion", "mm", float("nan"), 4.0, 8.0, "low"), "Cushion: no value in this cycle"),
+])
+def test_sentence_numbers_share_one_precision(args, expected):
+    assert sentence(*args) == expected
+
+
+@pytest.mark.timeout(10)
+def test_reading_outside_the_range_reads_outside_and_adds_up():
+    """Over many magnitudes: every number has the same decimals; a reading inside the range prints
+    inside it; one outside by 1 % of the band or more prints outside, with a gap that is the printed
+    difference and within a fifth of the true one; a finer gap prints on the limit, never inside."""
+    rng = random.Random(12)
+    for _ in range(3000):
+        scale = 10.0 ** rng.uniform(-4, 4)
+        lo = rng.uniform(-2, 2) * scale
+        hi = lo + rng.uniform(0.001, 1) * scale
+        value = rng.choice((lo, hi)) + rng.choice((-1, 1)) * rng.uniform(1e-4, 2) * (hi - lo)
+        r = fmt_reading(value, lo, hi)
+        assert len({len(t.split(".")[1]) if "." in t else 0 for t in (r.value, r.lo, r.hi)}) == 1, r
+        v, a, b = Decimal(r.value), Decimal(r.lo), Decimal(r.hi)
+        assert a < b, (lo, hi, r)
+        if lo <= value <= hi:
+            assert r.side is None and a <= v <= b, (value, lo, hi, r)
+            continue
+        gap = lo - value if value < lo else value - hi
+        if gap >= 0.01 * (hi - lo):  # a gap of 1 % of the band or more is always shown
+            assert r.side == ("below" if value < lo else "above"), (value, lo, hi, r)
+            assert Decimal(r.gap) == pytest.approx(Decimal(gap), rel=Decimal("0.21")), (value, lo, hi, r)
+        if r.side == "below":
+            assert value < lo and v < a and Decimal(r.gap) == a - v, (value, lo, hi, r)
+        elif r.side == "above":
+            assert value > hi and v > b and Decimal(r.gap) == v - b, (value, lo, hi, r)
+        else:  # a finer gap: the reading prints on the limit, never inside the range
+            assert v == (a if value < lo else b), (value, lo, hi, r)
+        s = sentence("X", "u", value, lo, hi, None)
+        assert (r.value in s and r.lo in s and r.hi in s), s
+
+
+def test_fmt_reading_edges():
+    assert fmt_reading(None, None, None) == Reading("–", "–", "–", None, None, None)
+    assert fmt_reading(1.5, None, None).value == "1.50"  # a lone number: 3 significant figures
+    assert fmt_reading(-0.0004, -0.001, 0.001).value == "-0.0004"
+    assert fmt_reading(0.00004, -0.01, 0.01).value == "0.000"  # never "-0.000"
+    assert fmt_reading(-0.00004, -0.01, 0.01).value == "0.000"
+    r = fmt_reading(230.05, 225.0, 230.0)  # a gap of exactly 5 in the last decimal
+    assert (r.value, r.hi, r.gap, r.side) == ("230.05", "230.00", "0.05", "above")
+    r = fmt_reading(230.004, 225.0, 230.0)  # 0.08 % of the band: on the limit, not "0.004 above"
+    assert (r.value, r.hi, r.gap, r.side) == ("230.00", "230.00", None, None)
+    assert sentence("Melt temperature", "°C", 230.004, 225.0, 230.0, "high") == (
+        f"Melt temperature on the high side {_S} (now 230.00 °C, normal 225.00–230.00 °C)")
+    assert fmt_range(fmt_reading(5.0, 4.0, 8.0), "mm") == "4.0–8.0 mm"
+    assert fmt_reading(3.25, 4.0, None).value == "3.3" and fmt_reading(-3.25, None, -4.0).value == "-3.3"  # half up
+
+
+def test_title_carries_the_consistent_sentence():
+    pb = load_playbook_file(DEFAULT_PLAYBOOK_PATH)
+    top = explain_contributions([{"signal": "injection_time_s", "contribution": 0.9, "value": 1.204,
+                                  "normal_lo": 1.218, "normal_hi": 1.31}], pb)
+    assert title_for("S42", 0.87, top) == (f"Part S42 at risk (87 %): Injection time 0.014 s below normal {_S} "
+                                           "(now 1.204 s, normal 1.218–1.310 s)")

@@ -37,7 +37,7 @@ import numpy as np
 from sqlalchemy import select
 
 from pq.alerts.discipline import OPEN_STATES, AlarmBoard, Change
-from pq.alerts.explain import explain_contributions, fmt_number, title_for
+from pq.alerts.explain import explain_contributions, fmt_reading, title_for
 from pq.alerts.playbook import PlaybookLoader
 from pq.config import Settings
 from pq.edge.interfaces import PartEvent, Sample, is_bad
@@ -280,8 +280,9 @@ class LineRuntime:
             span = max(hi - lo, abs(hi) * 1e-6, 1e-12)
             if x < lo - m * span or x > hi + m * span:
                 sig = name.split("__")[0]
-                out.append(f"{self._label(sig)} ({name}) is {fmt_number(x)}, outside what the model was trained on "
-                           f"({fmt_number(lo)} to {fmt_number(hi)})")
+                r = fmt_reading(x, lo, hi)  # one precision for the value and the range
+                out.append(f"{self._label(sig)} ({name}) is {r.value}, outside what the model was trained on "
+                           f"({r.lo} to {r.hi})")
         return out
 
     # ------------------------------------------------------------------ connector listener
@@ -411,8 +412,8 @@ class LineRuntime:
         cause = pb.cause_for(signal) if signal else "model"
         action_ctx = {**ctx, "serial": ev.serial, "line_id": self.line_id}
         if top:
-            action_ctx.update(value=fmt_number(top[0]["value"]), normal_lo=fmt_number(top[0]["normal_lo"]),
-                              normal_hi=fmt_number(top[0]["normal_hi"]))
+            r = fmt_reading(top[0]["value"], top[0]["normal_lo"], top[0]["normal_hi"])  # as in the title
+            action_ctx.update(value=r.value, normal_lo=r.lo, normal_hi=r.hi)
         action = pb.action_for(signal or "", top[0]["direction"] if top else None, action_ctx)
         severity = "high" if s.probability >= pb.severity_high else "medium"
         changes = self.board.on_at_risk(
