@@ -14,6 +14,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from plotly.subplots import make_subplots
 
 from pq.alerts import actions
+from pq.alerts.explain import fmt_range, fmt_reading
 from pq.errors import AuthError
 from ui.format import SEVERITY_WORDS, VERDICT_WORDS, ago, clock, number
 from ui.pages import Page
@@ -28,62 +29,77 @@ _STATE_WORDS = {"active": "Waiting for acknowledgement", "acknowledged": "Acknow
                 "shelved": "Shelved", "suppressed": "Suppressed (alarm flood)"}
 
 
+def _reading(e: dict):
+    """The explained signal's value, normal range and gap, one precision for all (as in the title)."""
+    return fmt_reading(e.get("value"), e.get("normal_lo"), e.get("normal_hi"))
+
+
 def _gap_words(e: dict) -> str:
-    value, lo, hi, unit = e.get("value"), e.get("normal_lo"), e.get("normal_hi"), e.get("unit") or ""
-    if value is None or lo is None or hi is None:
+    r, unit = _reading(e), e.get("unit") or ""
+    if r.side is not None:
+        return f"{r.gap} {unit} {r.side} normal".replace("  ", " ")
+    if e.get("value") is None or e.get("normal_lo") is None or e.get("normal_hi") is None:
         return "outside its usual pattern"
-    if value < lo:
-        return f"{number(lo - value)} {unit} below normal".replace("  ", " ")
-    if value > hi:
-        return f"{number(value - hi)} {unit} above normal".replace("  ", " ")
     return "within its normal range, but unusual together with the others"
 
 
 def _why_table(expl: list[dict]):
     rows = [html.Tr([html.Th("Signal"), html.Th("This part"), html.Th("Normal today"), html.Th("")])]
     for e in expl:
+        r, unit = _reading(e), e.get("unit") or ""
         rows.append(html.Tr([
             html.Td(e.get("label") or e.get("signal")),
-            html.Td(number(e.get("value"), e.get("unit") or "")),
-            html.Td(f"{number(e.get('normal_lo'))} - {number(e.get('normal_hi'), e.get('unit') or '')}"),
+            html.Td("-" if e.get("value") is None else f"{r.value} {unit}".strip()),
+            html.Td(fmt_range(r, unit) or "-"),
             html.Td(_gap_words(e), className="pq-gap"),
         ]))
     return html.Table(rows, className="pq-table pq-why", id="detail-why")
 
 
-def _trend_figure(ctx, alert: dict, expl: list[dict]):
-    signals = [e["signal"] for e in expl[:3] if e.get("signal")]
-    if not signals:
+def _trend_figure(ctx, alert: dict, expl: list[dict], part: dict | None):
+    """The explained signals over the previous parts of the line, the normal band for today's
+    conditions shaded, and this part marked (x = parts before this one, 0 = this part)."""
+    shown = [e for e in expl[:3] if e.get("signal")]
+    if not shown:
         return None
-    trend = q.signal_trend(ctx.store, alert["line_id"], signals, until=alert["raised_at"])
-    if not trend["serial"]:
+    # Anchor on the part itself: its cycle_end is on the line's clock, raised_at on the edge's.
+    until = (part or {}).get("cycle_end") or alert["raised_at"]
+    trend = q.signal_trend(ctx.store, alert["line_id"], [e["signal"] for e in shown], until=until)
+    serials = trend["serial"]
+    if not serials:
         return None
-    fig = make_subplots(rows=len(signals), cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=[f"{e.get('label') or e['signal']} ({e.get('unit') or ''})" for e in expl[:3]])
-    x = list(range(-len(trend["serial"]) + 1, 1))
-    for i, e in enumerate(expl[:3], start=1):
+    n = len(serials)
+    flagged = alert["serial"] in serials
+    k = serials.index(alert["serial"]) if flagged else n  # not stored: this part comes after the last shown
+    x = [i - k for i in range(n)]
+    mark_x = 0
+    band_x = [min(x[0], mark_x) - 0.5, max(x[-1], mark_x) + 0.5]
+    titles = []
+    for e in shown:
+        title = f"{e.get('label') or e['signal']} ({e.get('unit') or ''})"
+        if all(v is None for v in trend[e["signal"]]):
+            title += " - no stored values for the parts before"
+        titles.append(title)
+    fig = make_subplots(rows=len(shown), cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=titles)
+    for i, e in enumerate(shown, start=1):
+        values = trend[e["signal"]]
         lo, hi = e.get("normal_lo"), e.get("normal_hi")
         if lo is not None and hi is not None:  # the normal band for today's conditions, shaded
-            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[lo, lo], mode="lines", line={"width": 0},
+            fig.add_trace(go.Scatter(x=band_x, y=[lo, lo], mode="lines", line={"width": 0},
                                      hoverinfo="skip", showlegend=False), row=i, col=1)
-            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[hi, hi], mode="lines", line={"width": 0}, fill="tonexty",
+            fig.add_trace(go.Scatter(x=band_x, y=[hi, hi], mode="lines", line={"width": 0}, fill="tonexty",
                                      fillcolor="rgba(46,125,50,0.22)", name="normal today", hoverinfo="skip",
                                      showlegend=False), row=i, col=1)
-        fig.add_trace(go.Scatter(x=x, y=trend[e["signal"]], mode="lines+markers", name=e.get("label") or e["signal"],
-                                 text=trend["serial"], hovertemplate="part %{text}<br>%{y}<extra></extra>",
+        fig.add_trace(go.Scatter(x=x, y=values, mode="lines+markers", name=e.get("label") or e["signal"],
+                                 text=serials, hovertemplate="part %{text}<br>%{y}<extra></extra>",
                                  line={"color": "#1f4e79", "width": 3}), row=i, col=1)
-        flagged = alert["serial"] in trend["serial"]
-        if flagged:
-            k = trend["serial"].index(alert["serial"])
-            y = trend[e["signal"]][k]
-        else:  # the flagged part's vector is not stored: mark the value from the explanation
-            y = e.get("value")
-        fig.add_trace(go.Scatter(x=[x[-1] if not flagged else x[k]], y=[y], mode="markers", name="this part",
+        y = values[k] if flagged and values[k] is not None else e.get("value")  # else the explanation's value
+        fig.add_trace(go.Scatter(x=[mark_x], y=[y], mode="markers", name="this part",
                                  marker={"color": "#c62828", "size": 18, "symbol": "x"}, showlegend=(i == 1)),
                       row=i, col=1)
-    fig.update_layout(height=220 * len(signals) + 60, margin={"l": 60, "r": 20, "t": 40, "b": 40},
+    fig.update_layout(height=220 * len(shown) + 60, margin={"l": 60, "r": 20, "t": 40, "b": 40},
                       font={"size": 16}, showlegend=False, plot_bgcolor="white")
-    fig.update_xaxes(title_text="parts before this one", row=len(signals), col=1)
+    fig.update_xaxes(title_text="parts before this one", row=len(shown), col=1)
     return fig
 
 
@@ -126,8 +142,8 @@ def layout(ctx, alert_id: str = "", query=None, **_):
                                                         dcc.Link("Back to alerts", href="/alerts", className="pq-btn")])
     now = datetime.now(timezone.utc)
     expl = [e for e in (alert.get("explanation") or []) if isinstance(e, dict)]
-    fig = _trend_figure(ctx, alert, expl)
     part = q.part_context(ctx.store, alert["line_id"], alert["serial"])
+    fig = _trend_figure(ctx, alert, expl, part)
     return html.Div(className="pq-page pq-detail", children=[
         dcc.Store(id="detail-alert-id", data=alert["id"]),
         dcc.Link("< Back to alerts", href="/alerts", className="pq-btn pq-btn-quiet"),

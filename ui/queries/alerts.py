@@ -87,28 +87,36 @@ def part_context(store: Store, line_id: str, serial: str | None) -> dict[str, An
     return dict(row._mapping) if row else None
 
 
+# The feature that stands for a signal's reading, in the order models.scoring picks the value it
+# explains (``_value_feature``): per-cycle actual values such as injection_time_s have only __last.
+_VALUE_FEATURES = ("{s}__mean", "{s}__value", "{s}__last", "ctx__{s}", "{s}")
+
+
 def signal_trend(store: Store, line_id: str, signals: list[str], *, until: datetime, n_parts: int = 60,
                  feature_stat: str = "mean") -> dict[str, list]:
-    """Per-part values of ``signals`` over the last ``n_parts`` parts up to ``until``.
+    """Per-part values of ``signals`` over the last ``n_parts`` parts of the line up to ``until``.
 
-    Values come from the served feature vectors (``part_features``, ``<signal>__<stat>``), the same
-    numbers the model saw. Returns {"serial": [...], "cycle_end": [...], signal: [...]}.
+    ``until`` is a part's own ``cycle_end`` (the line's clock) where the part is known: the edge's
+    decision time runs on another clock. Values come from the served feature vectors
+    (``part_features``, the edge's row preferred over a backfill of the same part), the same
+    numbers the model saw: per signal the first of ``<signal>__<feature_stat>``, ``__mean``,
+    ``__value``, ``__last``, ``ctx__<signal>``, ``<signal>`` that the vectors hold (None where a
+    part's value was NaN). Returns {"serial": [...], "cycle_end": [...], signal: [...]}, oldest first.
     """
     p, f = schema.parts.c, schema.part_features.c
     recent = (select(p.id, p.serial, p.cycle_end).where(p.line_id == line_id, p.cycle_end <= until + timedelta(seconds=1))
               .order_by(p.cycle_end.desc()).limit(n_parts).subquery())
-    stmt = (select(recent.c.serial, recent.c.cycle_end, f.features)
+    stmt = (select(recent.c.serial, recent.c.cycle_end, f.source, f.features)
             .select_from(recent.join(schema.part_features, schema.part_features.c.part_id == recent.c.id))
-            .order_by(recent.c.cycle_end))
-    out: dict[str, list] = {"serial": [], "cycle_end": []} | {s: [] for s in signals}
+            .order_by(recent.c.cycle_end, recent.c.serial))
+    rows: dict[str, tuple] = {}  # serial -> (cycle_end, features), oldest first
     with store.engine.connect() as conn:
-        seen = set()
-        for serial, cycle_end, feats in conn.execute(stmt):
-            if serial in seen:  # several feature-set versions: keep the first
-                continue
-            seen.add(serial)
-            out["serial"].append(serial)
-            out["cycle_end"].append(cycle_end)
-            for s in signals:
-                out[s].append((feats or {}).get(f"{s}__{feature_stat}", (feats or {}).get(s)))
+        for serial, cycle_end, source, feats in conn.execute(stmt):
+            if serial not in rows or source == "edge":  # several feature-set versions: the served one
+                rows[serial] = (cycle_end, feats or {})
+    out: dict[str, list] = {"serial": list(rows), "cycle_end": [r[0] for r in rows.values()]}
+    for s in signals:
+        names = [f"{s}__{feature_stat}"] + [c.format(s=s) for c in _VALUE_FEATURES]
+        key = next((n for n in names if any(n in feats for _, feats in rows.values())), None)
+        out[s] = [None if key is None else feats.get(key) for _, feats in rows.values()]
     return out
