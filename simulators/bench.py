@@ -89,7 +89,10 @@ async def _measure_client(endpoint: str, lines: int, duration: float, publishing
                 received[0] += n
                 last_at[0] = time.monotonic()
 
-    client = Client(endpoint, timeout=30)
+    # asyncua 2.x probes the server every watchdog_intervall (1 s by default) and, without
+    # auto_reconnect, gives the client up when one probe is late: a server that a loaded machine
+    # starves for a second is slow, not gone, and this client has no reconnect to fall back on.
+    client = Client(endpoint, timeout=30, watchdog_intervall=30)
     async with client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         params = ua.CreateSubscriptionParameters(
