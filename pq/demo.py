@@ -193,6 +193,17 @@ def _has_production_model(store) -> bool:
         return conn.execute(select(func.count()).select_from(schema.model_deployments)).scalar() > 0
 
 
+def _next_serial(store) -> int:
+    """One past the highest part number stored, so live parts never reuse a history serial (a
+    reused serial would rewrite that part's record and hide the live one's served features)."""
+    from pq.storage import schema
+
+    with store.engine.connect() as conn:
+        serials = conn.execute(select(schema.parts.c.serial)).scalars()
+        numbers = [int(tail) for tail in (s.rsplit("-", 1)[-1] for s in serials) if tail.isdigit()]
+    return max(numbers, default=0) + 1
+
+
 def _requested_scenario(store) -> str | None:
     """A scenario an engineer asked for on the UI's Conditions page (component_health 'simulator')."""
     from pq.storage import schema
@@ -220,8 +231,10 @@ def _report_scenario(store, scenario: str, endpoint: str) -> None:
               help="Days of history generated for the first model (validation needs 3 production days).")
 @click.option("--sample-hz", default=1.0, show_default=True, type=click.FloatRange(0.5, 50),
               help="Sample rate of every signal, in history and live (the model sees the same rate).")
-@click.option("--speed", default=2.0, show_default=True, type=click.FloatRange(0.1, 100),
-              help="Simulated time per wall-clock second.")
+@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(0.1, 100),
+              help="Simulated time per wall-clock second. Above 1 the line's clock runs ahead of the wall "
+                   "clock, and once it is PQ_INGEST_MAX_FUTURE_S ahead the store refuses its samples "
+                   "(counted): for short runs only.")
 @click.option("--scenario", default="normal", show_default=True, help="Simulator scenario at start.")
 @click.option("--port", default=8050, show_default=True, help="UI port.")
 @click.option("--opcua-port", default=4840, show_default=True, help="Simulator OPC UA port.")
@@ -255,7 +268,8 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
         _ensure_demo_users(store)
         if retrain or not _has_production_model(store):
             _first_models(store, work, lines, history_days, sample_hz, env, children)
-        _start_line(work, line_ids, lines, speed, sample_hz, scenario, port, opcua_port, env, children)
+        _start_line(work, line_ids, lines, speed, sample_hz, scenario, port, opcua_port, _next_serial(store), env,
+                    children)
         _supervise(store, scenario, opcua_port, duration, env, children)
     except _StopRequested as stop:
         click.echo(f"\nstopping ({stop}) ...")
@@ -288,7 +302,7 @@ def _first_models(store, work: Path, lines: int, history_days: float, sample_hz:
 
 
 def _start_line(work: Path, line_ids: list[str], lines: int, speed: float, sample_hz: float, scenario: str,
-                port: int, opcua_port: int, env: dict, children: dict) -> None:
+                port: int, opcua_port: int, first_serial: int, env: dict, children: dict) -> None:
     """The simulator, one edge per line and the UI, each in a process group of its own."""
     tagmaps = work / "tagmaps"
     _write_tagmaps(tagmaps, line_ids, opcua_port)
@@ -296,7 +310,7 @@ def _start_line(work: Path, line_ids: list[str], lines: int, speed: float, sampl
     children["simulator"] = _spawn(
         ["simulate", "serve", "--lines", str(lines), "--port", str(opcua_port), "--speed", str(speed),
          "--seed", "1",  # not the history's seed: live parts the model has never seen
-         "--sample-hz", str(sample_hz), "--scenario", scenario], env)
+         "--sample-hz", str(sample_hz), "--scenario", scenario, "--first-serial", str(first_serial)], env)
     _wait_for_port(opcua_port, 120, children)
     for line_id in line_ids:
         children[f"edge {line_id}"] = _spawn(

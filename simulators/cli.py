@@ -105,6 +105,8 @@ def _serve_options(f):
         click.option("--user", "users", multiple=True, callback=_users, metavar="NAME:PASSWORD",
                      help="Require username/password (repeatable); anonymous is then refused."),
         click.option("--start", callback=_start, default=None, help="Simulated clock origin (ISO, default now)."),
+        click.option("--first-serial", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Number of each line's first part (continue after the serials already stored)."),
         click.option("--restart-every", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
                      help="server-restart scenario: seconds between restarts."),
         click.option("--restart-down", type=click.FloatRange(min=0), default=5.0, show_default=True,
@@ -122,7 +124,7 @@ def _serve_options(f):
 
 
 def _serve(host, port, lines, seed, speed, scenario, sample_hz, signal_hz, label_delay, security, cert_dir, users,
-           start, restart_every, restart_down, paused, write_mode, tag_map, log_level) -> None:
+           start, first_serial, restart_every, restart_down, paused, write_mode, tag_map, log_level) -> None:
     logging.basicConfig(level=getattr(logging, log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log_level != "DEBUG":
         for noisy in ("asyncua", "asyncua.server", "asyncua.uaprotocol"):
@@ -139,7 +141,7 @@ def _serve(host, port, lines, seed, speed, scenario, sample_hz, signal_hz, label
                               sample_hz=sample_hz, signal_hz=signal_hz or None, label_delay=label_delay,
                               security=security, cert_dir=cert_dir, users=users or None, start=start,
                               restart_every_s=restart_every, restart_down_s=restart_down, paused=paused,
-                              write_mode=write_mode)
+                              write_mode=write_mode, first_serial=first_serial)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 

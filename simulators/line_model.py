@@ -264,11 +264,15 @@ class LineModel:
         signal_hz: dict[str, float] | None = None,
         line_index: int | None = None,
         product: str | None = None,
+        first_serial: int = 1,
     ) -> None:
         if sample_hz <= 0:
             raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
         if label_delay < 0:
             raise ValueError(f"label_delay must be >= 0, got {label_delay}")
+        if first_serial < 1:
+            raise ValueError(f"first_serial must be >= 1, got {first_serial}")
+        self.first_serial = int(first_serial)
         self.line_id = line_id
         self.line_index = line_index if line_index is not None else int(line_id.rsplit("-", 1)[-1]) - 1
         self.seed = int(seed)
@@ -313,7 +317,7 @@ class LineModel:
         self._line_ambient_offset = float(np.random.default_rng(base + [6]).uniform(-0.6, 0.6))
 
         self.t_us = 500  # start of the next cycle; every boundary is at .xxx500 s, off any ms sample grid
-        self.index = 0
+        self.index = self.first_serial - 1  # a PLC's part counter carries on across restarts
         self._lat = np.zeros(len(LATENTS))
         self._exc_left = np.zeros(N_EXCURSION_TYPES, dtype=np.int64)
         self._exc_len = np.zeros(N_EXCURSION_TYPES, dtype=np.int64)

@@ -207,7 +207,8 @@ class SimulatorServer:
     start there), ``restart_every_s``/``restart_down_s`` (server-restart scenario), ``paused``
     (start without publishing; write ``Simulator.Paused`` = False or call :meth:`resume`),
     ``write_mode`` ("fast": batched, no per-value deep copy; "naive": ``Node.write_value`` per value,
-    the baseline of the benchmark).
+    the baseline of the benchmark), ``first_serial`` (number of every line's first part: a restarted
+    line carries on counting, so serials never repeat those already stored).
     """
 
     def __init__(
@@ -230,6 +231,7 @@ class SimulatorServer:
         paused: bool = False,
         write_mode: str = "fast",
         endpoint_path: str = "/pq/sim/",
+        first_serial: int = 1,
     ) -> None:
         if lines < 1:
             raise ValueError(f"lines must be >= 1, got {lines}")
@@ -272,6 +274,7 @@ class SimulatorServer:
                 label_delay=label_delay,
                 signal_hz=signal_hz,
                 line_index=i,
+                first_serial=first_serial,
             )
             for i, lid in enumerate(self.line_ids)
         ]

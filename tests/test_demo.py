@@ -39,6 +39,11 @@ def _wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen, lo
     pytest.fail(f"no {what} after {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
 
 
+def _query(db: Path, sql: str):
+    with sqlite3.connect(db, timeout=5) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
 def _scored_parts(db: Path) -> int:
     try:
         with sqlite3.connect(db, timeout=5) as conn:
@@ -64,7 +69,7 @@ class _Demo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PQ_")}
         env |= {"PQ_DATA_DIR": str(home / "var"), "PQ_DATABASE_URL": f"sqlite:///{self.db}",
                 "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(ROOT / "var" / "numba-cache"))}
-        demo_args = ["--lines", "1", "--history-days", "3", "--sample-hz", "1", "--speed", "5",
+        demo_args = ["--lines", "1", "--history-days", "3", "--sample-hz", "1", "--speed", "2",
                      "--port", str(self.ui_port), "--opcua-port", str(self.opcua_port), *args]
         if script:  # the README's first command, in the virtual environment it made (this one)
             env["PQ_VENV"] = sys.prefix
@@ -175,6 +180,13 @@ def test_demo_end_to_end_and_ctrl_c(demo_home):
         # the edge wrote its verdict to the simulated PLC's quality gate (OPC UA write-back)
         serial = demo.wait_for(lambda: asyncio.run(_gate_serial(demo.opcua_port)), 120, "quality-gate write")
         assert re.fullmatch(r"L1-\d{6}", serial), serial
+        # live parts carry on from the history's serials, so each keeps its own record and the vector
+        # the model saw is stored as served (a reused serial rewrote a history part and lost it)
+        history_max = _query(demo.db, "SELECT max(p.serial) FROM parts p JOIN part_features f "
+                                      "ON f.part_id = p.id WHERE f.source = 'backfill'")
+        assert serial > history_max, (serial, history_max)
+        demo.wait_for(lambda: _query(demo.db, "SELECT count(*) FROM part_features WHERE source = 'edge'"), 120,
+                      "served feature vector in the store")
         password = dict((u, p) for u, _, p in DEMO_USERS)["operator"]
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -120,8 +120,15 @@ def write_part_features(store: Store, payloads: list[dict]) -> int:
                 "part_id": ids[(p["line_id"], p["serial"])], "feature_set_version": p["feature_set_version"],
                 "source": "edge", "features": p["features"], "reason": p.get("reason") or None,
                 "computed_at": p.get("computed_at") or now}
-        conn.execute(insert_ignore(store, schema.part_features, ["part_id", "feature_set_version"]),
-                     list(rows.values()))
+        # What the model saw replaces a backfilled vector of the same part (the backfill keeps an edge
+        # row, pq/features/backfill.py); an edge row already stored stays, so a spool replay is a no-op.
+        fn = pg_insert if store.dialect == "postgresql" else sqlite_insert
+        stmt = fn(schema.part_features)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["part_id", "feature_set_version"],
+            set_={c: stmt.excluded[c] for c in ("source", "features", "reason", "computed_at")},
+            where=schema.part_features.c.source != "edge")
+        conn.execute(stmt, list(rows.values()))
     return len(rows)
 
 
