@@ -100,6 +100,10 @@ class PlantServer:
 
 
 def tagmap_text(endpoint: str, extra_conn: str = "") -> str:
+    """The plant's tag map. keepalive_s 5: asyncua recreates a subscription silent for 1.5 x keep-alive
+    (at least 1 s), and a CPU-starved test process (server and client in one event loop) can look
+    silent that long although the publish responses are waiting in the socket; recreating then
+    drops them. A stopped server is noticed by its closed connection, not by keep-alives."""
     tags = [("temp", "melt_temp_c", "process"), ("pressure", "hold_pressure_bar", "process"),
             ("lot", "material_lot", "context"), ("serial", "part_serial", "part_event"),
             ("end", "cycle_end_time", "part_event"), ("insp_serial", "inspection_serial", "label"),
@@ -113,7 +117,7 @@ name = "plant"
 endpoint = "{endpoint}"
 line_id = "line-1"
 publishing_interval_ms = 50
-keepalive_s = 0.5
+keepalive_s = 5.0
 {extra_conn}
 
 {body}
