@@ -47,23 +47,23 @@ def running_ui(database_url: str, data_dir: Path, log_path: Path, extra_env: dic
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 120  # process start (Dash, pandas, LightGBM imports) on a busy runner
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"pq ui exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(base + "/healthz", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"pq ui did not answer within 40 s: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"pq ui did not answer within 120 s: {log_path.read_text()[-2000:]}")
             time.sleep(0.2)
         yield base
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -75,7 +75,7 @@ def login(page, base: str, username: str) -> None:
     page.fill("#login-username", username)
     page.fill("#login-password", PASSWORDS[username])
     page.click("#login-submit")
-    page.wait_for_selector("#shell-user", timeout=15_000)
+    page.wait_for_selector("#shell-user", timeout=60_000)  # generous: a loaded runner renders slowly
 
 
 def shot(page, name: str) -> None:

@@ -41,6 +41,20 @@ class Recorder:
         return self.values[spec.node_id_string(line)]
 
 
+async def _until(pred, timeout_s: float, what: str) -> None:
+    """Wait until ``pred()`` (a plain or async callable) holds; generous timeouts, a failure names ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ok = pred()
+        if asyncio.iscoroutine(ok):
+            ok = await ok
+        if ok:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
 async def _subscribe_all(client: Client, sim: SimulatorServer, rec: Recorder, period_ms: float = 50):
     sub = await client.create_subscription(period_ms, rec)
     nodes = [client.get_node(sim.node_id(line, s.name)) for line in sim.line_ids for s in SIGNALS]
@@ -48,7 +62,7 @@ async def _subscribe_all(client: Client, sim: SimulatorServer, rec: Recorder, pe
     return sub
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_browse_subscribe_parts_inspections_and_exactly_once():
     async def main():
         async with SimulatorServer(lines=2, seed=7, speed=60, port=0, start=START, label_delay=3,
@@ -75,11 +89,25 @@ def test_browse_subscribe_parts_inspections_and_exactly_once():
                     [client.get_node(sim.node_id(line, t)) for line in sim.line_ids
                      for t in ("inspection_result", "defect_code", "inspection_serial")],
                     mfilter=ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp))
-                await asyncio.sleep(0.3)  # initial values (no source timestamp yet)
+                n_nodes = len(sim.line_ids) * len(SIGNALS)
+                await _until(lambda: len(rec.values) == n_nodes and len(every.values) == 3 * len(sim.line_ids),
+                             60, "an initial value (no source timestamp yet) of every node")
                 sim.resume()
-                await sim.wait_parts(12, timeout=40)
+                await sim.wait_parts(12, timeout=120)
                 sim.pause()
-                await asyncio.sleep(0.6)  # last publish
+                labels = ("inspection_result", "defect_code", "inspection_serial")
+
+                def delivered() -> bool:  # the last publish: every value the server counts has arrived
+                    pub, wr = sim.published_counts(), sim.written_counts()
+                    return all(sum(1 for dv in rec.of(line, s.name) if dv.SourceTimestamp) == pub[(line, s.name)]
+                               for line in sim.line_ids for s in SIGNALS) and \
+                        all(sum(1 for dv in every.of(line, t) if dv.SourceTimestamp) == wr[(line, t)]
+                            for line in sim.line_ids for t in labels)
+
+                try:
+                    await _until(delivered, 60, "every published value received")
+                except AssertionError:
+                    pass  # the checks below name the node that is short
                 await sub.delete()
                 counts = sim.published_counts()
                 written = sim.written_counts()
@@ -118,7 +146,7 @@ def test_browse_subscribe_parts_inspections_and_exactly_once():
     assert len(gt) >= 24
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_live_data_equals_history_for_the_same_seed():
     async def main():
         # paused until the subscription is in place: at speed 80 the first values would otherwise
@@ -128,8 +156,10 @@ def test_live_data_equals_history_for_the_same_seed():
                 rec = Recorder()
                 await _subscribe_all(client, sim, rec)
                 sim.resume()
-                await sim.wait_parts(4, timeout=40)
-                await asyncio.sleep(0.3)
+                await sim.wait_parts(4, timeout=120)
+                # the 4th serial is written after its cycle's values: with it, everything before is in
+                await _until(lambda: sum(1 for dv in rec.of("line-1", "part_serial") if dv.Value.Value) >= 4, 60,
+                             "the first 4 part serials received")
         return rec
 
     rec = asyncio.run(main())
@@ -147,7 +177,7 @@ def test_live_data_equals_history_for_the_same_seed():
     assert live_serials == hist.parts.serial.head(len(live_serials)).tolist()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_scenario_switch_live_and_bad_status_codes():
     async def main():
         async with SimulatorServer(lines=2, seed=3, speed=60, port=0) as sim:
@@ -155,24 +185,31 @@ def test_scenario_switch_live_and_bad_status_codes():
                 ns = sim.namespace_index
                 scen = client.get_node(f"ns={ns};s=Simulator.Scenario")
                 await scen.write_value(ua.Variant("bad-quality", ua.VariantType.String))
-                await asyncio.sleep(0.3)
-                assert sim.scenario == "bad-quality"
+                await _until(lambda: sim.scenario == "bad-quality", 60, "the scenario write applied")
                 # a bad name is refused: the method raises, a plain write is rolled back
                 with pytest.raises(ua.UaStatusCodeError):
                     await client.get_node(f"ns={ns};s=Simulator").call_method(
                         f"{ns}:SetScenario", ua.Variant("sunny", ua.VariantType.String))
                 await scen.write_value(ua.Variant("sunny", ua.VariantType.String))
-                await asyncio.sleep(0.3)
-                assert sim.scenario == "bad-quality" and await scen.read_value() == "bad-quality"
+                async def rolled_back() -> bool:
+                    return await scen.read_value() == "bad-quality"
+
+                await _until(rolled_back, 60, "the refused write rolled back")
+                assert sim.scenario == "bad-quality"
                 # per-line override
                 await client.get_node(f"ns={ns};s=line-2.Scenario").write_value(
                     ua.Variant("heatwave", ua.VariantType.String))
-                await asyncio.sleep(0.3)
-                assert sim.line_scenario("line-2") == "heatwave" and sim.line_scenario("line-1") == "bad-quality"
+                await _until(lambda: sim.line_scenario("line-2") == "heatwave", 60, "the per-line override applied")
+                assert sim.line_scenario("line-1") == "bad-quality"
                 rec = Recorder()
                 await _subscribe_all(client, sim, rec)
-                await sim.wait_parts(8, timeout=40)
-                await asyncio.sleep(0.3)
+                await sim.wait_parts(8, timeout=120)
+
+                def seen_bad_and_good() -> bool:
+                    statuses = {dv.StatusCode.value for dv in rec.of("line-1", "vibration_mm_s")}
+                    return ua.StatusCodes.BadSensorFailure in statuses and 0 in statuses
+
+                await _until(seen_bad_and_good, 60, "line-1's vibration sensor both failing and good")
                 sim.set_scenario("normal")
                 assert sim.line_scenario("line-2") == "normal"
         return rec
@@ -185,7 +222,7 @@ def test_scenario_switch_live_and_bad_status_codes():
     assert {dv.StatusCode.value for dv in rec.of("line-2", "vibration_mm_s")} == {0}  # line-2 runs heatwave
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_thousands_of_items_and_abrupt_disconnect():
     async def main():
         async with SimulatorServer(lines=30, seed=1, speed=1, port=0) as sim:
@@ -197,12 +234,12 @@ def test_thousands_of_items_and_abrupt_disconnect():
             for _ in range(3):
                 for k in range(0, len(nodes), 500):
                     await sub.subscribe_data_change(nodes[k:k + 500])
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # serve them a while
             rude.uaclient.protocol.transport.abort()
             await asyncio.sleep(0.5)
             before = sim.stats()["values_written"]
-            await asyncio.sleep(1.5)
-            assert sim.stats()["values_written"] > before + 1000
+            await _until(lambda: sim.stats()["values_written"] > before + 1000, 60,
+                         "the line producing on after the abrupt disconnect")
             async with Client(sim.endpoint) as client:  # still serving
                 v = await client.get_node(sim.node_id("line-30", "melt_temp_c")).read_value()
                 assert 200 < v < 280
@@ -210,24 +247,30 @@ def test_thousands_of_items_and_abrupt_disconnect():
     asyncio.run(main())
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_restart_comes_back_on_the_same_endpoint():
     async def main():
         async with SimulatorServer(lines=1, seed=1, speed=40, port=0) as sim:
-            await sim.wait_parts(2, timeout=30)
+            await sim.wait_parts(2, timeout=120)
             port = sim.port
             async with Client(sim.endpoint) as client:
                 first = await client.get_node(sim.node_id("line-1", "part_serial")).read_value()
-            task = asyncio.create_task(sim.restart(down_s=1.5))
-            await asyncio.sleep(0.5)
-            assert not sim.is_up
-            with pytest.raises((OSError, asyncio.TimeoutError, ConnectionError, ua.UaError)):
-                async with Client(sim.endpoint, timeout=1):
-                    pass
+            task = asyncio.create_task(sim.restart(down_s=3.0))
+            await _until(lambda: not sim.is_up, 30, "the endpoint going down")
+            refused = None
+            while refused is None and not task.done():  # until the listener is really closed
+                try:
+                    async with Client(sim.endpoint, timeout=1):
+                        pass
+                except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as exc:
+                    refused = exc
+                else:
+                    await asyncio.sleep(0.05)
+            assert refused is not None, "the endpoint kept answering during the restart"
             await task
             assert sim.is_up and sim.port == port
             n = len(sim.ground_truth())
-            await sim.wait_parts(n + 2, timeout=30)
+            await sim.wait_parts(n + 2, timeout=120)
             async with Client(sim.endpoint) as client:
                 later = await client.get_node(sim.node_id("line-1", "part_serial")).read_value()
             assert later > first
@@ -250,7 +293,7 @@ def _client_cert(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_security_encrypt_with_password(tmp_path):
     cert, key = _client_cert(tmp_path)
 
@@ -284,7 +327,7 @@ def test_security_encrypt_with_password(tmp_path):
     asyncio.run(main())
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_python_m_simulators_serves_in_a_subprocess(tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -297,19 +340,24 @@ def test_python_m_simulators_serves_in_a_subprocess(tmp_path):
 
         async def read():
             async with Client(f"opc.tcp://127.0.0.1:{port}/pq/sim/") as c:
-                await asyncio.sleep(1.5)
-                return await c.get_node("ns=2;s=line-2.InjectionUnit.melt_temp_c").read_value()
+                node = c.get_node("ns=2;s=line-2.InjectionUnit.melt_temp_c")
+
+                async def written() -> bool:  # the initial value has no source timestamp
+                    return (await node.read_data_value(raise_on_bad_status=False)).SourceTimestamp is not None
+
+                await _until(written, 60, "a first melt temperature written on line-2")
+                return await node.read_value()
 
         assert 200 < asyncio.run(read()) < 280
         # the same port again is a clear one-line error
         busy = subprocess.run([sys.executable, "-m", "simulators", "--port", str(port)], capture_output=True,
-                              text=True, env=env, timeout=30)
+                              text=True, env=env, timeout=120)
         assert busy.returncode != 0 and "Traceback" not in busy.stderr and str(port) in busy.stderr
         assert "line-2.Cycle.part_serial" in (tmp_path / "tags.csv").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            assert proc.wait(20) == 0
+            assert proc.wait(60) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -62,6 +62,7 @@ def test_scenario_switch_is_for_engineers_and_audited(sqlite_store, tmp_path):
     with running_ui(url, tmp_path / "var", tmp_path / "ui.log") as base, playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)  # waits, not sleeps: generous for a loaded runner
         login(page, base, "eng")
         page.goto(base + "/conditions")
         page.wait_for_selector("#conditions-scenario-text")
@@ -71,6 +72,7 @@ def test_scenario_switch_is_for_engineers_and_audited(sqlite_store, tmp_path):
 
         # an operator replaying the same callback with a valid session and CSRF token is refused
         op = browser.new_page()
+        op.set_default_timeout(60_000)
         login(op, base, "op")
         csrf = next(c["value"] for c in op.context.cookies() if c["name"] == "_csrf_token")
         deps = op.request.get(base + "/_dash-dependencies").json()
