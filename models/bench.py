@@ -131,9 +131,11 @@ def _contexts(scorer, X, meta) -> list[dict]:
 @click.option("--train-parts", default=20_000, show_default=True, help="Parts the model is trained on.")
 @click.option("--parts", "n_score", default=10_000, show_default=True,
               help="Parts scored for throughput (the first 3,000 also for latency).")
-@_quick_option({"--features": 50, "--train-parts": 2000, "--parts": 500})
+@click.option("--threads", default=2, show_default=True,
+              help="LightGBM threads for training and the batch figure (one part at a time always uses 1).")
+@_quick_option({"--features": 50, "--train-parts": 2000, "--parts": 500, "--threads": 1})
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
-def score(n_features, train_parts, n_score, quick, as_json):
+def score(n_features, train_parts, n_score, threads, quick, as_json):
     """Scoring one part with explanations: p50/p99 latency, and throughput for 10k parts."""
     from models.dataset import apply_baseline
     from models.scoring import Scorer
@@ -141,7 +143,7 @@ def score(n_features, train_parts, n_score, quick, as_json):
 
     ds = _frame(train_parts + n_score, n_features, seed=3, cycle_s=_cycle_s(train_parts))
     train_ds, test = ds.subset(np.arange(len(ds)) < train_parts), ds.subset(np.arange(len(ds)) >= train_parts)
-    out = train_frames(train_ds, TrainConfig(feature_set_version="bench", seed=1))
+    out = train_frames(train_ds, TrainConfig(feature_set_version="bench", n_threads=threads, seed=1))
     scorer = Scorer.from_bytes(out.artifact())
     test_X = apply_baseline(test.X, test.meta, scorer.baseline)  # the deviations as the artifact computes them
     vectors = test_X[scorer.feature_names].to_dict("records")
@@ -172,7 +174,8 @@ def score(n_features, train_parts, n_score, quick, as_json):
     t0 = time.perf_counter()
     scorer.score_frame(test_X)
     batch_s = time.perf_counter() - t0
-    fig = {"suite": "score", "features": len(scorer.feature_names), "frame_features": int(ds.X.shape[1]), "trees": out.card["training"]["trees"],
+    fig = {"suite": "score", "features": len(scorer.feature_names), "frame_features": int(ds.X.shape[1]),
+           "threads": threads, "trees": out.card["training"]["trees"],
            "score_p50_ms": round(_pct(lat_p, 50), 3), "score_p99_ms": round(_pct(lat_p, 99), 3),
            "explain_p50_ms": round(_pct(lat_e, 50), 3), "explain_p99_ms": round(_pct(lat_e, 99), 3),
            "bare_lightgbm_explain_p99_ms": round(_pct(bare, 99), 3),
