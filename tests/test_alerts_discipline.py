@@ -164,6 +164,22 @@ def test_playbook_syntax_error_keeps_previous(tmp_path, caplog):
 
 
 @pytest.mark.timeout(10)
+def test_playbook_file_caught_empty_while_being_saved_keeps_previous(tmp_path):
+    """An editor saving in place truncates the file, then writes it: a reload in between sees an
+    empty (valid) TOML file, which must not replace the playbook with no labels and no actions."""
+    f = tmp_path / "pb.toml"
+    f.write_text("[signals.mould_temp_c]\nlabel = 'Mould temperature'\n")
+    loader = PlaybookLoader(f)
+    f.write_text("")
+    assert loader.reload() is False
+    assert loader.current.label_for("mould_temp_c") == "Mould temperature"
+    assert "empty" in loader.error and "keeping" in loader.error
+    f.write_text("[signals.mould_temp_c]\nlabel = 'Mould temp (zone 2)'\n")
+    assert loader.reload() and loader.error is None
+    assert loader.current.label_for("mould_temp_c") == "Mould temp (zone 2)"
+
+
+@pytest.mark.timeout(10)
 def test_explanations_in_operator_words():
     pb = load_playbook_file(DEFAULT_PLAYBOOK_PATH)
     items = explain_contributions([

@@ -271,7 +271,9 @@ class PlaybookLoader:
     """Keeps the current playbook; a failed reload keeps the previous one and says why, once.
 
     ``latest_stored`` returns (version id, TOML text) of the newest stored playbook or None; it
-    is called off the decision path. The stored version wins over the file.
+    is called off the decision path. The stored version wins over the file. An empty file is not
+    adopted (it is valid TOML, but what a reload sees while an editor saves in place: truncated,
+    not yet written); the previous playbook stays and the status says so.
     """
 
     def __init__(self, path: Path | None = None,
@@ -317,9 +319,15 @@ class PlaybookLoader:
         self._seen = key
         try:
             if text is None:
-                pb = load_playbook_file(self.path)
-            else:
-                pb = parse_playbook(text, source=source)
+                try:
+                    text = self.path.read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise ConfigError(f"playbook {self.path}: cannot read ({exc.strerror})") from None
+                if not text.strip():
+                    self.error = f"playbook {self.path}: the file is empty (being saved?); keeping {self.current.source}"
+                    logger.warning("%s", self.error)
+                    return False
+            pb = parse_playbook(text, source=source)
         except ConfigError as exc:
             self.error = f"{exc}; keeping {self.current.source}"
             logger.error("%s", self.error)
