@@ -79,7 +79,10 @@ class OpcUaWriteBack(QueuedOutput):
     async def _connect(self):
         from asyncua import Client
 
-        client = Client(self.endpoint, timeout=self.timeout_s)
+        # asyncua's watchdog probes the server every watchdog_intervall s with that as its timeout
+        # (default 1 s) and marks the session disconnected when a probe is late: a busy server (or
+        # a starved machine) then costs a reconnect. Probe as patiently as any other request.
+        client = Client(self.endpoint, timeout=self.timeout_s, watchdog_intervall=max(1.0, self.timeout_s))
         if self._username:
             client.set_user(self._username)
             client.set_password(self._password or "")
