@@ -270,7 +270,9 @@ class _Control:
     async def connect(self) -> None:
         from asyncua import Client
 
-        self.client = Client(self.endpoint, timeout=30)
+        # asyncua's 1 s liveness probe would give this client up (no reconnect) when the simulator is
+        # starved for a second on a loaded machine: the probe gets the request timeout instead
+        self.client = Client(self.endpoint, timeout=30, watchdog_intervall=30)
         await self._do("connect", self.client.connect())
         ns = await self._do("namespace", self.client.get_namespace_index(_SIM_NS_URI))
         self._paused = self.client.get_node(f"ns={ns};s=Simulator.Paused")
@@ -357,7 +359,7 @@ async def _bare(tagmap_path: str) -> None:
             if ts:
                 lags.add(now - np.asarray(ts))
 
-    client = Client(conn.endpoint, timeout=10)
+    client = Client(conn.endpoint, timeout=10, watchdog_intervall=10)  # no reconnect here: see _Control
     await client.connect()
     try:
         # the connector's subscription parameters (connectors/opcua/session.py), nothing else
