@@ -56,6 +56,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from pq.bench import quick_option
+
 __all__ = ["connect", "bench_tagmap_text"]
 
 logger = logging.getLogger(__name__)
@@ -70,21 +72,6 @@ _MISSING_TS = np.iinfo(np.int64).min  # pq.spool.MISSING_TS
 # issue 4's goal; "memory stays flat" is judged on the second half of the window, after the warm-up
 # (allocator arenas, SQLite page caches, asyncua buffers grow to their working size in the first seconds)
 _GOAL_RATIO, _GOAL_P99_MS, _GOAL_RSS_GROWTH = 0.9, 2000.0, 0.02
-
-
-def _quick_option(sizes: dict[str, object]):
-    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
-
-    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
-        if quick:  # eager, so it runs first; the other options then read their default from default_map
-            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
-            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
-        return quick
-
-    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
-    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
-                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
-                             "(options given explicitly still win).")
 
 
 class _LagHistogram:
@@ -587,7 +574,7 @@ def _delete_bench_rows(store) -> None:
 @click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
 @click.option("--keep-workdir", is_flag=True, hidden=True,
               help="Keep the temporary directory (tag map, spool, simulator and bare-client logs) for diagnosis.")
-@_quick_option({"--lines": 1, "--duration": 2.0})
+@quick_option({"--lines": 1, "--duration": 2.0})
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with the figures.")
 def connect(lines, hz, signal_hz, duration, seed, keep_workdir, quick, as_json):
     """Connector vs a bare asyncua client on the line simulator: samples/s, loss, lag, CPU, memory.

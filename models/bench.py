@@ -23,6 +23,8 @@ import time
 import click
 import numpy as np
 
+from pq.bench import quick_option
+
 __all__ = ["train", "score"]
 
 # Validation folds are whole production days with their lots purged from the training side, so a
@@ -32,21 +34,6 @@ _MIN_DAYS = 6
 
 def _cycle_s(training_parts: int) -> float:
     return max(30.0, _MIN_DAYS * 86400 / max(training_parts, 1))
-
-
-def _quick_option(sizes: dict[str, object]):
-    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
-
-    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
-        if quick:  # eager, so it runs first; the other options then read their default from default_map
-            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
-            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
-        return quick
-
-    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
-    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
-                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
-                             "(options given explicitly still win).")
 
 
 def _frame(n_parts: int, n_features: int, seed: int = 0, cycle_s: float | None = None):
@@ -66,7 +53,7 @@ def _frame(n_parts: int, n_features: int, seed: int = 0, cycle_s: float | None =
 @click.option("--features", "n_features", default=200, show_default=True)
 @click.option("--threads", default=2, show_default=True)
 @click.option("--history", type=click.Path(exists=True, file_okay=False), help="Also time the simulator history in DIR.")
-@_quick_option({"--parts": 2000, "--features": 40, "--threads": 1})
+@quick_option({"--parts": 2000, "--features": 40, "--threads": 1})
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
 def train(parts, n_features, threads, history, quick, as_json):
     """Training time: 100k x 200 (2 threads) and the simulator's default history."""
@@ -133,7 +120,7 @@ def _contexts(scorer, X, meta) -> list[dict]:
               help="Parts scored for throughput (the first 3,000 also for latency).")
 @click.option("--threads", default=2, show_default=True,
               help="LightGBM threads for training and the batch figure (one part at a time always uses 1).")
-@_quick_option({"--features": 50, "--train-parts": 2000, "--parts": 500, "--threads": 1})
+@quick_option({"--features": 50, "--train-parts": 2000, "--parts": 500, "--threads": 1})
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
 def score(n_features, train_parts, n_score, threads, quick, as_json):
     """Scoring one part with explanations: p50/p99 latency, and throughput for 10k parts."""

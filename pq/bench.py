@@ -11,9 +11,24 @@ import json
 
 import click
 
-__all__ = ["emit", "json_option"]
+__all__ = ["emit", "json_option", "quick_option"]
 
 json_option = click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
+
+
+def quick_option(sizes: dict[str, object]):
+    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
+
+    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
+        if quick:  # eager, so it runs first; the other options then read their default from default_map
+            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
+            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
+        return quick
+
+    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
+    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
+                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
+                             "(options given explicitly still win).")
 
 
 def emit(suite: str, figures: dict, as_json: bool) -> None:

@@ -29,22 +29,9 @@ from pathlib import Path
 
 import click
 
+from pq.bench import quick_option
+
 __all__ = ["ui"]
-
-
-def _quick_option(sizes: dict[str, object]):
-    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
-
-    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
-        if quick:  # eager, so it runs first; the other options then read their default from default_map
-            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
-            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
-        return quick
-
-    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
-    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
-                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
-                             "(options given explicitly still win).")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -134,7 +121,7 @@ def _baseline(store, n: int) -> list[float]:
 @click.option("--alerts", default=100_000, show_default=True)
 @click.option("--repeat", default=100, show_default=True, help="Timed calls per measurement.")
 @click.option("--keep", is_flag=True, help="Keep the seeded database (its URL is printed).")
-@_quick_option({"--lines": 2, "--parts": 2000, "--alerts": 200, "--repeat": 8})
+@quick_option({"--lines": 2, "--parts": 2000, "--alerts": 200, "--repeat": 8})
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def ui(lines: int, parts: int, alerts: int, repeat: int, keep: bool, quick: bool, as_json: bool):
     """Operator page render and live-update server time on a large store."""

@@ -33,24 +33,11 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
+from pq.bench import quick_option
+
 __all__ = ["edge"]
 
 _LINE_PREFIX = "bench-edge-"  # line ids of bench rows: never a plant line's
-
-
-def _quick_option(sizes: dict[str, object]):
-    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
-
-    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
-        if quick:  # eager, so it runs first; the other options then read their default from default_map
-            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
-            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
-        return quick
-
-    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
-    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
-                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
-                             "(options given explicitly still win).")
 
 
 def _delete_bench_rows(store) -> None:
@@ -128,7 +115,7 @@ def _pct(a, q):
 @click.option("--seconds", default=30.0, show_default=True, help="Measured duration.")
 @click.option("--cycle-s", default=2.0, show_default=True, help="Machine cycle (one part per cycle per line).")
 @click.option("--at-risk", "at_risk_share", default=0.1, show_default=True, help="Share of parts pushed to at risk.")
-@_quick_option({"--lines": 2, "--seconds": 4.0, "--cycle-s": 1.0})
+@quick_option({"--lines": 2, "--seconds": 4.0, "--cycle-s": 1.0})
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
     """Edge decision and commit latency for L lines x T tags x R Hz."""

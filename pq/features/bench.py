@@ -27,22 +27,9 @@ from typing import Any, Callable
 import click
 import numpy as np
 
+from pq.bench import quick_option
+
 __all__ = ["features", "run_bench"]
-
-
-def _quick_option(sizes: dict[str, object]):
-    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
-
-    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
-        if quick:  # eager, so it runs first; the other options then read their default from default_map
-            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
-            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
-        return quick
-
-    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
-    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
-                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
-                             "(options given explicitly still win).")
 
 
 class _PeakRSS:
@@ -215,7 +202,7 @@ def run_bench(n_parts: int = 2000, n_signals: int = 20, samples_per_part: int = 
               help="Add bad status, NaN/Inf, gaps and duplicates to the data.")
 @click.option("--no-pandas", is_flag=True, help="Skip the (slow) pandas reference.")
 @click.option("--stream-iters", default=2000, show_default=True, help="Streaming vectors timed.")
-@_quick_option({"--parts": 100, "--signals": 5, "--samples-per-part": 100, "--stream-iters": 200})
+@quick_option({"--parts": 100, "--signals": 5, "--samples-per-part": 100, "--stream-iters": 200})
 @click.option("--json", "as_json", is_flag=True, help="Last stdout line: one JSON object.")
 def features(n_parts: int, n_signals: int, samples_per_part: int, seed: int, messy: bool,
              no_pandas: bool, stream_iters: int, quick: bool, as_json: bool) -> None:

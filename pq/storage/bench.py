@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, insert, select
 
-from pq.bench import emit, json_option
+from pq.bench import emit, json_option, quick_option
 from pq.storage import schema
 from pq.storage.catalog import TagDef, ensure_tags
 from pq.storage.engine import Store
@@ -27,21 +27,6 @@ __all__ = ["ingest"]
 
 _TAGS = 20
 _LINE = "bench-ingest"  # scratch line: never a plant line's id
-
-
-def _quick_option(sizes: dict[str, object]):
-    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win."""
-
-    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
-        if quick:  # eager, so it runs first; the other options then read their default from default_map
-            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
-            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
-        return quick
-
-    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
-    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
-                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
-                             "(options given explicitly still win).")
 
 
 def _frame(tag_ids: np.ndarray, n: int, start: pd.Timestamp) -> pd.DataFrame:
@@ -125,7 +110,7 @@ def _core_executemany(store: Store, frame: pd.DataFrame) -> float:
 @click.option("--baseline-rows", default=200_000, show_default=True,
               help="Samples written by each baseline (executemany is slow; its rate is what counts).")
 @click.option("--batch", default=100_000, show_default=True, help="Samples per write_samples call.")
-@_quick_option({"--rows": 20_000, "--baseline-rows": 5_000, "--batch": 5_000})
+@quick_option({"--rows": 20_000, "--baseline-rows": 5_000, "--batch": 5_000})
 @json_option
 def ingest(rows: int, baseline_rows: int, batch: int, quick: bool, as_json: bool):
     """Ingest rows/s: pq's idempotent path vs raw COPY and executemany, same run, same store."""
