@@ -102,6 +102,7 @@ class Scorer:
         self._booster = model.booster_
         self._calib = model.calibrator_
         self._index = {f: i for i, f in enumerate(self.feature_names)}
+        self._ctx_features = [(f[5:], i) for f, i in self._index.items() if f.startswith("ctx__") and f.count("__") == 1]
         self._nan_free_idx = np.array([self._index[f] for f in model.train_nan_free_], dtype=np.int64)
         self._medians = np.array([model.medians_.get(f, 0.0) for f in self.feature_names])
         self._medians = np.where(np.isfinite(self._medians), self._medians, 0.0)
@@ -183,24 +184,25 @@ class Scorer:
         return Score(p, self.threshold, bool(at_risk), contributions, tuple(flags), self.version_id)
 
     def _context_from_row(self, row: np.ndarray) -> dict[str, Any]:
-        return {f[5:]: row[i] for f, i in self._index.items() if f.startswith("ctx__") and f.count("__") == 1}
+        return {name: row[i] for name, i in self._ctx_features}
 
     def _explain(self, row: np.ndarray, contrib: np.ndarray, context: Mapping[str, Any] | None,
                  vector: Mapping[str, float] | None = None) -> tuple:
         per_signal = np.bincount(self._sig_of_feature, weights=contrib, minlength=len(self.signals))
         order = np.argsort(-np.abs(per_signal))[: self.top_n]
         ctx = dict(self._context_from_row(row)) | dict(context or {})
+        ranges: dict[str, tuple[float, float]] = {}
+        if self.baseline is not None and hasattr(self.baseline, "coef_"):
+            try:
+                ranges = self.baseline.normal_ranges([self.signals[j] for j in order], ctx)
+            except (KeyError, ValueError):  # context unusable for this baseline: fall back below
+                ranges = {}
         out = []
         for j in order:
             sig = self.signals[j]
             vf = self._value_feat[j]
             value = float(row[self._index[vf]]) if vf is not None else None
-            lo = hi = None
-            if self.baseline is not None and sig in getattr(self.baseline, "coef_", {}):
-                try:
-                    lo, hi = self.baseline.normal_range(sig, ctx)
-                except (KeyError, ValueError):  # context incomplete for this baseline: fall back below
-                    lo = hi = None
+            lo, hi = ranges.get(sig, (None, None))
             if value is None:
                 # an environment-aware model may use only the deviation from today's normal: the
                 # operator still needs the reading, from the served vector or normal + deviation

@@ -131,11 +131,15 @@ class ContextBaseline:
         if not hasattr(self, "coef_"):
             raise NotFittedError("ContextBaseline is not fitted: call fit() or from_dict() first")
 
-    def _design(self, context: Mapping[str, Any], n: int) -> np.ndarray:
+    def _numeric(self, context: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
+        return {c: _to_float(context[c], n) if c in context else np.full(n, np.nan) for c in self.numeric_inputs_}
+
+    def _design(self, context: Mapping[str, Any], n: int,
+                numeric: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        numeric = self._numeric(context, n) if numeric is None else numeric
         cols: list[np.ndarray] = []
         for c in self.numeric_inputs_:
-            v = _to_float(context[c], n) if c in context else np.full(n, np.nan)
-            cols.append((v - self.mean_[c]) / self.scale_[c])
+            cols.append((numeric[c] - self.mean_[c]) / self.scale_[c])
         for c, levels in self.categories_.items():
             vals = _to_obj(context[c], n) if c in context else np.full(n, None, dtype=object)
             s = np.asarray([str(v) if not _is_missing(v) else "\0" for v in vals], dtype=object)
@@ -149,12 +153,12 @@ class ContextBaseline:
     ) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
         """Expected means [n, len(targets)] and (mask, reason) pairs for NaN predictions."""
         self._check()
-        X = self._design(context, n)
+        numeric = self._numeric(context, n)  # converted once: the design and the reasons share it
+        X = self._design(context, n, numeric)
         out = np.full((n, len(targets)), np.nan)
         why: list[tuple[np.ndarray, str]] = []
         missing = ~np.isfinite(X).all(axis=1) if X.shape[1] else np.zeros(n, bool)
-        for c in self.numeric_inputs_:
-            v = _to_float(context[c], n) if c in context else np.full(n, np.nan)
+        for c, v in numeric.items():
             m = ~np.isfinite(v)
             if m.any():
                 why.append((m, f"baseline: context {c} missing, dev_baseline NaN"))
@@ -178,9 +182,20 @@ class ContextBaseline:
         self._check()
         if signal not in self.coef_:
             raise KeyError(f"no baseline for {signal!r}; modelled: {sorted(self.coef_)}")
-        mu = self.predict_matrix([signal], context, 1)[0][0, 0]
-        s = self.resid_std_[signal]
-        return (float(mu - k * s), float(mu + k * s))
+        return self.normal_ranges([signal], context, k)[signal]
+
+    def normal_ranges(self, signals: Sequence[str], context: Mapping[str, Any],
+                      k: float = 3.0) -> dict[str, tuple[float, float]]:
+        """:meth:`normal_range` of each modelled signal in ``signals`` (others are left out), from one
+        design matrix: an explanation asks for its top few signals at once, and building the matrix
+        is most of the cost."""
+        self._check()
+        modelled = [s for s in signals if s in self.coef_]
+        if not modelled:
+            return {}
+        mu = self.predict_matrix(modelled, context, 1)[0][0]
+        return {s: (float(m - k * self.resid_std_[s]), float(m + k * self.resid_std_[s]))
+                for s, m in zip(modelled, mu)}
 
     # ---- persistence -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
