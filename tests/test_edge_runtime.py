@@ -193,6 +193,45 @@ def test_drift_missing_model_and_broken_model(sqlite_store, settings_factory, tm
     assert "failed to load" in rt.status()["model"]["errors"][0]
 
 
+@pytest.mark.timeout(120)
+def test_promotion_while_decisions_lag_the_samples(settings_factory):
+    """A newly promoted model gets a fresh feature computer, filled from the edge's rings. When the
+    decisions lag the samples (a busy machine, or time compressed as in the e2e test), the part about
+    to be decided ended long before the newest stamp: its window must still be complete."""
+    import pandas as pd
+
+    from pq.features.baseline import ContextBaseline
+
+    settings = settings_factory(edge_feature_capacity_s=5.0)  # 5 s of history: the parts lag by up to 12 s
+
+    def baseline():  # a model's own baseline: another model means another feature computer
+        return ContextBaseline().fit(pd.DataFrame({"melt_temp_c__mean": [229.0, 230.0, 231.0, 230.5]}),
+                                     pd.DataFrame({"ambient_temp_c": [20.0, 22.0, 24.0, 26.0]}))
+
+    baselines = {1: baseline(), 2: baseline()}
+    promoted = {"v": 1}
+
+    def load(vid):
+        scorer = RuleScorer(vid)
+        scorer.baseline = baselines[vid]
+        return scorer
+
+    watcher = ModelWatcher(LINE, resolve=lambda product: promoted["v"], load=load)
+    watcher.poll_once()
+    rt = _runtime(settings, watcher, None)
+    rt.warm_up()
+    cycles = [_cycle(i, 230.0) for i in range(12)]
+    rt.handle([x for c in cycles for x in c if not isinstance(x, PartEvent)])  # every sample first
+    parts = [x for c in cycles for x in c if isinstance(x, PartEvent)]
+    decisions = rt.handle(parts[:2])
+    promoted["v"] = 2
+    assert watcher.poll_once()
+    decisions += rt.handle(parts[2:])  # model 2's computer is built for part 2, 9 s behind the newest stamp
+    assert [d.prediction["model_version_id"] for d in decisions] == [1] * 2 + [2] * 10
+    assert all(d.decision == "ok" for d in decisions), [(d.prediction["serial"], d.prediction["reason"])
+                                                       for d in decisions if d.decision != "ok"]
+
+
 def _wait(pred, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

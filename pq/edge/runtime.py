@@ -191,7 +191,7 @@ class LineRuntime:
             self.metrics.samples.labels(self.line_id).inc(len(samples))
 
     # ------------------------------------------------------------------ features
-    def _computer_for(self, scorer: Any) -> Any:
+    def _computer_for(self, scorer: Any, until_ns: int | None = None) -> Any:
         baseline = getattr(scorer, "baseline", None)
         key = (getattr(scorer, "feature_set_version", None), id(baseline))
         fc = self._computers.get(key)
@@ -199,10 +199,16 @@ class LineRuntime:
             fc = self.feature_factory(scorer)
             # Replay each tag's recent past from its own latest stamp: a window common to all tags
             # would be thrown off by one tag whose server clock differs (initial values, a gateway).
+            # ``until_ns``: the end of the part about to be decided. When decisions lag the samples
+            # (a busy machine; compressed time), the newest stamp is well past that part, and a
+            # span back from it would miss the start of the part's window: reach back from the part.
             span = int(self.settings.edge_feature_capacity_s * _NS)
             replayed = 0
             for tag in self.rings.tags():
-                ts, val, st = self.rings.window(tag, self.rings.state(tag).last_ts_ns - span)
+                last = self.rings.state(tag).last_ts_ns
+                if until_ns is not None:
+                    last = min(last, until_ns)
+                ts, val, st = self.rings.window(tag, last - span)
                 if ts.size:
                     fc.push_many(tag, ts, val, st)
                     replayed += int(ts.size)
@@ -345,7 +351,7 @@ class LineRuntime:
             pred["model_version_id"] = getattr(scorer, "version_id", None)
             pred["feature_set_version"] = getattr(scorer, "feature_set_version", None)
             try:
-                fc = self._computer_for(scorer)
+                fc = self._computer_for(scorer, until_ns=ev.cycle_end_ns)
             except PQError as exc:  # the model needs a feature set this edge cannot compute
                 fc, state, reason = None, "no_model", f"Model {pred['model_version_id']} cannot be served here: {exc}"
         if scorer is not None and fc is not None:
