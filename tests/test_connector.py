@@ -28,6 +28,9 @@ from pq.health import read_health, read_line_events
 from pq.spool import Spool, SpoolDrainer
 
 URI = "urn:test:plant"
+# asyncua's watchdog probe times out after PQ_CONNECTOR_WATCHDOG_S (default 1 s); with server and client
+# in one event loop, a CPU-starved test process would take itself for a hung server and reconnect.
+WATCHDOG_S = 5.0
 
 
 def _free_port() -> int:
@@ -183,7 +186,8 @@ def test_every_value_stored_once_with_status_events_and_unknown_node(store, sett
     port = _free_port()
     srv = PlantServer(port)
     tm = parse_tagmap(tagmap_text(srv.endpoint), "plant.toml")
-    settings = settings_factory(connector_flush_interval_ms=50, connector_health_interval_s=0.5)
+    settings = settings_factory(connector_flush_interval_ms=50, connector_health_interval_s=0.5,
+                                connector_watchdog_s=WATCHDOG_S)
     received = {"parts": [], "batches": 0}
 
     class Edge:  # the in-memory stream, independent of the database
@@ -252,7 +256,8 @@ def test_server_restart_subscriptions_return_and_the_gap_is_recorded(sqlite_stor
     port = _free_port()
     srv = PlantServer(port)
     tm = parse_tagmap(tagmap_text(srv.endpoint), "plant.toml")
-    settings = settings_factory(connector_flush_interval_ms=50, connector_reconnect_max_delay_s=1.0)
+    settings = settings_factory(connector_flush_interval_ms=50, connector_reconnect_max_delay_s=1.0,
+                                connector_watchdog_s=WATCHDOG_S)
 
     async def scenario():
         await srv.start()
@@ -307,7 +312,7 @@ def test_sign_and_encrypt_with_trusted_server_and_untrusted_refused(sqlite_store
     security = ('[connection.security]\npolicy = "Basic256Sha256"\nmode = "SignAndEncrypt"\n'
                 'username_env = "PQ_TEST_UA_USER"\npassword_env = "PQ_TEST_UA_PASSWORD"\n')
     tm = parse_tagmap(tagmap_text(srv.endpoint, security), "plant.toml")
-    settings = settings_factory(pki_dir=pki)
+    settings = settings_factory(pki_dir=pki, connector_watchdog_s=WATCHDOG_S)
 
     async def scenario():
         await ensure_client_certificate(pki / "client_cert.der", pki / "client_key.pem")

@@ -49,6 +49,12 @@ from simulators.signals import CONTINUOUS_SIGNALS
 ROOT = Path(__file__).resolve().parents[1]
 SIM_MAP = ROOT / "connectors" / "tagmaps" / "simulator.toml"
 UNCERTAIN_INITIAL = 0x40920000  # what a node holds before its first write
+# asyncua's watchdog reads the server state every PQ_CONNECTOR_WATCHDOG_S with that as the timeout
+# (default 1 s). Server and client share this process's event loop here: starved of CPU for longer,
+# the answer waits unread in the socket, the probe "times out", the client reconnects and values
+# are lost. The tests that are not about a hung server probe with patience; the hung-server test
+# keeps a short one.
+WATCHDOG_S = 5.0
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -232,7 +238,7 @@ def _all_writes(sim: SimulatorServer, initial: int):
 # -- exactly once, both stores ---------------------------------------------------------------------
 @pytest.mark.timeout(240)
 def test_every_simulator_write_stored_exactly_once_with_parts_and_labels(store, settings_factory, tmp_path):
-    settings = settings_factory(connector_flush_interval_ms=50)
+    settings = settings_factory(connector_flush_interval_ms=50, connector_watchdog_s=WATCHDOG_S)
 
     async def scenario():
         async with make_sim(lines=1, seed=11, speed=40, paused=True, label_delay=2) as sim:
@@ -314,7 +320,7 @@ class _Outage:
 
 @pytest.mark.timeout(300)
 def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(store, settings_factory, tmp_path):
-    settings = settings_factory(connector_flush_interval_ms=50)
+    settings = settings_factory(connector_flush_interval_ms=50, connector_watchdog_s=WATCHDOG_S)
     outage = _Outage(store)
 
     async def scenario():
@@ -424,7 +430,7 @@ def test_pq_connect_run_killed_with_sigkill_and_restarted_then_sigterm(store, tm
     speed, hz = 20, 10
     env = dict(os.environ, PQ_DATABASE_URL=store.engine.url.render_as_string(hide_password=False),
                PQ_DATA_DIR=str(tmp_path / "var"), PQ_CONNECTOR_FLUSH_INTERVAL_MS="50", PQ_LOG_LEVEL="INFO",
-               PQ_CONNECTOR_HEALTH_INTERVAL_S="0.5", PQ_METRICS_PORT="")
+               PQ_CONNECTOR_HEALTH_INTERVAL_S="0.5", PQ_CONNECTOR_WATCHDOG_S=str(WATCHDOG_S), PQ_METRICS_PORT="")
     env.pop("PQ_METRICS_PORT")
     spool_file = tmp_path / "var" / "spool" / "connector-simulator.sqlite"
     tagmap = tmp_path / "line1.toml"
@@ -511,7 +517,8 @@ def test_pq_connect_run_killed_with_sigkill_and_restarted_then_sigterm(store, tm
 # -- server restart ----------------------------------------------------------------------------------
 @pytest.mark.timeout(240)
 def test_server_restart_subscriptions_come_back_and_gap_recorded(sqlite_store, settings_factory, tmp_path):
-    settings = settings_factory(connector_flush_interval_ms=50, connector_reconnect_max_delay_s=1.0)
+    settings = settings_factory(connector_flush_interval_ms=50, connector_reconnect_max_delay_s=1.0,
+                                connector_watchdog_s=WATCHDOG_S)
     store = sqlite_store
     speed = 8  # the 2 s downtime is 16 s of production: less than one cycle
 
@@ -572,7 +579,7 @@ def test_server_restart_subscriptions_come_back_and_gap_recorded(sqlite_store, s
 def test_bad_quality_statuses_stored_as_sent_compared_with_history(sqlite_store, settings_factory, tmp_path):
     from simulators import generate_history
 
-    settings = settings_factory(connector_flush_interval_ms=50)
+    settings = settings_factory(connector_flush_interval_ms=50, connector_watchdog_s=WATCHDOG_S)
     store = sqlite_store
     start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
 
@@ -631,7 +638,7 @@ def test_security_policies_and_modes_untrusted_refused_wrong_password_refused(se
     from connectors.opcua.security import ensure_client_certificate
 
     pki = tmp_path / "pki"
-    settings = settings_factory(pki_dir=pki, connector_reconnect_max_delay_s=0.5)
+    settings = settings_factory(pki_dir=pki, connector_reconnect_max_delay_s=0.5, connector_watchdog_s=WATCHDOG_S)
     creds = dict(username="operator", password="s3cret-pw")
     extra = 'username_env = "PQ_TEST_UA_USER"\npassword_env = "PQ_TEST_UA_PASSWORD"'
 
@@ -730,7 +737,8 @@ def test_tcp_listener_that_never_answers_is_not_a_connection(settings_factory):
 def test_sigstopped_simulator_detected_as_hung_and_recovered_after_sigcont(sqlite_store, settings_factory, tmp_path):
     """The simulator process is frozen (SIGSTOP): TCP stays open, nothing answers. The watchdog notices;
     after SIGCONT the subscription is back and the gap is recorded (how fast: measured, not asserted)."""
-    settings = settings_factory(connector_flush_interval_ms=50, connector_watchdog_s=1.0,
+    # a 3 s probe: short enough to find the frozen server, long enough not to take a busy machine for one
+    settings = settings_factory(connector_flush_interval_ms=50, connector_watchdog_s=3.0,
                                 connector_request_timeout_s=2.0, connector_reconnect_max_delay_s=1.0)
     port = _free_port()
     start = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")

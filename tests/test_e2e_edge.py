@@ -286,7 +286,10 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
     # Compressed time (150x): ten new causes in ten wall minutes is not a flood here.
     playbook = tmp_path / "playbook.toml"
     playbook.write_text((ROOT / "pq" / "alerts" / "default_playbook.toml").read_text(encoding="utf-8"))
+    # connector_watchdog_s 5: asyncua's probe times out after it (default 1 s); simulator and edge share
+    # this event loop, and a CPU-starved loop would take the simulator for hung and reconnect (a gap).
     settings = settings_factory(database_url=store_url, edge_flood_limit=10_000, spool_fsync="normal",
+                                connector_watchdog_s=5.0,
                                 edge_playbook_file=playbook, edge_playbook_poll_s=1.0)
     outage = _pg_outage if store.dialect == "postgresql" else _sqlite_outage
     down_s = 8.0 if store.dialect == "postgresql" else 12.0
@@ -522,7 +525,8 @@ def test_pq_edge_run_subprocess_scores_live_parts_and_stops_on_sigterm(tmp_path,
     port = _free_port()
     tagmap = tmp_path / "line-1.toml"
     tagmap.write_text(_tagmap_text(f"opc.tcp://127.0.0.1:{port}/pq/sim/"))
-    env = {**os.environ, "PQ_DATABASE_URL": url, "PQ_DATA_DIR": str(tmp_path / "var"), "PQ_LOG_LEVEL": "INFO"}
+    env = {**os.environ, "PQ_DATABASE_URL": url, "PQ_DATA_DIR": str(tmp_path / "var"), "PQ_LOG_LEVEL": "INFO",
+           "PQ_CONNECTOR_WATCHDOG_S": "5"}  # a starved machine is not a hung simulator
     sim = subprocess.Popen([sys.executable, "-m", "simulators", "serve", "--port", str(port), "--seed", "12",
                             "--speed", str(LIVE_SPEED), "--sample-hz", str(SAMPLE_HZ), "--scenario", SCENARIO,
                             "--start", LIVE_START.isoformat()], cwd=ROOT, env=env,
