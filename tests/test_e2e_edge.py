@@ -3,7 +3,7 @@
 Issue 7's proof. A LightGBM model is trained once per session on simulator history made in-process
 (1 line, 2 days of the defect-prone ``unstable-process`` scenario at 2 Hz, the default feature set
 through the batch path), registered and promoted. Then a live :class:`SimulatorServer` (same
-scenario and sample rate, a different seed, the clock continuing after the training window, 150x
+scenario and sample rate, a different seed, the clock continuing after the training window, 100x
 real time) feeds :class:`pq.edge.process.EdgeProcess` (what ``pq edge run`` runs) and the test
 checks, against the simulator's ground truth:
 
@@ -62,7 +62,9 @@ SCENARIO = "unstable-process"
 TRAIN_START = datetime(2025, 1, 6, tzinfo=timezone.utc)
 TRAIN_DAYS = 2.0
 LIVE_START = datetime(2025, 1, 8, 1, 0, tzinfo=timezone.utc)  # just after the training window
-LIVE_SPEED = 150.0
+# 100x: simulator, connector and edge share one process, which needs about 0.4 of a core at this
+# speed (0.6 at 150x): a 2-core runner with both cores busy still gives it that, so it keeps up.
+LIVE_SPEED = 100.0
 # Per-cycle signals have no `__mean` column, so models' baseline refit leaves their deviation
 # features empty (reported to the models owner); leave them out rather than drop every deviation.
 EXCLUDE = (r"^(injection_time_s|cushion_mm|cooling_time_s|cycle_time_s)__dev_baseline$",)
@@ -187,7 +189,15 @@ def _gate_writes(sim, line: str) -> list[tuple[str, object]]:
     return [(field_of[name], value) for name, value in sim.gate_writes(line)]
 
 
-def _pg_outage(store_url: str, down_s: float) -> None:
+def _hold(down_s: float, until) -> None:
+    """An outage lasts ``down_s``, and on a slow machine longer: until ``until()`` (at most 180 s more)."""
+    time.sleep(down_s)
+    deadline = time.monotonic() + 180
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _pg_outage(store_url: str, down_s: float, until=lambda: True) -> None:
     """Make the test database refuse connections for ``down_s`` (the shared server keeps running)."""
     admin_url = make_url(os.environ["PQ_TEST_POSTGRES_URL"]).set(drivername="postgresql+psycopg")
     db = make_url(store_url).database
@@ -197,19 +207,19 @@ def _pg_outage(store_url: str, down_s: float) -> None:
             c.execute(text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false'))
             c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": db})
-        time.sleep(down_s)
+        _hold(down_s, until)
     finally:
         with admin.connect() as c:
             c.execute(text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true'))
         admin.dispose()
 
 
-def _sqlite_outage(store_url: str, down_s: float) -> None:
+def _sqlite_outage(store_url: str, down_s: float, until=lambda: True) -> None:
     """Hold an exclusive lock past the store's busy timeout (10 s): writers fail with 'locked'."""
     con = sqlite3.connect(make_url(store_url).database, timeout=30, isolation_level=None)
     try:
         con.execute("BEGIN EXCLUSIVE")
-        time.sleep(down_s)
+        _hold(down_s, until)
         con.execute("ROLLBACK")
     finally:
         con.close()
@@ -223,15 +233,15 @@ def _tagmap_for(endpoint: str):
 
 def _tagmap_text(endpoint: str) -> str:
     """The shipped simulator tag map, pointed at ``endpoint``. Its server-side queues (100 values per
-    tag between two publishes) are sized for real time; at 150x a 2 Hz signal makes 300 values per
-    wall second, so they are raised to keep the same ~3 s of tolerance for a busy shared machine."""
+    tag between two publishes) are sized for real time; at 100x a 2 Hz signal makes 200 values per
+    wall second, so they are raised to 4000: 20 s of tolerance for a busy shared machine."""
     src = (ROOT / "connectors" / "tagmaps" / "simulator.toml").read_text(encoding="utf-8")
     assert "queue_size = 100 " in src and "opc.tcp://127.0.0.1:4840/pq/sim/" in src and "keepalive_s = 1.0 " in src
-    # keep-alive 5 s: asyncua recreates a subscription silent for 1.5 x keep-alive, and a CPU-starved
+    # keep-alive 10 s: asyncua recreates a subscription silent for 1.5 x keep-alive, and a CPU-starved
     # test process (simulator, connector and edge in one event loop) looks silent that long although
     # the publish responses wait in the socket; the recreate drops them (incomplete cycles).
-    return (src.replace("opc.tcp://127.0.0.1:4840/pq/sim/", endpoint).replace("queue_size = 100 ", "queue_size = 1000 ")
-            .replace("keepalive_s = 1.0 ", "keepalive_s = 5.0 "))
+    return (src.replace("opc.tcp://127.0.0.1:4840/pq/sim/", endpoint).replace("queue_size = 100 ", "queue_size = 4000 ")
+            .replace("keepalive_s = 1.0 ", "keepalive_s = 10.0 "))
 
 
 def _bounds(oof: dict, n_parts: int) -> tuple[float, float]:
@@ -283,13 +293,13 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
 
     store_url = store.engine.url.render_as_string(hide_password=False)
     v1 = _register_and_promote(store, trained_model, "e2e", "e2e: first production model")
-    # Compressed time (150x): ten new causes in ten wall minutes is not a flood here.
+    # Compressed time (100x): ten new causes in ten wall minutes is not a flood here.
     playbook = tmp_path / "playbook.toml"
     playbook.write_text((ROOT / "pq" / "alerts" / "default_playbook.toml").read_text(encoding="utf-8"))
-    # connector_watchdog_s 5: asyncua's probe times out after it (default 1 s); simulator and edge share
+    # connector_watchdog_s 10: asyncua's probe times out after it (default 1 s); simulator and edge share
     # this event loop, and a CPU-starved loop would take the simulator for hung and reconnect (a gap).
     settings = settings_factory(database_url=store_url, edge_flood_limit=10_000, spool_fsync="normal",
-                                connector_watchdog_s=5.0,
+                                connector_watchdog_s=10.0, connector_request_timeout_s=30.0,
                                 edge_playbook_file=playbook, edge_playbook_poll_s=1.0)
     outage = _pg_outage if store.dialect == "postgresql" else _sqlite_outage
     down_s = 8.0 if store.dialect == "postgresql" else 12.0
@@ -304,7 +314,7 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
             outputs_toml = (f'[[mqtt]]\nhost = "127.0.0.1"\nport = 1883\ntopic = "{topic_root}/{{line_id}}/alerts"\n'
                             # an MES endpoint that is down for the whole run
                             f'\n[[webhook]]\nurl = "http://127.0.0.1:{_free_port()}/pq/alerts"\ntimeout_s = 1\n'
-                            f'\n[[opcua]]\nendpoint = "{sim.endpoint}"\non = "all"\n[opcua.nodes]\n'
+                            f'\n[[opcua]]\nendpoint = "{sim.endpoint}"\non = "all"\ntimeout_s = 30\n[opcua.nodes]\n'
                             + "".join(f'{k} = "{v}"\n' for k, v in nodes.items()))
             rec = Recorder()
             outs = [o.start() for o in parse_outputs(outputs_toml, settings, LINE, source="test")] + [rec]
@@ -314,7 +324,8 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
             await asyncio.to_thread(proc.start)
             stop = asyncio.Event()
             task = asyncio.create_task(proc.run(stop))
-            t_start = time.monotonic()
+            t_start, cpu_start = time.monotonic(), time.process_time()
+            completed = False
             try:
                 await asyncio.sleep(12)  # the line runs a while on v1 (parts for the recall figures)
                 await _until(lambda: rec.decisions, 120, "no part decided after the edge started")
@@ -331,15 +342,15 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
                 n_before, parts_before = len(rec.decisions), len(sim.ground_truth())
                 lat_before = proc.runtime.latency_percentiles()
                 t_out = time.monotonic()
-                await asyncio.to_thread(outage, store_url, down_s)
+                # The store stays away down_s, and longer if need be until the edge has decided 20 more
+                # parts meanwhile (a busy machine may make and decide fewer in down_s; an edge that
+                # waited for the store would decide none, and the outage would end after 180 s more).
+                await asyncio.to_thread(outage, store_url, down_s, lambda: len(rec.decisions) - n_before >= 20)
                 fig["outage_s"] = round(time.monotonic() - t_out, 1)
                 fig["decisions_during_outage"] = len(rec.decisions) - n_before
                 fig["parts_made_during_outage"] = len(sim.ground_truth()) - parts_before
                 fig["edge_spool_depth_after_outage"] = proc.spool.depth()
-                # Decisions went on: most parts the line made while the store was away were decided
-                # meanwhile (a count relative to what was made, whatever the machine's speed).
-                assert fig["parts_made_during_outage"] >= 5, f"the line hardly produced during the outage: {fig}"
-                assert fig["decisions_during_outage"] >= 0.5 * fig["parts_made_during_outage"], fig
+                assert fig["decisions_during_outage"] >= 20, f"decisions stopped while the store was away: {fig}"
                 assert proc.runtime.state == "scoring", proc.runtime.status()
                 # -- a quality engineer saves a playbook with a syntax error: the previous one stays
                 playbook.write_text("[signals.melt_temp_c\nlabel = 'broken'\n")
@@ -366,11 +377,27 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
                 await asyncio.sleep(5)  # the line runs on after the recovery
                 await _until(lambda: sum(1 for t, _ in list(rec.decisions) if t > t_resumed) >= 11, 120,
                              "fewer than 11 parts decided after scoring resumed")
+
+                def defective_scored() -> int:  # enough defective parts for the recall figures below
+                    gt = sim.ground_truth()
+                    bad = set(gt.loc[gt["defect"].astype(bool), "serial"])
+                    return sum(1 for _, d in list(rec.decisions) if d["decision"] != "not_scored" and d["serial"] in bad)
+
+                await _until(lambda: defective_scored() >= 12, 300, "fewer than 12 defective parts scored", 0.5)
+                completed = True
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 60)
                 fig["live_s"] = round(time.monotonic() - t_start, 1)
+                fig["live_cpu_s"] = round(time.process_time() - cpu_start, 1)  # this process, all threads
                 status = proc.runtime.status()
+                if completed:
+                    # No more decisions: let MQTT and the OPC UA write-back deliver their backlog (on a
+                    # busy machine the write-back, three requests a part, falls behind). The edge's
+                    # close gives each output 2 s only, so wait here, before closing.
+                    await _until(lambda: all(o.status()["queued"] == 0 for o in outs
+                                             if getattr(o, "kind", None) in ("mqtt", "opcua")),
+                                 300, f"outputs never delivered their backlog: {[o.status() for o in outs]}", 0.2)
                 counts = await asyncio.to_thread(proc.close, 60)
             truth = sim.ground_truth()
             writes = _gate_writes(sim, LINE)
