@@ -83,3 +83,16 @@ def pg_store(pg_database_url, settings_factory):
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request):
     return request.getfixturevalue("sqlite_store" if request.param == "sqlite" else "pg_store")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium under Playwright, one per test module (launching costs seconds)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests._ui_helpers import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

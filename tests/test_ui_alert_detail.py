@@ -24,11 +24,11 @@ from pq.alerts.explain import explain_contributions, title_for
 from pq.alerts.playbook import DEFAULT_PLAYBOOK_PATH, load_playbook_file
 from pq.edge.records import write_alert_events, write_alerts, write_part_features
 from pq.features.spec import load_feature_set
-from tests._ui_helpers import CHROMIUM, CHROMIUM_ARGS, add_users, login, running_ui, shot
+from tests._ui_helpers import CHROMIUM, add_users, login, running_ui, shot
 
 pytestmark = pytest.mark.browser
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
 
@@ -101,14 +101,6 @@ def ui_alerts(store, tmp_path):
     with running_ui(store.engine.url.render_as_string(hide_password=False), tmp_path / "var",
                     tmp_path / "ui.log") as base:
         yield store, base, alerts
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 # Every trace of the trend figure as plotly.js holds it in the graph div.

@@ -8,29 +8,20 @@ log. Screenshots of each screen go to test-output/screenshots/.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from pq.storage import schema
-from tests._ui_helpers import CHROMIUM, CHROMIUM_ARGS, add_users, login, running_ui, shot
+from tests._ui_helpers import CHROMIUM, add_users, login, running_ui, shot
 from ui.seed import add_live_alert, seed
 
 pytestmark = pytest.mark.browser
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _seeded(store):
