@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asyncua import Client, ua
+from asyncua import Client as _Client
+from asyncua import ua
 
 from simulators.history import generate_history
 from simulators.server import SimulatorServer, free_port
@@ -27,14 +28,27 @@ ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2025, 6, 2, 8, tzinfo=timezone.utc)
 
 
+def Client(url: str, **kw) -> _Client:  # noqa: N802 - stands in for asyncua's Client
+    """asyncua's Client with a patient watchdog: it reads the server state every ``watchdog_intervall``
+    seconds with that as the timeout (default 1 s) and, without auto-reconnect, gives the session up
+    when one read is late. Server and client share this process's event loop, so a CPU-starved test
+    would lose its subscription that way ("Publish iteration crashed") and miss values."""
+    kw.setdefault("watchdog_intervall", 30.0)
+    return _Client(url, **kw)
+
+
 class Recorder:
     """Subscription handler keeping every DataValue per node id string."""
 
     def __init__(self) -> None:
         self.values: dict[str, list[ua.DataValue]] = defaultdict(list)
+        self.status_changes: list = []
 
     def datachange_notification(self, node, val, data) -> None:
         self.values[node.nodeid.Identifier].append(data.monitored_item.Value)
+
+    def status_change_notification(self, status) -> None:  # a lost session says so here
+        self.status_changes.append(status)
 
     def of(self, line: str, tag: str) -> list[ua.DataValue]:
         spec = next(s for s in SIGNALS if s.name == tag)
