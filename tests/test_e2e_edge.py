@@ -112,12 +112,13 @@ def _register_and_promote(store, model, who: str, reason: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-async def _until(pred, timeout_s: float, what: str, step_s: float = 0.05) -> float:
-    """Wait until ``pred()`` holds (AssertionError naming ``what`` after ``timeout_s``); seconds taken."""
+async def _until(pred, timeout_s: float, what, step_s: float = 0.05) -> float:
+    """Wait until ``pred()`` holds (AssertionError naming ``what``, a text or a callable giving one, after
+    ``timeout_s``); seconds taken."""
     t0 = time.monotonic()
     while not pred():
         if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"{what} (waited {timeout_s:.0f} s)")
+            raise AssertionError(f"{what() if callable(what) else what} (waited {timeout_s:.0f} s)")
         await asyncio.sleep(step_s)
     return time.monotonic() - t0
 
@@ -397,7 +398,7 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
                     # close gives each output 2 s only, so wait here, before closing.
                     await _until(lambda: all(o.status()["queued"] == 0 for o in outs
                                              if getattr(o, "kind", None) in ("mqtt", "opcua")),
-                                 300, f"outputs never delivered their backlog: {[o.status() for o in outs]}", 0.2)
+                                 300, lambda: f"outputs never delivered their backlog: {[o.status() for o in outs]}", 0.2)
                 counts = await asyncio.to_thread(proc.close, 60)
             truth = sim.ground_truth()
             writes = _gate_writes(sim, LINE)
