@@ -34,7 +34,7 @@ import pandas as pd
 from models.estimator import DefectModel, signal_of
 from pq.errors import FeatureMismatch, ModelError
 
-__all__ = ["Scorer", "Score", "SignalContribution"]
+__all__ = ["Scorer", "Score", "SignalContribution", "value_feature_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,14 @@ class Score:
                 "model_version_id": self.model_version_id}
 
 
+def value_feature_candidates(signal: str) -> tuple[str, ...]:
+    """The features that can stand for ``signal``'s reading, best first (per-cycle actual values such
+    as injection_time_s have only ``__last``); the UI's trend reads the same one the explanation does."""
+    return (f"{signal}__mean", f"{signal}__value", f"{signal}__last", f"ctx__{signal}", signal)
+
+
 def _value_feature(signal: str, names: set[str]) -> str | None:
-    for cand in (f"{signal}__mean", f"{signal}__value", f"{signal}__last", f"ctx__{signal}", signal):
-        if cand in names:
-            return cand
-    return None
+    return next((cand for cand in value_feature_candidates(signal) if cand in names), None)
 
 
 class Scorer:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, or_, select
 
+from models.scoring import value_feature_candidates
 from pq.storage import schema
 from pq.storage.engine import Store
 
@@ -87,11 +88,6 @@ def part_context(store: Store, line_id: str, serial: str | None) -> dict[str, An
     return dict(row._mapping) if row else None
 
 
-# The feature that stands for a signal's reading, in the order models.scoring picks the value it
-# explains (``_value_feature``): per-cycle actual values such as injection_time_s have only __last.
-_VALUE_FEATURES = ("{s}__mean", "{s}__value", "{s}__last", "ctx__{s}", "{s}")
-
-
 def signal_trend(store: Store, line_id: str, signals: list[str], *, until: datetime, n_parts: int = 60,
                  feature_stat: str = "mean") -> dict[str, list]:
     """Per-part values of ``signals`` over the last ``n_parts`` parts of the line up to ``until``.
@@ -116,7 +112,7 @@ def signal_trend(store: Store, line_id: str, signals: list[str], *, until: datet
                 rows[serial] = (cycle_end, feats or {})
     out: dict[str, list] = {"serial": list(rows), "cycle_end": [r[0] for r in rows.values()]}
     for s in signals:
-        names = [f"{s}__{feature_stat}"] + [c.format(s=s) for c in _VALUE_FEATURES]
+        names = [f"{s}__{feature_stat}", *value_feature_candidates(s)]
         key = next((n for n in names if any(n in feats for _, feats in rows.values())), None)
         out[s] = [None if key is None else feats.get(key) for _, feats in rows.values()]
     return out
