@@ -155,7 +155,7 @@ class Recorder:
     def describe(self):
         return "recorder (test)"
 
-    def close(self):
+    def close(self, flush_timeout_s: float = 2.0):
         pass
 
 

@@ -39,6 +39,7 @@ class RuleScorer:
     feature_set_version = FS.version
     threshold = 0.5
     baseline = None
+    moving_signals = frozenset()
 
     def __init__(self, version_id: int, ranges: dict | None = None):
         self.version_id = version_id
@@ -73,8 +74,8 @@ def _cycle(i: int, melt: float, skip: tuple[str, ...] = (), bad: tuple[str, ...]
     return items
 
 
-def _runtime(settings, watcher, spool, outputs=(), store=None):
-    return LineRuntime(LINE, scorers=watcher, sink=spool, settings=settings, outputs=outputs, store=store,
+def _runtime(settings, watcher, spool, outputs=()):
+    return LineRuntime(LINE, scorers=watcher, sink=spool, settings=settings, outputs=outputs,
                        station="press-7", playbook=PlaybookLoader(),
                        feature_factory=lambda scorer: StreamingFeatures(FS, scorer.baseline, capacity_s=30,
                                                                         max_rate_hz=20))
@@ -99,7 +100,7 @@ def test_parts_scored_alerted_published_spooled_and_hot_reloaded(sqlite_store, s
     sub.loop_start()
     assert subscribed.wait(60), "the broker on 127.0.0.1:1883 did not acknowledge the subscription"
     out = MqttOutput("mqtt", topic=topic).start()
-    rt = _runtime(settings, watcher, spool, [out], sqlite_store)
+    rt = _runtime(settings, watcher, spool, [out])
     rt.warm_up()
     try:
         # The database is not draining yet: decisions must not care.

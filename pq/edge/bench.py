@@ -54,7 +54,7 @@ def _delete_bench_rows(store) -> None:
         conn.execute(delete(sc.alert_events).where(sc.alert_events.c.alert_id.in_(alerts)))
         conn.execute(delete(sc.part_features).where(sc.part_features.c.part_id.in_(parts)))
         conn.execute(delete(sc.samples).where(sc.samples.c.tag_id.in_(tags)))
-        for table in (sc.alerts, sc.predictions, sc.parts, sc.inspections, sc.line_events, sc.alert_kpis, sc.tags):
+        for table in (sc.alerts, sc.predictions, sc.parts, sc.inspections, sc.line_events, sc.tags):
             conn.execute(delete(table).where(table.c.line_id.like(like)))
         conn.execute(delete(sc.component_health).where(or_(
             sc.component_health.c.line_id.like(like), sc.component_health.c.component.like("edge:" + like))))
@@ -77,6 +77,7 @@ class _BoosterScorer:
                                  lgb.Dataset(X, y), num_boost_round=100)
         self.threshold, self.version_id, self.feature_set_version, self.baseline = 0.5, version_id, fs.version, None
         self.feature_ranges = {}
+        self.moving_signals = frozenset()
 
     def score(self, vector, context=None, explain=None):
         row = np.fromiter((vector[f] for f in self.feature_names), float, len(self.feature_names)).reshape(1, -1)
@@ -159,6 +160,7 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     from pq.edge import records
     from pq.edge.interfaces import PartEvent
     from pq.edge.runtime import LineRuntime
+    from pq.edge.housekeeping import Housekeeper
     from pq.features import StreamingFeatures, load_feature_set
     from pq.spool import Spool, SpoolDrainer
     from pq.spool.records import SampleBatch
@@ -249,7 +251,7 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
         queues = [asyncio.Queue(qmax) for _ in lines]
         tasks = [asyncio.create_task(produce(i, line, q, stop)) for i, (line, q) in enumerate(zip(lines, queues))]
         tasks += [asyncio.create_task(consume(rt, q, stop)) for rt, q in zip(runtimes, queues)]
-        tasks += [asyncio.create_task(rt.housekeeping(stop)) for rt in runtimes]
+        tasks += [asyncio.create_task(Housekeeper(rt).run(stop)) for rt in runtimes]
         proc.cpu_percent(None)
         await asyncio.sleep(seconds)
         cpu = proc.cpu_percent(None)
@@ -289,7 +291,7 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
         base_lat.append((time.perf_counter() - ev.received_s) * 1000)
     base_p99 = _pct(base_lat, 99)
     ours_p99 = _pct(lat, 99)
-    dropped_total = dropped["queue"] + sum(rt.sink_errors for rt in runtimes) + spool.stats().get("dropped_records", 0)
+    dropped_total = dropped["queue"] + sum(rt.spool_dropped for rt in runtimes) + spool.stats().get("dropped_records", 0)
     for rt in runtimes:
         rt.close()
     drainer.stop(10)

@@ -1,6 +1,6 @@
 """The small interfaces the edge runtime is built on, so pq/edge imports no connector or model.
 
-The composition root (``pq/edge/cli.py``, ``pq/edge/bench.py``, tests) hands the runtime concrete
+The composition root (``pq/cli``; tests and benchmarks likewise) hands the runtime concrete
 objects that fit these shapes: the connector's in-memory stream, the features' streaming path,
 the model registry's scorer, the durable spool and the plant outputs.
 Must not import connectors, models, ui or simulators.
@@ -9,7 +9,7 @@ Must not import connectors, models, ui or simulators.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, AsyncIterator, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -56,13 +56,13 @@ class Source(Protocol):
     def __aiter__(self) -> AsyncIterator[Sequence[Sample | PartEvent]]: ...
 
 
-@runtime_checkable
 class FeatureComputer(Protocol):
-    """The streaming feature path (``pq.features`` StreamingFeatures, wrapped by the composition root)."""
+    """The streaming feature path of one feature set (``pq.features.StreamingFeatures``)."""
 
     feature_names: Sequence[str]
+    tags: Sequence[str]  # the signals the vector is computed from: the key signals of a part
 
-    def push(self, samples: Sequence[Sample]) -> None: ...
+    def push_many(self, tag: str, ts_ns: np.ndarray, values: np.ndarray, statuses: np.ndarray) -> None: ...
 
     def vector(self, cycle_start_ns: int, cycle_end_ns: int, context: Mapping[str, Any]) -> tuple[np.ndarray, str]:
         """The part's feature vector (NaN where missing) and a plain reason for what is missing."""
@@ -82,12 +82,19 @@ class ScoreLike(Protocol):
 
 
 class Scorer(Protocol):
-    """``models.scoring.Scorer``. Optional ``feature_ranges``: {feature: (min, max)} seen in training."""
+    """A production model (``models.scoring.Scorer``) as the edge uses it.
+
+    ``baseline``: the fitted context baseline the feature computer needs (or None); ``feature_ranges``:
+    {feature: (min, max)} seen in training (the drift check; empty to skip it); ``moving_signals``:
+    signals that moved in every training cycle (the stuck-sensor check)."""
 
     feature_names: Sequence[str]
     feature_set_version: str
     threshold: float
     version_id: int | None
+    baseline: Any
+    feature_ranges: Mapping[str, Sequence[float]]
+    moving_signals: frozenset[str]
 
     def score(self, vector: Mapping[str, float], context: Mapping[str, Any] | None = None,
               explain: bool | None = None) -> ScoreLike: ...
@@ -102,9 +109,11 @@ class ScorerProvider(Protocol):
 
 
 class Sink(Protocol):
-    """The durable spool: ``append`` must not block on the database."""
+    """The durable spool (``pq.spool.Spool``): never blocks on the database."""
 
-    def append(self, kind: str, payload: dict) -> None: ...
+    def append_many(self, items: Iterable[tuple[str, Any]]) -> Any: ...
+
+    def depth(self) -> int: ...
 
 
 class Output(Protocol):
@@ -118,4 +127,6 @@ class Output(Protocol):
 
     def status(self) -> dict: ...
 
-    def close(self) -> None: ...
+    def describe(self) -> str: ...
+
+    def close(self, flush_timeout_s: float = 2.0) -> None: ...

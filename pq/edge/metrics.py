@@ -1,7 +1,7 @@
 """Prometheus metrics of the edge runtime.
 
 Owns the metric definitions (samples, ring-buffer fill, decision latency histogram, decisions,
-alerts by state, spool depth, model version, output failures). One :class:`EdgeMetrics` per
+alerts by state, spool depth and drops, model version, output failures). One :class:`EdgeMetrics` per
 process, shared by its line runtimes (label ``line``); the HTTP endpoint is started by the
 composition root with :func:`serve` when ``PQ_METRICS_PORT`` is set. Must not import connectors,
 models, ui or simulators.
@@ -40,6 +40,8 @@ class EdgeMetrics:
         self.decisions = Counter("pq_edge_decisions", "Part decisions", ["line", "decision"], registry=r)
         self.alerts = Gauge("pq_edge_alerts", "Open alerts by state", ["line", "state"], registry=r)
         self.spool_depth = Gauge("pq_edge_spool_depth", "Records waiting in the edge spool", ["line"], registry=r)
+        self.spool_dropped = Gauge("pq_edge_spool_dropped", "Decision records dropped because the spool writer "
+                                   "was too far behind (a failing disk)", ["line"], registry=r)
         self.model_version = Gauge("pq_edge_model_version_id", "Model version id in production at the edge (0 = none)",
                                    ["line"], registry=r)
         self.scoring_state = Gauge("pq_edge_scoring", "1 scoring, 0 degraded / no model", ["line"], registry=r)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -115,6 +116,7 @@ class EdgeProcess:
         self.model_cache = ModelCache(Path(settings.data_dir) / "edge" / line_id)
         self.store = None
         self.runtime = None
+        self.housekeeper = None
         self.watcher = None
         self.outputs: list[Any] = []
         self.spool = None
@@ -141,8 +143,8 @@ class EdgeProcess:
         from pq.spool import SpoolDrainer
 
         self.drainer = SpoolDrainer(self.spool, store).start()
-        if self.runtime is not None:
-            self.runtime.store = store  # operator actions, KPIs and open alerts from now on
+        if self.housekeeper is not None:
+            self.housekeeper.store = store  # operator actions and open alerts from now on
         if self.watcher is not None:
             self.watcher.wake()
         logger.info("line %s: store %s reachable; draining the edge spool", self.line_id,
@@ -236,6 +238,7 @@ class EdgeProcess:
         from connectors.outputs.config import load_outputs
         from pq.alerts.playbook import PlaybookLoader
         from pq.edge import records
+        from pq.edge.housekeeping import Housekeeper
         from pq.edge.metrics import EdgeMetrics
         from pq.edge.modelwatch import ModelWatcher
         from pq.edge.runtime import LineRuntime
@@ -253,8 +256,9 @@ class EdgeProcess:
             load_outputs(self.outputs_file, s, self.line_id)
         self.runtime = LineRuntime(
             self.line_id, scorers=self.watcher, feature_factory=self._make_features, sink=self.spool, settings=s,
-            outputs=self.outputs, store=self.store, metrics=self.metrics if self.metrics is not None else EdgeMetrics(),
+            outputs=self.outputs, metrics=self.metrics if self.metrics is not None else EdgeMetrics(),
             station=self.station, playbook=PlaybookLoader(s.edge_playbook_file, latest_stored=self._latest_playbook))
+        self.housekeeper = Housekeeper(self.runtime, self.store)
         took = self.runtime.warm_up()
         logger.info("line %s: edge ready in %.1f s; model %s; outputs: %s", self.line_id, took,
                     self.watcher.status()["model_version_id"],
@@ -270,7 +274,7 @@ class EdgeProcess:
         if self.runtime is None:
             self.start()
         stop = stop or asyncio.Event()
-        hk = asyncio.create_task(self.runtime.housekeeping(stop))
+        hk = asyncio.create_task(self.housekeeper.run(stop))
 
         def connector_store():
             # The connector's drainer waits for the same store; StorageError makes it retry.
@@ -293,10 +297,10 @@ class EdgeProcess:
         self._closing.set()
         rt = self.runtime
         if rt is not None:
-            rt._set_state("stopped", "edge runtime stopped")
             rt.close(flush_timeout_s)
+        deadline = time.monotonic() + flush_timeout_s  # one budget for all outputs, not one each
         for o in self.outputs:
-            o.close()
+            o.close(max(0.1, deadline - time.monotonic()))
         if self.watcher is not None:
             self.watcher.stop()
         if self.drainer is not None:

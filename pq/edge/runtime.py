@@ -5,51 +5,50 @@ buffers and the streaming feature path; at each cycle-complete notification the 
 computed, checked (stale, Bad, outside the model's training range -> ``not_scored`` with a plain
 reason, no alert), scored by the production model, turned into an explained alert by the alarm
 discipline, published to the outputs, and only then appended to the durable spool. The database
-is never on this path: operator actions, the playbook, KPIs and health are read and written by a
-housekeeping task through worker threads.
+is never on this path: the spool writer thread (``spool_writer.py``) takes the records, and operator
+actions, the playbook and health are read and written by the housekeeper (``housekeeping.py``).
+The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``.
 
-Takes small interfaces (``pq/edge/interfaces.py``); must not import connectors, models, ui or
-simulators. The composition roots are ``pq/edge/cli.py`` and ``pq/edge/bench.py``.
+Takes the small interfaces of ``pq/edge/interfaces.py``; must not import connectors, models, ui or
+simulators. The composition root (``pq/cli``) hands it the concrete parts.
 
 Example::
 
     rt = LineRuntime("line-1", scorers=watcher, feature_factory=make_features, sink=spool,
-                     outputs=[mqtt], playbook=PlaybookLoader(), settings=settings, store=store)
-    await rt.run(source)            # or rt.handle(batch) batch by batch (tests, benchmark)
+                     outputs=[mqtt], playbook=PlaybookLoader(), settings=settings)
+    rt.handle(batch)                # a batch of Samples / SampleBatch / PartEvents; or as a connector listener
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import queue
-import re
-import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import select
 
-from pq.alerts.discipline import OPEN_STATES, AlarmBoard, Change
+from pq.alerts.discipline import AlarmBoard, Change
 from pq.alerts.explain import explain_contributions, fmt_reading, title_for
 from pq.alerts.playbook import PlaybookLoader
 from pq.config import Settings
-from pq.edge.interfaces import PartEvent, Sample, is_bad
+from pq.edge.checks import CycleChecks
+from pq.edge.interfaces import FeatureComputer, FeatureFactory, Output, PartEvent, Sample, Scorer, ScorerProvider, Sink
+from pq.edge.line_state import STATES, LineState
 from pq.edge.metrics import EdgeMetrics
-from pq.errors import PQError
 from pq.edge.ringbuffer import TagRings
+from pq.edge.spool_writer import SpoolWriter
+from pq.errors import PQError
+from pq.spool.records import SampleBatch
 
 __all__ = ["LineRuntime", "Decision", "STATES"]
 
 logger = logging.getLogger(__name__)
 
-STATES = ("scoring", "degraded", "no_model", "stopped")
 _NS = 1_000_000_000
 
 
@@ -64,39 +63,21 @@ class Decision:
         return self.prediction["decision"]
 
 
-def _feature_names(fc: Any) -> list[str]:
-    names = getattr(fc, "feature_names", None)
-    if names is None:
-        names = fc.feature_set.feature_names
-    return list(names)
-
-
-def _key_tags(fc: Any) -> list[str]:
-    fs = getattr(fc, "feature_set", None)
-    if fs is not None and getattr(fs, "tags", None):
-        return list(fs.tags)
-    return sorted({n.split("__")[0] for n in _feature_names(fc)})
-
-
-_NUMBER = re.compile(r"[-+]?\d[\d.,]*(?:e[-+]?\d+)?")
-
-
-def _reason_key(reason: str | None) -> str:
-    """A reason without its numbers: what kind of trouble it is."""
-    return _NUMBER.sub("#", reason or "")
-
-
 def _ns_to_dt(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / _NS, tz=timezone.utc)
 
 
 class LineRuntime:
-    """One line's decisions. Single-threaded: call ``handle`` / ``run`` from one event loop."""
+    """One line's decisions. Single-threaded: call ``handle`` / the listener hooks from one event loop.
 
-    def __init__(self, line_id: str, *, scorers: Any, feature_factory: Callable[[Any], Any], sink: Any,
-                 settings: Settings, outputs: Sequence[Any] = (), playbook: PlaybookLoader | None = None,
-                 store: Any = None, metrics: EdgeMetrics | None = None, station: str | None = None,
-                 key_signals: Sequence[str] | None = None,
+    ``sink`` None records nothing (a benchmark of the decision alone); ``key_signals`` overrides the
+    feature set's signals as the ones whose trouble leaves a part unscored.
+    """
+
+    def __init__(self, line_id: str, *, scorers: ScorerProvider, feature_factory: FeatureFactory,
+                 sink: Sink | None, settings: Settings, outputs: Sequence[Output] = (),
+                 playbook: PlaybookLoader | None = None, metrics: EdgeMetrics | None = None,
+                 station: str | None = None, key_signals: Sequence[str] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.line_id = line_id
         self.station = station
@@ -106,34 +87,38 @@ class LineRuntime:
         self.settings = settings
         self.outputs = list(outputs)
         self.playbook = playbook or PlaybookLoader(settings.edge_playbook_file)
-        self.store = store
         self.metrics = metrics
         self.key_signals = list(key_signals) if key_signals else None
         self.clock = clock
         self.rings = TagRings(settings.edge_ring_capacity)
+        self.checks = CycleChecks(self.rings, settings, label=self._label)
         self.board = AlarmBoard(line_id, flood_limit=settings.edge_flood_limit,
                                 flood_window_s=settings.edge_flood_window_s,
                                 clear_after_ok=settings.edge_clear_after_ok_parts)
-        self._computers: dict[tuple, Any] = {}
-        self._outbox: queue.Queue = queue.Queue(maxsize=10_000)  # record batches for the spool writer thread
-        self._writer: threading.Thread | None = None
+        self.line_state = LineState(line_id, clock)
+        self._writer = SpoolWriter(sink, line_id) if sink is not None else None
+        self._computers: dict[tuple, FeatureComputer] = {}
         self._last_cycle_end_ns: int | None = None
         self.connection_state: dict | None = None
-        self.state = "no_model"
-        self.state_reason = "starting: no part decided yet"
-        self._state_event_id: str | None = None
-        self._ev_start: datetime | None = None
-        self._state_since = clock()
         self.counts = {"ok": 0, "at_risk": 0, "not_scored": 0}
-        self.sink_errors = 0
-        self._sink_error_logged = False
         self.latencies_ms: deque[float] = deque(maxlen=2048)
         self.last_serial: str | None = None
-        self._published_failures: dict[str, int] = {}
-        self._busy: set[str] = set()
+
+    @property
+    def state(self) -> str:
+        return self.line_state.state
+
+    @property
+    def state_reason(self) -> str:
+        return self.line_state.reason
+
+    @property
+    def spool_dropped(self) -> int:
+        """Decision records dropped because the spool writer was too far behind (counted, logged)."""
+        return self._writer.dropped if self._writer is not None else 0
 
     # ------------------------------------------------------------------ input
-    def handle(self, items: Iterable[Any]) -> list[Decision]:
+    def handle(self, items: Iterable[Sample | SampleBatch | PartEvent]) -> list[Decision]:
         """One batch from the source: push every sample first, then decide the parts in it.
 
         Samples of the same notification batch as the cycle-complete event belong to that cycle,
@@ -146,7 +131,7 @@ class LineRuntime:
                 parts.append(item)
             elif isinstance(item, Sample):
                 loose.append(item)
-            elif hasattr(item, "ts_us") and hasattr(item, "tags"):
+            elif isinstance(item, SampleBatch):
                 self._push_batch(item)
             else:
                 raise TypeError(f"edge source item: expected Sample, PartEvent or SampleBatch, got {type(item).__name__}")
@@ -159,7 +144,7 @@ class LineRuntime:
         for fc in self._computers.values():
             fc.push_many(tag, ts_ns, values, statuses)
 
-    def _push_batch(self, batch: Any) -> None:
+    def _push_batch(self, batch: SampleBatch) -> None:
         n = len(batch.tag)
         if n == 0:
             return
@@ -191,9 +176,8 @@ class LineRuntime:
             self.metrics.samples.labels(self.line_id).inc(len(samples))
 
     # ------------------------------------------------------------------ features
-    def _computer_for(self, scorer: Any, until_ns: int | None = None) -> Any:
-        baseline = getattr(scorer, "baseline", None)
-        key = (getattr(scorer, "feature_set_version", None), id(baseline))
+    def _computer_for(self, scorer: Scorer, until_ns: int | None = None) -> FeatureComputer:
+        key = (scorer.feature_set_version, id(scorer.baseline))
         fc = self._computers.get(key)
         if fc is None:
             fc = self.feature_factory(scorer)
@@ -232,72 +216,22 @@ class LineRuntime:
                 fc.vector(0, _NS, {})
                 scorer.score({n: 0.0 for n in scorer.feature_names}, {}, explain=True)
             except PQError as exc:
-                logger.warning("line %s: warm-up of model %s failed: %s", self.line_id,
-                               getattr(scorer, "version_id", None), exc)
+                logger.warning("line %s: warm-up of model %s failed: %s", self.line_id, scorer.version_id, exc)
         return time.perf_counter() - t0
 
     def _label(self, signal: str) -> str:
         return self.playbook.current.label_for(signal)
 
-    def _signal_problems(self, tags: Sequence[str], cycle_start_ns: int, cycle_end_ns: int) -> list[str]:
-        """Key signals that make a score untrustworthy at this cycle end, in plain words."""
-        problems = []
-        stale_ns = int(self.settings.edge_stale_s * _NS)
-        # The part under way when the edge (re)started, or when a sensor came back, has only the
-        # end of its window: its statistics would look like drift. Say what it is instead.
-        late = [t for t in tags if (st := self.rings.state(t)) is not None and st.first_good_ns > cycle_start_ns]
-        if late:
-            problems.append("incomplete cycle: no good value of " + ", ".join(self._label(t) for t in late[:4])
-                            + (f" and {len(late) - 4} more" if len(late) > 4 else "")
-                            + " before it began (edge just started, or the sensor just recovered)")
-        for tag in tags:
-            st = self.rings.state(tag)
-            if st is None:
-                problems.append(f"{self._label(tag)} sensor: no value received yet")
-            elif st.last_good_ns == 0 or cycle_end_ns - st.last_good_ns > stale_ns:
-                age = (cycle_end_ns - st.last_good_ns) / _NS if st.last_good_ns else None
-                problems.append(f"{self._label(tag)} sensor: no good value for "
-                                f"{'ever' if age is None else f'{age:.0f} s'}")
-            elif is_bad(st.last_status):
-                problems.append(f"{self._label(tag)} sensor reports Bad quality")
-        return problems
-
-    def _drift(self, scorer: Any, vec: Mapping[str, float]) -> list[str]:
-        ranges = getattr(scorer, "feature_ranges", None)
-        if not ranges:
-            return []
-        m = self.settings.edge_drift_margin
-        out, frozen = [], set()
-        # A reading that never moved during the cycle, where training always saw it move, is a stuck
-        # sensor (or a frozen gateway value): say that, not "std is 0, outside the training range".
-        moving = getattr(scorer, "moving_signals", frozenset())  # moved in every training cycle
-        for name, x in vec.items():
-            if not name.endswith("__std") or x != 0.0:
-                continue
-            sig = name[: -len("__std")]
-            lo = (ranges.get(name) or (None, None))[0]
-            if (lo is not None and lo > 0) or sig in moving:
-                frozen.add(sig)
-                out.append(f"{self._label(sig)} reading did not change during the cycle (stuck sensor?)")
-        for name, (lo, hi) in ranges.items():
-            x = vec.get(name)
-            if x is None or lo is None or hi is None or not math.isfinite(x) or name.split("__")[0] in frozen:
-                continue
-            span = max(hi - lo, abs(hi) * 1e-6, 1e-12)
-            if x < lo - m * span or x > hi + m * span:
-                sig = name.split("__")[0]
-                r = fmt_reading(x, lo, hi)  # one precision for the value and the range
-                out.append(f"{self._label(sig)} ({name}) is {r.value}, outside what the model was trained on "
-                           f"({r.lo} to {r.hi})")
-        return out
+    def _key_tags(self, fc: FeatureComputer) -> list[str]:
+        return self.key_signals or list(fc.tags)
 
     # ------------------------------------------------------------------ connector listener
-    def on_samples(self, batch: Any) -> None:
-        """``connectors`` Listener hook: a notification burst's SampleBatch (called in its event loop)."""
+    def on_samples(self, batch: SampleBatch) -> None:
+        """Connector listener hook: a notification burst's SampleBatch (called in its event loop)."""
         self._push_batch(batch)
 
     def on_state(self, connection: str, state: str, detail: dict) -> None:
-        """``connectors`` Listener hook: the connection's state shows in this line's status."""
+        """Connector listener hook: the connection's state shows in this line's status."""
         self.connection_state = {"connection": connection, "state": state}
 
     def part_event(self, part: Mapping[str, Any], received_s: float | None = None) -> PartEvent | None:
@@ -310,7 +244,7 @@ class LineRuntime:
         end_ns = ts_to_ns(part["cycle_end"])
         start = part.get("cycle_start")
         start_ns = ts_to_ns(start) if start is not None else (self._last_cycle_end_ns or end_ns)
-        ctx = {k: v for k, v in dict(part.get("context") or {}).items()}
+        ctx = dict(part.get("context") or {})
         for k in ("product", "material_lot", "shift", "station"):
             if part.get(k) is not None:
                 ctx[k] = part[k]
@@ -319,7 +253,7 @@ class LineRuntime:
 
     # ------------------------------------------------------------------ decision
     def on_part(self, ev: PartEvent | Mapping[str, Any]) -> Decision | None:
-        """Decide one part (a PartEvent, or a connector part dict as the Listener hook)."""
+        """Decide one part (a PartEvent, or a connector part dict as the listener hook)."""
         if not isinstance(ev, PartEvent):
             ev = self.part_event(ev)
             if ev is None:
@@ -341,51 +275,7 @@ class LineRuntime:
                 "decision": "not_scored", "reason": None, "contributions": None, "latency_ms": None}
         records: list[tuple[str, dict]] = []
         changes: list[Change] = []
-        state, reason = "scoring", ""
-        fc = s = None
-        scorer = self.scorers.scorer_for(product)
-        if scorer is None:
-            state = "no_model"
-            reason = f"No model in production for line {self.line_id}" + (f", product {product}" if product else "")
-        else:
-            pred["model_version_id"] = getattr(scorer, "version_id", None)
-            pred["feature_set_version"] = getattr(scorer, "feature_set_version", None)
-            try:
-                fc = self._computer_for(scorer, until_ns=ev.cycle_end_ns)
-            except PQError as exc:  # the model needs a feature set this edge cannot compute
-                fc, state, reason = None, "no_model", f"Model {pred['model_version_id']} cannot be served here: {exc}"
-        if scorer is not None and fc is not None:
-            tags = self.key_signals or _key_tags(fc)
-            problems = self._signal_problems(tags, ev.cycle_start_ns, ev.cycle_end_ns)
-            if not_good_ctx:
-                problems.append(f"context signal(s) {', '.join(self._label(n) for n in not_good_ctx)} have Bad quality")
-            x, freason = fc.vector(ev.cycle_start_ns, ev.cycle_end_ns, ctx)
-            names = _feature_names(fc)
-            vec = dict(zip(names, x.tolist()))
-            records.append(("part_features", self._features_record(ev, ctx, pred["feature_set_version"], vec, freason, now)))
-            if not problems:
-                problems = self._drift(scorer, vec)
-            if problems:
-                state, reason = "degraded", "; ".join(problems)
-            else:
-                try:
-                    s = scorer.score(vec, ctx, explain=None)
-                except PQError as exc:
-                    s, state, reason = None, "degraded", f"Scoring failed: {exc}"
-            if not problems and s is not None:
-                unseen = [f.split(":", 1)[1] for f in getattr(s, "flags", ()) if f.startswith("nan_unseen:")]
-                if unseen:
-                    missing = sorted({self._label(n.split("__")[0]) for n in unseen})
-                    state, reason = "degraded", f"No value for {', '.join(missing)} in this cycle" + \
-                        (f" ({freason})" if freason else "")
-                else:
-                    pred["score"], pred["threshold"] = float(s.probability), float(s.threshold)
-                    pred["decision"] = "at_risk" if s.at_risk else "ok"
-                    if s.at_risk:
-                        changes = self._alert(ev, ctx, s, pred, now)
-                        pred["contributions"] = changes[0].alert.get("explanation") if changes else None
-                    else:
-                        changes = self.board.on_scored(now, ())
+        state, reason = self._score(ev, ctx, not_good_ctx, pred, records, changes, now)
         if pred["decision"] == "not_scored":
             pred["reason"] = reason
         self._publish(changes)
@@ -405,15 +295,55 @@ class LineRuntime:
         self.counts[pred["decision"]] += 1
         self.latencies_ms.append(latency_ms)
         self.last_serial = ev.serial
-        self._set_state(state, reason if state != "scoring" else "")
+        self.set_state(state, reason if state != "scoring" else "")
         if self.metrics is not None:
             self.metrics.decision_latency.labels(self.line_id).observe(latency_ms / 1000.0)
             self.metrics.decisions.labels(self.line_id, pred["decision"]).inc()
         return Decision(pred, changes, latency_ms)
 
+    def _score(self, ev: PartEvent, ctx: dict, not_good_ctx: Sequence[str], pred: dict,
+               records: list[tuple[str, dict]], changes: list[Change], now: datetime) -> tuple[str, str]:
+        """Vector, checks, score and alert for one part; fills ``pred``, ``records`` and ``changes`` and
+        returns the line's state and its reason."""
+        product = ctx.get("product")
+        scorer = self.scorers.scorer_for(product)
+        if scorer is None:
+            return "no_model", f"No model in production for line {self.line_id}" + (f", product {product}" if product else "")
+        pred["model_version_id"] = scorer.version_id
+        pred["feature_set_version"] = scorer.feature_set_version
+        try:
+            fc = self._computer_for(scorer, until_ns=ev.cycle_end_ns)
+        except PQError as exc:  # the model needs a feature set this edge cannot compute
+            return "no_model", f"Model {scorer.version_id} cannot be served here: {exc}"
+        problems = self.checks.signal_problems(self._key_tags(fc), ev.cycle_start_ns, ev.cycle_end_ns)
+        if not_good_ctx:
+            problems.append(f"context signal(s) {', '.join(self._label(n) for n in not_good_ctx)} have Bad quality")
+        x, freason = fc.vector(ev.cycle_start_ns, ev.cycle_end_ns, ctx)
+        vec = dict(zip(fc.feature_names, x.tolist()))
+        records.append(("part_features", self._features_record(ev, ctx, scorer.feature_set_version, vec, freason, now)))
+        problems = problems or self.checks.drift(scorer, vec)
+        if problems:
+            return "degraded", "; ".join(problems)
+        try:
+            s = scorer.score(vec, ctx, explain=None)
+        except PQError as exc:
+            return "degraded", f"Scoring failed: {exc}"
+        unseen = [f.split(":", 1)[1] for f in s.flags if f.startswith("nan_unseen:")]
+        if unseen:
+            missing = sorted({self._label(n.split("__")[0]) for n in unseen})
+            return "degraded", f"No value for {', '.join(missing)} in this cycle" + (f" ({freason})" if freason else "")
+        pred["score"], pred["threshold"] = float(s.probability), float(s.threshold)
+        pred["decision"] = "at_risk" if s.at_risk else "ok"
+        if s.at_risk:
+            changes.extend(self._alert(ev, ctx, s, pred, now))
+            pred["contributions"] = changes[0].alert.get("explanation") if changes else None
+        else:
+            changes.extend(self.board.on_scored(now, ()))
+        return "scoring", ""
+
     def _alert(self, ev: PartEvent, ctx: Mapping[str, Any], s: Any, pred: dict, now: datetime) -> list[Change]:
         pb = self.playbook.current
-        top = explain_contributions(getattr(s, "contributions", ()) or (), pb, top_n=3)
+        top = explain_contributions(s.contributions or (), pb, top_n=3)
         signal = top[0]["signal"] if top else None
         cause = pb.cause_for(signal) if signal else "model"
         action_ctx = {**ctx, "serial": ev.serial, "line_id": self.line_id}
@@ -448,102 +378,27 @@ class LineRuntime:
                 out.on_alert(ch.event, ch.alert)
 
     def _spool(self, records: list[tuple[str, dict]]) -> None:
-        """Hand records to the spool writer thread: an fsync must never stall the event loop."""
-        if self.sink is None or not records:
-            return
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, name=f"pq-edge-spool-{self.line_id}", daemon=True)
-            self._writer.start()
-        try:
-            self._outbox.put_nowait(records)
-        except queue.Full:
-            self.sink_errors += len(records)
-            if not self._sink_error_logged:
-                logger.error("line %s: spool writer %d batches behind; dropping records (counted) - the spool "
-                             "disk is too slow or failing", self.line_id, self._outbox.maxsize)
-                self._sink_error_logged = True
-
-    def _write_loop(self) -> None:
-        backoff = 0.1
-        while True:
-            batch = self._outbox.get()
-            if batch is None:
-                self._outbox.task_done()
-                return
-            records, n_batches = list(batch), 1
-            while len(records) < 500:
-                try:
-                    more = self._outbox.get_nowait()
-                except queue.Empty:
-                    break
-                n_batches += 1
-                if more is None:
-                    self._outbox.put(None)  # keep the stop marker for the next round
-                    self._outbox.task_done()
-                    n_batches -= 1
-                    break
-                records.extend(more)
-            while True:
-                try:
-                    if hasattr(self.sink, "append_many"):
-                        self.sink.append_many(records)
-                    else:
-                        for kind, payload in records:
-                            self.sink.append(kind, payload)
-                    if self._sink_error_logged:
-                        logger.info("line %s: spool accepts records again", self.line_id)
-                        self._sink_error_logged = False
-                    backoff = 0.1
-                    break
-                except Exception as exc:  # noqa: BLE001 - spool full or disk trouble: keep the records, retry, say so once
-                    if not self._sink_error_logged:
-                        logger.error("line %s: cannot spool %d records (%s: %s); retrying, decisions are still "
-                                     "published", self.line_id, len(records), type(exc).__name__, exc)
-                        self._sink_error_logged = True
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-            for _ in range(n_batches):
-                self._outbox.task_done()
+        if self._writer is not None:
+            self._writer.put(records)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every decision handed over so far is in the spool."""
-        deadline = time.monotonic() + timeout_s
-        while self._outbox.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return not self._outbox.unfinished_tasks
+        return self._writer.flush(timeout_s) if self._writer is not None else True
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the spool writer after flushing (state 'stopped' is written first)."""
+        """Record the 'stopped' state, then stop the spool writer after it wrote what is queued."""
+        self.set_state("stopped", "edge runtime stopped")
         if self._writer is not None:
-            self._outbox.put(None)
-            self._writer.join(timeout_s)
-            self._writer = None
+            self._writer.close(timeout_s)
 
-    def _set_state(self, state: str, reason: str) -> None:
-        if state == self.state and (state == "scoring" or reason == self.state_reason):
-            return
-        now = self.clock()
-        old, old_reason = self.state, self.state_reason
-        self.state, self.state_reason, self._state_since = state, reason, now
-        if state == "scoring":
-            logger.info("line %s: scoring again (was %s: %s)", self.line_id, old, old_reason)
-        elif old != state or _reason_key(reason) != _reason_key(old_reason):
-            logger.warning("line %s: %s: %s", self.line_id, state.replace("_", " "), reason)
-        else:  # the same trouble with other numbers (each part's drift value): once is enough at warning
-            logger.debug("line %s: still %s: %s", self.line_id, state, reason)
-        records = []
-        if self._state_event_id is not None and (state == "scoring" or old != state):
-            records.append(("line_event", {"id": self._state_event_id, "line_id": self.line_id,
-                                           "source": f"edge:{self.line_id}", "kind": old, "started_at": self._ev_start,
-                                           "ended_at": now, "detail": {"reason": old_reason}}))
-            self._state_event_id = None
-        if state != "scoring" and self._state_event_id is None:
-            self._state_event_id, self._ev_start = str(uuid.uuid4()), now
-            records.append(("line_event", {"id": self._state_event_id, "line_id": self.line_id,
-                                           "source": f"edge:{self.line_id}", "kind": state, "started_at": now,
-                                           "ended_at": None, "detail": {"reason": reason}}))
-        records.append(("health", self.health_record()))
-        self._spool(records)
+    def set_state(self, state: str, reason: str) -> None:
+        """Change the line's state; a change is recorded as a line event with the health record."""
+        records = self.line_state.change(state, reason)
+        if records is not None:
+            self._spool(records + [("health", self.health_record())])
+
+    def record_health(self) -> None:
+        self._spool([("health", self.health_record())])
 
     # ------------------------------------------------------------------ status
     def latency_percentiles(self) -> dict:
@@ -560,18 +415,16 @@ class LineRuntime:
             st = self.rings.state(tag)
             fresh[tag] = None if not st.last_good_arrival_s else round(now_s - st.last_good_arrival_s, 1)
         spool_depth = None
-        if self.sink is not None and hasattr(self.sink, "depth"):
+        if self.sink is not None:
             try:
                 spool_depth = self.sink.depth()
             except Exception as exc:  # noqa: BLE001 - status must render even if the spool file is unreadable
                 spool_depth = f"unknown ({exc})"
-        outputs = {}
-        for out in self.outputs:
-            outputs[getattr(out, "name", type(out).__name__)] = out.status()
-        model = self.scorers.status() if hasattr(self.scorers, "status") else {}
-        return {"state": self.state, "reason": self.state_reason, "since": self._state_since.isoformat(),
+        outputs = {out.name: out.status() for out in self.outputs}
+        model = self.scorers.status()
+        return {"state": self.state, "reason": self.state_reason, "since": self.line_state.since.isoformat(),
                 "freshness_s": fresh, "model": model, "model_version_id": model.get("model_version_id"),
-                "spool_depth": spool_depth, "spool_errors": self.sink_errors, "outputs": outputs,
+                "spool_depth": spool_depth, "spool_errors": self.spool_dropped, "outputs": outputs,
                 "output_failures": sum(int(o.get("failures", 0)) for o in outputs.values()),
                 "playbook": {"source": self.playbook.current.source, "error": self.playbook.error},
                 "decisions": dict(self.counts), "latency": self.latency_percentiles(),
@@ -582,9 +435,10 @@ class LineRuntime:
         return {"component": f"edge:{self.line_id}", "line_id": self.line_id, "state": self.state,
                 "detail": self.status(), "updated_at": self.clock()}
 
-    # ------------------------------------------------------------------ housekeeping
+    # ------------------------------------------------------------------ time-driven
     def tick(self) -> list[Change]:
-        """Time-driven work that touches no database: alarm timers, line freshness, metrics."""
+        """Alarm timers (shelve expiry, clearing) and, between parts, a sensor that went silent: called
+        every second by the housekeeper. Touches no database."""
         now = self.clock()
         changes = self.board.tick(now)
         self._publish(changes)
@@ -592,126 +446,13 @@ class LineRuntime:
                      ((("alert", ch.alert),) + ((("alert_event", ch.event_row),) if ch.event_row else ()))])
         # Between parts, a sensor that went silent must show on the status now, not at the next part.
         if self.state == "scoring" and self._computers:
-            fc = next(reversed(self._computers.values()))
-            tags = self.key_signals or _key_tags(fc)
-            now_s = time.perf_counter()
-            stale = [t for t in tags if self.rings.state(t) is None or
-                     now_s - self.rings.state(t).last_good_arrival_s > self.settings.edge_stale_s]
+            stale = self.checks.stale_now(self._key_tags(next(reversed(self._computers.values()))))
             if stale:
-                self._set_state("degraded", "; ".join(f"{self._label(t)} sensor: no good value for "
-                                                       f"{self.settings.edge_stale_s:.0f} s" for t in stale))
-        if self.metrics is not None:
-            m, line = self.metrics, self.line_id
-            m.ring_fill.labels(line).set(self.rings.fill())
-            for st, n in self.board.counts().items():
-                m.alerts.labels(line, st).set(n)
-            m.scoring_state.labels(line).set(1 if self.state == "scoring" else 0)
-            mv = (self.scorers.status() if hasattr(self.scorers, "status") else {}).get("model_version_id")
-            m.model_version.labels(line).set(mv or 0)
-            if self.sink is not None and hasattr(self.sink, "depth"):
-                try:
-                    m.spool_depth.labels(line).set(self.sink.depth())
-                except Exception as exc:  # noqa: BLE001 - a metric must not stop the loop
-                    logger.debug("spool depth unavailable: %s", exc)
-            for out in self.outputs:
-                st = out.status()
-                name = getattr(out, "name", type(out).__name__)
-                new = int(st.get("failures", 0)) - self._published_failures.get(name, 0)
-                if new > 0:
-                    m.output_failures.labels(line, name).inc(new)
-                    self._published_failures[name] = int(st.get("failures", 0))
-                m.output_dropped.labels(line, name).set(int(st.get("dropped", 0)))
+                self.set_state("degraded", "; ".join(stale))
         return changes
 
-    def load_open_alerts(self) -> int:
-        """At start-up (worker thread): adopt this line's open alerts from the store."""
-        from pq.storage import schema
-
-        if self.store is None:
-            return 0
-        t = schema.alerts
-        with self.store.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(
-                select(t).where(t.c.line_id == self.line_id, t.c.state.in_(OPEN_STATES)))]
-        return self.board.load(rows)
-
-    def _read_operator_rows(self) -> list[dict]:
-        from pq.storage import schema
-
-        ids = [a.id for a in self.board.open_alerts()]
-        if not ids or self.store is None:
-            return []
-        t = schema.alerts
-        with self.store.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(t).where(t.c.id.in_(ids)))]
-
     def apply_operator_rows(self, rows: list[dict]) -> list[Change]:
+        """Operator actions read from the store (acknowledge, shelve, feedback), merged and published."""
         changes = self.board.merge_stored(rows, self.clock())
         self._publish(changes)
         return changes
-
-    async def _in_thread(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run store work in a thread, one at a time per job, so a hung database never piles up threads."""
-        if name in self._busy:
-            return None
-        self._busy.add(name)
-        try:
-            return await asyncio.to_thread(fn)
-        except Exception as exc:  # noqa: BLE001 - store trouble is reported by the spool/health; here logged at debug
-            logger.debug("line %s: %s skipped: %s", self.line_id, name, exc)
-            return None
-        finally:
-            self._busy.discard(name)
-
-    async def housekeeping(self, stop: asyncio.Event) -> None:
-        from pq.alerts.kpis import refresh_kpis
-
-        s = self.settings
-        last = {"health": 0.0, "sync": 0.0, "playbook": 0.0, "kpi": 0.0, "load": 0.0}
-        adopted = False
-        while not stop.is_set():
-            t = time.monotonic()
-            # The store may come up after the edge (it scores from a local model copy meanwhile):
-            # open alerts of an earlier run are adopted once it answers.
-            if not adopted and self.store is not None and t - last["load"] >= s.edge_alert_sync_s:
-                last["load"] = t
-                n = await self._in_thread("load", self.load_open_alerts)
-                if n is not None:
-                    adopted = True
-                    if n:
-                        logger.info("line %s: %d open alerts adopted from the store", self.line_id, n)
-            self.tick()
-            if t - last["health"] >= s.edge_health_interval_s:
-                last["health"] = t
-                self._spool([("health", self.health_record())])
-            if self.store is not None and t - last["sync"] >= s.edge_alert_sync_s:
-                last["sync"] = t
-                rows = await self._in_thread("sync", self._read_operator_rows)
-                if rows:
-                    self.apply_operator_rows(rows)
-            if t - last["playbook"] >= s.edge_playbook_poll_s:
-                last["playbook"] = t
-                await self._in_thread("playbook", self.playbook.reload)
-            if self.store is not None and t - last["kpi"] >= s.edge_kpi_interval_s:
-                last["kpi"] = t
-                asyncio.ensure_future(self._in_thread("kpi", lambda: refresh_kpis(self.store, self.line_id,
-                                                                                   self.clock())))
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
-                pass
-
-    async def run(self, source: Any, stop: asyncio.Event | None = None) -> None:
-        """Consume the source until it ends or ``stop`` is set; housekeeping runs alongside."""
-        stop = stop or asyncio.Event()
-        hk = asyncio.create_task(self.housekeeping(stop))
-        try:
-            async for batch in source:
-                self.handle(batch)
-                if stop.is_set():
-                    break
-        finally:
-            stop.set()
-            await asyncio.gather(hk, return_exceptions=True)
-            self._set_state("stopped", "edge runtime stopped")
-            self.close()

@@ -153,6 +153,15 @@ class StreamingFeatures:
         self._empty_no = np.zeros(1, bool)
         self._logged_overflow: set[int] = set()
 
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.feature_set.feature_names)
+
+    @property
+    def tags(self) -> list[str]:
+        """The signals this feature set reads (the edge's key signals for a part)."""
+        return list(self.feature_set.tags)
+
     # ---- input -------------------------------------------------------------------------------------
     def push(self, tag: str, ts: Any, value: float, status: int = 0) -> None:
         """Push one sample (prefer push_many: each call into Numba costs ~1 µs)."""
