@@ -163,9 +163,6 @@ class Settings(BaseSettings):
     edge_health_interval_s: float = Field(
         5.0, gt=0, description="How often the edge writes its component_health row (and on every state change)"
     )
-    edge_kpi_interval_s: float = Field(
-        300.0, gt=0, description="How often the edge recomputes alert KPIs (current and previous hour) into alert_kpis"
-    )
     edge_flood_limit: int = Field(
         10, gt=0, description="More new alerts than this within PQ_EDGE_FLOOD_WINDOW_S on a line = flood: one flood alert"
     )

@@ -12,7 +12,6 @@ from sqlalchemy import select
 from pq.alerts.discipline import AlarmBoard
 from pq.alerts.explain import (Reading, explain_contributions, fmt_number, fmt_range, fmt_reading, sentence,
                                title_for)
-from pq.alerts.kpis import compute_kpis, max_in_window, refresh_kpis
 from pq.alerts.playbook import DEFAULT_PLAYBOOK_PATH, PlaybookLoader, load_playbook_file, parse_playbook
 from pq.edge.records import write_alert_events, write_alerts
 from pq.errors import ConfigError
@@ -100,27 +99,6 @@ def test_store_write_never_undoes_an_operator_action(store):
         n_events = len(conn.execute(select(schema.alert_events)).all())
     assert row["state"] == "acknowledged" and row["acked_by"] == "ann"
     assert row["repeat_count"] == 2 and row["serial"] == "S9" and n_events == 1
-
-
-@pytest.mark.timeout(30)
-def test_kpis_per_line(store):
-    ensure_line(store, "line-1")
-    b = AlarmBoard("line-1", flood_limit=3)
-    for i in range(5):
-        for ch in _raise(b, f"sig_{i % 2}_{i}_c", T0 + timedelta(minutes=i)):
-            write_alerts(store, [ch.alert])
-    with store.engine.begin() as conn:
-        conn.execute(schema.alerts.update().where(schema.alerts.c.cause == "sig_0_0_c")
-                     .values(acked_at=T0 + timedelta(seconds=90)))
-    k = compute_kpis(store, "line-1", T0, 3600)
-    assert k["alerts"] == 5 and k["floods"] == 1 and k["alerts_per_10min_max"] == 5
-    assert k["mean_time_to_ack_s"] == pytest.approx(90)
-    rows = refresh_kpis(store, "line-1", T0 + timedelta(minutes=30))
-    assert rows[1]["alerts"] == 5
-    refresh_kpis(store, "line-1", T0 + timedelta(minutes=31))  # idempotent upsert
-    with store.engine.connect() as conn:
-        assert len(conn.execute(select(schema.alert_kpis)).all()) == 2
-    assert max_in_window([T0, T0 + timedelta(minutes=9), T0 + timedelta(minutes=11)]) == 2
 
 
 @pytest.mark.timeout(10)

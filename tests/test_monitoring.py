@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
+from pq.alerts.discipline import AlarmBoard
+from pq.edge.records import write_alerts
 from pq.monitoring import alarm_kpis, js_divergence, precision_by_day, psi
 from pq.monitoring.drift import drift_by_day
 from pq.monitoring.ingest import ingest_health
+from pq.monitoring.kpis import max_in_window
 from pq.storage import schema
 from ui.seed import seed, upsert_health
 
@@ -60,22 +62,32 @@ def test_drift_by_day_flags_the_shifted_signal(store):
 def test_precision_kpis_and_ingest(store):
     now = datetime.now(timezone.utc)
     seed(store, lines=2, parts_per_line=20, alerts=0, active_alerts=0)
-    rows = []
-    for i in range(30):  # 30 alerts in 10 minutes on line-01: a flood
-        fb = ("confirmed", "false_alarm", None)[i % 3]
-        rows.append({"id": str(uuid.uuid4()), "line_id": "line-01", "kind": "part", "cause": "melt_temp_c" if i % 2 else "cushion_mm",
-                     "state": "cleared", "severity": "medium", "title": "t", "raised_at": now - timedelta(minutes=5, seconds=i),
-                     "updated_at": now, "acked_at": now - timedelta(minutes=4, seconds=i), "feedback": fb, "repeat_count": 1})
-    with store.engine.begin() as conn:
-        conn.execute(insert(schema.alerts), rows)
+    # 30 alerts in 5 minutes on line-01, raised by the edge's own alarm board: it declares one flood
+    board = AlarmBoard("line-01", flood_limit=10, flood_window_s=600)
+    t0 = now - timedelta(minutes=8)
+    stored = {}
+    for i in range(30):
+        cause = f"{'melt_temp_c' if i % 2 else 'cushion_mm'}_{i}"
+        for ch in board.on_at_risk(cause, t0 + timedelta(seconds=10 * i), severity="medium", title="t",
+                                   serial=f"S{i}", score=0.9):
+            stored[ch.alert["id"]] = dict(ch.alert)
+    write_alerts(store, list(stored.values()))
+    a = schema.alerts
+    with store.engine.begin() as conn:  # the operators' side: acknowledged after a minute, feedback on two thirds
+        for i, r in enumerate(r for r in stored.values() if r["kind"] == "part"):
+            conn.execute(update(a).where(a.c.id == r["id"]).values(
+                acked_at=r["raised_at"] + timedelta(seconds=60), feedback=("confirmed", "false_alarm", None)[i % 3]))
     p = precision_by_day(store, days=1, now=now)
     assert sum(r["confirmed"] for r in p) == 10 and sum(r["false_alarm"] for r in p) == 10
     assert all(r["precision"] == 0.5 for r in p if r["alerts"] == 30)
     k = alarm_kpis(store, hours=1, now=now)
     line = k["lines"]["line-01"]
     assert line["alerts"] == 30 and line["flood_periods"] == 1 and line["per_10min_peak"] == 30
+    assert 0 < line["time_in_flood_pct"] <= 100
     assert not line["within_guideline"] and line["ack_median_s"] == pytest.approx(60, abs=1)
-    assert {c for c, _ in k["top_causes"]} == {"melt_temp_c", "cushion_mm"}
+    assert max_in_window([t0, t0 + timedelta(minutes=9), t0 + timedelta(minutes=11)]) == 2
+    assert {c.rsplit("_", 1)[0] for c, _ in k["top_causes"]} == {"melt_temp_c", "cushion_mm"}
+    assert "flood" not in {c for c, _ in k["top_causes"]}
     upsert_health(store, "connector:line-01", "line-01", "connected",
                   {"samples_per_s": 100.0, "spool": {"depth_records": 7, "oldest_age_s": 1.5}, "dropped": {"queue": 2},
                    "last_notification_at": (now - timedelta(seconds=3)).isoformat()})

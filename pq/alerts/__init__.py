@@ -1,7 +1,7 @@
-"""Alerts: alarm discipline (ISA-18.2 style), explanations in operator words, the playbook, KPIs.
+"""Alerts: alarm discipline (ISA-18.2 style), explanations in operator words, the playbook.
 
 Modules: ``discipline`` (state machine: dedup per line + cause, floods, shelving, clearing),
-``explain`` (sentences), ``playbook`` (TOML -> actions), ``kpis`` (alert_kpis), and ``actions``
+``explain`` (sentences), ``playbook`` (TOML -> actions), and ``actions``
 (operator actions, owned by the UI). Must not import connectors, models, ui or simulators.
 """
 

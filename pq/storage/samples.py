@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from pq.storage import schema
 from pq.storage.engine import Store

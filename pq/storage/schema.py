@@ -32,7 +32,7 @@ from pq.storage.types import Json, UtcDateTime
 
 __all__ = ["metadata"] + [
     "lines", "tags", "samples", "parts", "part_features", "inspections", "predictions",
-    "alerts", "alert_events", "alert_kpis", "model_versions", "model_deployments",
+    "alerts", "alert_events", "model_versions", "model_deployments",
     "training_jobs", "users", "audit_log", "playbook_versions", "component_health", "line_events",
 ]
 
@@ -187,19 +187,6 @@ alert_events = Table(
     Column("username", String(100), comment="who; 'edge' for the runtime"),
     Column("detail", Json),
     Index(None, "alert_id", "at"),
-)
-
-alert_kpis = Table(
-    "alert_kpis", metadata,
-    Column("line_id", String(64), primary_key=True),
-    Column("period_start", UtcDateTime, primary_key=True),
-    Column("period_s", Integer, primary_key=True),
-    Column("alerts", Integer, nullable=False),
-    Column("floods", Integer, nullable=False, default=0),
-    Column("alerts_per_10min_max", Float),
-    Column("mean_time_to_ack_s", Float),
-    Column("top_causes", Json),
-    Column("computed_at", UtcDateTime, nullable=False),
 )
 
 model_versions = Table(

@@ -96,8 +96,10 @@ def _kpi_view(ctx, hours: float):
                              html.Td(v["per_10min_peak"]), html.Td(f"{v['flood_periods']} ({v['time_in_flood_pct']} % of time)"),
                              html.Td(duration(v["ack_median_s"]) if v["ack_median_s"] is not None else "-"),
                              html.Td(", ".join(f"{c} ({n})" for c, n in v["top_causes"]))]))
-    return html.Div([html.P(f"ISA-18.2 guideline: about {k['guideline_per_10min']:.0f} alert per operator per 10 minutes; "
-                            f"{k['flood_per_10min']} or more in 10 minutes is a flood."),
+    s = ctx.settings
+    return html.Div([html.P(f"ISA-18.2 guideline: about {k['guideline_per_10min']:.0f} alert per operator per 10 minutes. "
+                            f"The edge declares a flood above {s.edge_flood_limit} alerts in "
+                            f"{s.edge_flood_window_s / 60:.0f} minutes and holds back further alerts until it ends."),
                      html.Table(rows, className="pq-table", id="monitoring-kpi-table"),
                      html.P("Top causes overall: " + ", ".join(f"{c} ({n})" for c, n in k["top_causes"]))])
 
