@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 from typing import Any, Callable, Iterable, Mapping
 
 from pq.config import Settings
-from pq.errors import SchemaVersionError, StorageError
 from pq.health import METRICS, start_metrics_server
 from pq.spool import SpoolDrainer, open_spool
+from pq.storage.opener import StoreOpener
 
 from connectors.tagmap import TagMap, load_tagmap, resolve_credentials
 
@@ -48,50 +47,14 @@ def lag_listener(connection: str, sink: list | None = None) -> Callable[[str, li
     return on_commit
 
 
-class _StoreStarter(threading.Thread):
-    """Opens the store (retrying while the database is down) and then starts the drainer."""
-
-    def __init__(self, open_store: Callable[[], Any], make_drainer: Callable[[Any], SpoolDrainer]):
-        super().__init__(name="pq-store-open", daemon=True)
-        self.open_store, self.make_drainer = open_store, make_drainer
-        self.drainer: SpoolDrainer | None = None
-        self.store = None
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-
-    def run(self) -> None:
-        warned = False
-        while not self._stop.is_set():
-            try:
-                self.store = self.open_store()
-            except StorageError as exc:
-                if isinstance(exc, SchemaVersionError):  # waiting will not fix it: `pq db upgrade` will
-                    self.error = exc
-                    return
-                if not warned:
-                    logger.warning("store not reachable yet (%s); spooling locally and retrying", exc)
-                    warned = True
-                self._stop.wait(2.0)
-                continue
-            except BaseException as exc:  # a wrong schema version or URL: reported by run_connector
-                self.error = exc
-                return
-            if warned:
-                logger.info("store reachable; starting to drain the spool")
-            self.drainer = self.make_drainer(self.store).start()
-            return
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 async def run_connector(tagmap: TagMap | str, settings: Settings, *, open_store: Callable[[], Any],
                         environ: Mapping[str, str] | None = None, listeners: Iterable[Any] = (),
                         stop_event: asyncio.Event | None = None, flush_timeout_s: float = 10.0,
                         install_signal_handlers: bool = True, on_started: Callable[[Any], None] | None = None) -> dict:
     """Run one connection until SIGTERM/SIGINT or ``stop_event``; returns the final health detail.
 
-    ``open_store`` is called (in a thread, retried on StorageError) to get the store to drain into.
+    ``open_store`` is called (in a thread, retried on StorageError: :class:`~pq.storage.opener.StoreOpener`)
+    to get the store to drain into.
     """
     from connectors.opcua.session import ConnectorSession
 
@@ -105,16 +68,16 @@ async def run_connector(tagmap: TagMap | str, settings: Settings, *, open_store:
     if install_signal_handlers:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    starter = _StoreStarter(open_store, lambda store: SpoolDrainer(
-        spool, store, listeners=(lag_listener(tm.connection.name),)))
-    starter.start()
+    drainers: list[SpoolDrainer] = []
+    opener = StoreOpener(open_store, name=f"connection {tm.connection.name}", on_open=[lambda store: drainers.append(
+        SpoolDrainer(spool, store, listeners=(lag_listener(tm.connection.name),)).start())]).start()
     session = ConnectorSession(tm, settings, spool=spool, listeners=listeners, username=user, password=password)
     try:
         async with session:
             if on_started is not None:
                 on_started(session)
             async def _store_error():  # a wrong schema or URL ends the run at once, not at SIGTERM
-                while starter.error is None:
+                while opener.error is None:
                     await asyncio.sleep(0.5)
                 stop.set()
 
@@ -132,10 +95,9 @@ async def run_connector(tagmap: TagMap | str, settings: Settings, *, open_store:
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-        starter.stop()
-        drainer = starter.drainer
-        if drainer is not None:
-            empty = await asyncio.to_thread(drainer.stop, flush_timeout_s)
+        opener.stop()
+        if drainers:
+            empty = await asyncio.to_thread(drainers[0].stop, flush_timeout_s)
             if empty:
                 logger.info("connection %s: spool empty, everything is in the store", tm.connection.name)
         elif spool.depth():
@@ -143,8 +105,8 @@ async def run_connector(tagmap: TagMap | str, settings: Settings, *, open_store:
                            tm.connection.name, spool.depth(), spool.path)
         detail = session.health_detail()
         spool.close()
-        if starter.store is not None:
-            starter.store.dispose()
-    if starter.error is not None:
-        raise starter.error
+        if opener.store is not None:
+            opener.store.dispose()
+    if opener.error is not None:
+        raise opener.error
     return detail

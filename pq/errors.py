@@ -4,11 +4,16 @@ Hierarchy::
 
     PQError
     ├── ConfigError            a setting or input file is wrong (names the setting/file, got, expected)
+    │   └── FeatureSpecError   a feature spec entry is malformed
+    │       └── UnknownTagError    the spec names tags the tag catalog does not know (also an UnknownTag)
+    ├── FeatureInputError      samples or parts handed to the feature code have the wrong shape (also a ValueError)
     ├── StorageError           the store cannot be reached or used
-    │   └── SchemaVersionError the database schema is older/newer than this code
-    ├── ConnectorError         an OPC UA connection or tag map problem
-    │   ├── ConnectionLost
-    │   └── UnknownTag
+    │   ├── SchemaVersionError the database schema is older/newer than this code
+    │   └── SpoolError         the local spool file refuses appends (disk full or failing)
+    │       └── SpoolFull      the spool is at its size bound with policy "block": the caller keeps the data
+    ├── ConnectorError         an OPC UA connection, tag map or plant output problem
+    │   ├── UnknownTag
+    │   └── PermanentDeliveryError  an output endpoint refused a message for good (a retry will not help)
     ├── ModelError             training, registry or scoring
     │   ├── NotFittedError
     │   └── FeatureMismatch
@@ -37,16 +42,36 @@ class SchemaVersionError(StorageError):
     """The database schema does not match what this version of pq knows."""
 
 
+class SpoolError(StorageError):
+    """The local spool file refuses appends (its disk is full or failing); the caller keeps the data."""
+
+
+class SpoolFull(SpoolError):
+    """The spool is at its size bound and its policy is ``block``: the caller must keep the data."""
+
+
 class ConnectorError(PQError):
     """An OPC UA connection, subscription or tag map problem."""
 
 
-class ConnectionLost(ConnectorError):
-    """The OPC UA server went away."""
-
-
 class UnknownTag(ConnectorError):
     """A tag or node id is not known to the server or the store."""
+
+
+class PermanentDeliveryError(ConnectorError):
+    """A plant output's endpoint refused this message for a reason a retry will not fix."""
+
+
+class FeatureSpecError(ConfigError):
+    """A feature spec is malformed: the message names the entry, what arrived and what was expected."""
+
+
+class UnknownTagError(FeatureSpecError, UnknownTag):
+    """The spec references tags that the tag catalog does not know."""
+
+
+class FeatureInputError(PQError, ValueError):
+    """Samples or parts handed to the feature code have the wrong shape, dtype or columns."""
 
 
 class ModelError(PQError):

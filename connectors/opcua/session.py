@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +43,7 @@ from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusC
 from pq.config import Settings
 from pq.errors import ConfigError, ConnectorError
 from pq.health import METRICS, health_row, line_event
-from pq.spool import SampleBatch, Spool, SpoolFull
+from pq.spool import SampleBatch, Spool, SpoolError, SpoolFull
 from pq.storage.catalog import TagDef
 
 from connectors.opcua.convert import ConvertCounters, to_row
@@ -686,9 +685,9 @@ class ConnectorSession:
             await asyncio.to_thread(self.spool.append_many, items,
                                     timeout_s=self.spool.block_timeout_s if final else min(
                                         self.spool.block_timeout_s, 1.0))
-        except (SpoolFull, sqlite3.Error, OSError) as exc:
-            # SpoolFull: the store is down and the spool at its bound (policy block). sqlite3/OS errors:
-            # the spool's disk is full or failing. Either way the data stays in memory (bounded by
+        except SpoolError as exc:
+            # SpoolFull: the store is down and the spool at its bound (policy block). Otherwise the
+            # spool's disk is full or failing. Either way the data stays in memory (bounded by
             # PQ_CONNECTOR_BUFFER_MAX_SAMPLES) and the next flush retries; one error per episode.
             self.spool_rejections += 1
             if not isinstance(exc, SpoolFull) and not self._spool_failing:

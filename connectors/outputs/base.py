@@ -26,13 +26,11 @@ from collections import deque
 from datetime import datetime
 from typing import Any, Mapping
 
+from pq.errors import PermanentDeliveryError
+
 __all__ = ["QueuedOutput", "PermanentDeliveryError", "to_json"]
 
 logger = logging.getLogger(__name__)
-
-
-class PermanentDeliveryError(Exception):
-    """The endpoint refused this message for a reason a retry will not fix."""
 
 
 def _default(o: Any) -> Any:

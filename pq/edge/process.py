@@ -22,13 +22,13 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pq.config import Settings
-from pq.errors import ConfigError, SchemaVersionError, StorageError
+from pq.errors import ConfigError, StorageError
+from pq.storage.opener import StoreOpener
 
 __all__ = ["EdgeProcess", "ModelCache", "DEFAULT_TAGMAP"]
 
@@ -100,7 +100,6 @@ class EdgeProcess:
 
         self.line_id = line_id
         self.settings = settings
-        self._open_store = open_store
         tm = tagmap if tagmap is not None and not isinstance(tagmap, (str, Path)) else \
             load_tagmap(str(tagmap or DEFAULT_TAGMAP))
         if line_id not in tm.lines:
@@ -121,48 +120,20 @@ class EdgeProcess:
         self.outputs: list[Any] = []
         self.spool = None
         self.drainer = None
-        self._store_lock = threading.Lock()
-        self._store_thread: threading.Thread | None = None
-        self._closing = threading.Event()
+        self.opener = StoreOpener(open_store, on_open=[self._store_opened], name=f"line {line_id}")
         self.connector_detail: dict | None = None
 
     # -- store (may be down at start) ------------------------------------------------------------
-    def _try_open_store(self) -> bool:
-        with self._store_lock:
-            if self.store is not None:
-                return True
-            try:
-                store = self._open_store()
-            except SchemaVersionError:
-                raise  # waiting will not fix it: `pq db upgrade` will
-            except StorageError as exc:
-                logger.warning("line %s: store not reachable (%s); scoring with the local model copy, "
-                               "decisions wait in the spool", self.line_id, exc)
-                return False
-            self.store = store
+    def _store_opened(self, store) -> None:
         from pq.spool import SpoolDrainer
 
+        self.store = store
         self.drainer = SpoolDrainer(self.spool, store).start()
         if self.housekeeper is not None:
             self.housekeeper.store = store  # operator actions and open alerts from now on
         if self.watcher is not None:
             self.watcher.wake()
-        logger.info("line %s: store %s reachable; draining the edge spool", self.line_id,
-                    getattr(store, "display_url", "?"))
-        return True
-
-    def _open_store_later(self) -> None:
-        def loop():
-            while not self._closing.wait(2.0):
-                try:
-                    if self._try_open_store():
-                        return
-                except SchemaVersionError as exc:
-                    logger.error("line %s: %s; decisions stay in the spool", self.line_id, exc)
-                    return
-
-        self._store_thread = threading.Thread(target=loop, name=f"pq-edge-store-{self.line_id}", daemon=True)
-        self._store_thread.start()
+        logger.info("line %s: store %s reachable; draining the edge spool", self.line_id, store.display_url)
 
     # -- model -------------------------------------------------------------------------------------
     def _resolve(self, product):
@@ -248,9 +219,9 @@ class EdgeProcess:
         records.register()
         self.spool = open_spool(s, f"edge-{self.line_id}")
         self.watcher = ModelWatcher(self.line_id, resolve=self._resolve, load=self._load, poll_s=s.edge_model_poll_s)
-        if not self._try_open_store():
+        if not self.opener.try_once():
             self._adopt_cached_model()
-            self._open_store_later()
+            self.opener.start()
         self.watcher.start()
         self.outputs = self._given_outputs if self._given_outputs is not None else \
             load_outputs(self.outputs_file, s, self.line_id)
@@ -278,7 +249,7 @@ class EdgeProcess:
 
         def connector_store():
             # The connector's drainer waits for the same store; StorageError makes it retry.
-            if self.store is None and not self._try_open_store():
+            if self.store is None:
                 raise StorageError("store not reachable")
             return self.store
 
@@ -294,7 +265,7 @@ class EdgeProcess:
     def close(self, flush_timeout_s: float = 10.0) -> dict:
         """Stop in order: decisions into the spool, outputs flushed, spool drained (what fits in the
         timeout; the rest stays on disk for the next start). Returns the decision counts."""
-        self._closing.set()
+        self.opener.stop()
         rt = self.runtime
         if rt is not None:
             rt.close(flush_timeout_s)

@@ -64,19 +64,7 @@ __all__ = [
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("default_spec.toml")
 
-from pq.errors import ConfigError, PQError, UnknownTag
-
-
-class FeatureSpecError(ConfigError):
-    """A feature spec is malformed: the message names the entry, what arrived and what was expected."""
-
-
-class UnknownTagError(FeatureSpecError, UnknownTag):
-    """The spec references tags that the tag catalog does not know."""
-
-
-class FeatureInputError(PQError, ValueError):
-    """Samples or parts handed to the feature code have the wrong shape, dtype or columns."""
+from pq.errors import FeatureInputError, FeatureSpecError, UnknownTagError  # noqa: F401 - part of this module's API
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pq.spool.drain import SpoolDrainer, drain_once, is_outage
+from pq.spool.drain import SpoolDrainer, drain_once
 from pq.spool.records import MISSING_TS, SampleBatch, TagKey, register_codec
-from pq.spool.spool import Spool, SpoolFull, SpoolRecord
+from pq.errors import SpoolError, SpoolFull
+from pq.spool.spool import Spool, SpoolRecord
 from pq.spool.writers import TagResolver, register_writer, writer_kinds
 
-__all__ = ["Spool", "SpoolFull", "SpoolRecord", "SpoolDrainer", "drain_once", "is_outage", "SampleBatch",
+__all__ = ["Spool", "SpoolError", "SpoolFull", "SpoolRecord", "SpoolDrainer", "drain_once", "SampleBatch",
            "TagKey", "MISSING_TS", "register_writer", "register_codec", "writer_kinds", "TagResolver",
            "open_spool", "spool_path"]
 

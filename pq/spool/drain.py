@@ -29,37 +29,16 @@ import time
 from collections import defaultdict
 from typing import Callable
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, TimeoutError as PoolTimeout
-
-from pq.errors import StorageError
 from pq.spool.spool import Spool, SpoolRecord
 from pq.spool.writers import get_writer
 from pq.storage.engine import Store
+from pq.storage.outage import is_outage
 
-__all__ = ["SpoolDrainer", "drain_once", "is_outage"]
+__all__ = ["SpoolDrainer", "drain_once"]
 
 logger = logging.getLogger(__name__)
 
 CommitListener = Callable[[str, list, float], None]  # (kind, payloads, commit unix time)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """True for errors that mean "the store is not reachable now", as opposed to a bad record."""
-    if isinstance(exc, (OperationalError, DisconnectionError, PoolTimeout, StorageError, ConnectionError,
-                        TimeoutError, OSError)):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    try:
-        import psycopg
-
-        if isinstance(exc, psycopg.OperationalError):
-            return True
-    except ImportError:  # SQLite-only installs
-        pass
-    import sqlite3
-
-    return isinstance(exc, sqlite3.OperationalError)  # locked / disk I/O: transient
 
 
 def _group(recs: list[SpoolRecord]) -> dict[str, list[SpoolRecord]]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from pq.errors import ConfigError, PQError
+from pq.errors import ConfigError, SpoolError, SpoolFull
 from pq.spool import records
 
 __all__ = ["Spool", "SpoolRecord", "SpoolFull", "FULL_POLICIES", "FSYNC_POLICIES"]
@@ -50,10 +50,6 @@ logger = logging.getLogger(__name__)
 
 FULL_POLICIES = ("block", "drop_oldest")
 FSYNC_POLICIES = ("full", "normal")
-
-
-class SpoolFull(PQError):
-    """The spool is at its size bound and its policy is ``block``: the caller must keep the data."""
 
 
 @dataclass(frozen=True)
@@ -163,18 +159,10 @@ class Spool:
             self._check_open()
             if self._bytes + need > self.max_bytes:
                 self._make_room(need, len(encoded), self.block_timeout_s if timeout_s is None else timeout_s)
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                ids = []
-                for kind, blob in encoded:
-                    cur.execute("INSERT INTO records (kind, created_us, payload) VALUES (?, ?, ?)",
-                                (kind, now_us, blob))
-                    ids.append(cur.lastrowid)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+                ids = self._insert(encoded, now_us)
+            except (sqlite3.Error, OSError) as exc:  # the spool's disk is full or failing: the caller keeps the data
+                raise SpoolError(f"spool {self.path}: append of {len(encoded)} records failed ({exc})") from exc
             self._depth += len(ids)
             self._bytes += need
             if self._oldest_us is None:
@@ -183,6 +171,20 @@ class Spool:
             self._stats["appended_bytes"] += need
             self._arrived.notify_all()
             return ids
+
+    def _insert(self, encoded: list[tuple[str, bytes]], now_us: int) -> list[int]:
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            ids = []
+            for kind, blob in encoded:
+                cur.execute("INSERT INTO records (kind, created_us, payload) VALUES (?, ?, ?)", (kind, now_us, blob))
+                ids.append(cur.lastrowid)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return ids
 
     def _make_room(self, need: int, n: int, timeout_s: float) -> None:
         # called with the lock held
@@ -339,7 +341,7 @@ class Spool:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise PQError(f"spool {self.path} is closed")
+            raise SpoolError(f"spool {self.path} is closed")
 
     def __enter__(self) -> "Spool":
         return self
