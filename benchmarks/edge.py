@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from pq.bench import quick_option
+from benchmarks.output import json_option, quick_option
 
 __all__ = ["edge"]
 
@@ -117,7 +117,7 @@ def _pct(a, q):
 @click.option("--cycle-s", default=2.0, show_default=True, help="Machine cycle (one part per cycle per line).")
 @click.option("--at-risk", "at_risk_share", default=0.1, show_default=True, help="Share of parts pushed to at risk.")
 @quick_option({"--lines": 2, "--seconds": 4.0, "--cycle-s": 1.0})
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+@json_option
 def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
     """Edge decision and commit latency for L lines x T tags x R Hz."""
     from pq.cli import get_settings

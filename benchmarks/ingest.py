@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, insert, select
 
-from pq.bench import emit, json_option, quick_option
+from benchmarks.output import emit, json_option, quick_option
 from pq.storage import schema
 from pq.storage.catalog import TagDef, ensure_tags
 from pq.storage.engine import Store
