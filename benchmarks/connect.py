@@ -54,6 +54,7 @@ import numpy as np
 
 from benchmarks.output import json_option, quick_option
 from benchmarks.processes import ROOT, free_port, spawn, stop, tail, wait_listening
+from benchmarks.scratch import delete_lines
 
 __all__ = ["connect", "bench_tagmap_text"]
 
@@ -486,23 +487,7 @@ def _count_rows(store) -> tuple[int, int]:
 
 def _delete_bench_rows(store) -> None:
     """Remove every row the bench wrote (lines ``bench-connect-*`` and the connection's health row)."""
-    from sqlalchemy import delete, or_, select
-
-    from pq.storage import schema as sc
-
-    like = BENCH_LINE_PREFIX + "%"
-    bench_tags = select(sc.tags.c.id).where(sc.tags.c.line_id.like(like))
-    bench_parts = select(sc.parts.c.id).where(sc.parts.c.line_id.like(like))
-    with store.engine.begin() as conn:
-        conn.execute(delete(sc.samples).where(sc.samples.c.tag_id.in_(bench_tags)))
-        conn.execute(delete(sc.part_features).where(sc.part_features.c.part_id.in_(bench_parts)))
-        for table in (sc.parts, sc.inspections, sc.line_events, sc.predictions):
-            conn.execute(delete(table).where(table.c.line_id.like(like)))
-        conn.execute(delete(sc.component_health).where(or_(
-            sc.component_health.c.line_id.like(like),
-            sc.component_health.c.component == f"connector:{BENCH_CONNECTION}")))
-        conn.execute(delete(sc.tags).where(sc.tags.c.line_id.like(like)))
-        conn.execute(delete(sc.lines).where(sc.lines.c.id.like(like)))
+    delete_lines(store, BENCH_LINE_PREFIX + "%", health_component=f"connector:{BENCH_CONNECTION}")
 
 
 # -- command -----------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import click
 import numpy as np
 
 from benchmarks.output import json_option, quick_option
+from benchmarks.scratch import delete_lines
 
 __all__ = ["edge"]
 
@@ -41,24 +42,7 @@ _LINE_PREFIX = "bench-edge-"  # line ids of bench rows: never a plant line's
 
 
 def _delete_bench_rows(store) -> None:
-    """Every row the edge writes for lines ``bench-edge-*``: decisions, alerts, parts, health, the lines."""
-    from sqlalchemy import delete, or_, select
-
-    from pq.storage import schema as sc
-
-    like = _LINE_PREFIX + "%"
-    parts = select(sc.parts.c.id).where(sc.parts.c.line_id.like(like))
-    alerts = select(sc.alerts.c.id).where(sc.alerts.c.line_id.like(like))
-    tags = select(sc.tags.c.id).where(sc.tags.c.line_id.like(like))
-    with store.engine.begin() as conn:
-        conn.execute(delete(sc.alert_events).where(sc.alert_events.c.alert_id.in_(alerts)))
-        conn.execute(delete(sc.part_features).where(sc.part_features.c.part_id.in_(parts)))
-        conn.execute(delete(sc.samples).where(sc.samples.c.tag_id.in_(tags)))
-        for table in (sc.alerts, sc.predictions, sc.parts, sc.inspections, sc.line_events, sc.tags):
-            conn.execute(delete(table).where(table.c.line_id.like(like)))
-        conn.execute(delete(sc.component_health).where(or_(
-            sc.component_health.c.line_id.like(like), sc.component_health.c.component.like("edge:" + like))))
-        conn.execute(delete(sc.lines).where(sc.lines.c.id.like(like)))
+    delete_lines(store, _LINE_PREFIX + "%", health_component="edge:" + _LINE_PREFIX + "%")
 
 
 _CONTEXT = {"product": "bench", "material_lot": "L1", "shift": "A"}  # what every bench part carries
