@@ -5,4 +5,4 @@ that ``import models`` stays cheap (LightGBM loads with ``models.estimator``). S
 """
 
 __all__ = ["dataset", "regimes", "metrics", "estimator", "training", "registry", "scoring", "report",
-           "importer", "experiment", "synthetic", "cli", "bench"]
+           "importer", "experiment", "cli"]

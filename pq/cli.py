@@ -9,6 +9,7 @@ stderr and exit status 1; a bad setting is reported the same way.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 from datetime import datetime, timezone
@@ -207,23 +208,42 @@ def retention():
 
 # -- pq bench ------------------------------------------------------------------------------------
 
+_BENCH_EXTRA = "pip install -e '.[bench]'"
+
+
+class BenchGroup(LazyGroup):
+    """The suites live in the ``benchmarks`` package and need its extra's dependencies (psutil);
+    without them a suite says how to install them instead of failing on an import deep inside."""
+
+    requires = ("benchmarks", "psutil")
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+            if missing:
+                raise click.ClickException(
+                    f"pq bench needs the bench extra ({', '.join(missing)} not installed): {_BENCH_EXTRA}")
+        return super().get_command(ctx, name)
+
+
 @cli.group(
-    cls=LazyGroup,
+    cls=BenchGroup,
     lazy={
-        "ingest": ("pq.storage.bench:ingest", "Ingest rows/s: pq's idempotent path vs raw COPY and executemany."),
-        "simulate": ("simulators.bench:bench", "Simulator values/s delivered to a subscriber, 1/10/50 lines."),
-        "features": ("pq.features.bench:features", "Feature windows: Numba batch vs pandas; streaming p99."),
-        "connect": ("connectors.bench:connect", "Connector: delivered samples/s, loss, lag vs a bare client."),
-        "train": ("models.bench:train", "Training time: 100k x 200 and the simulator's default history."),
-        "score": ("models.bench:score", "Scoring with explanations: p50/p99 latency and throughput."),
-        "edge": ("pq.edge.bench:edge", "Edge decision and commit latency for L lines x T tags x R Hz."),
-        "ui": ("ui.bench:ui", "Operator page render and live-update server time on a large store."),
+        "ingest": ("benchmarks.ingest:ingest", "Ingest rows/s: pq's idempotent path vs raw COPY and executemany."),
+        "simulate": ("benchmarks.simulate:simulate", "Simulator values/s delivered to a subscriber, 1/10/50 lines."),
+        "features": ("benchmarks.features:features", "Feature windows: Numba batch vs pandas; streaming p99."),
+        "connect": ("benchmarks.connect:connect", "Connector: delivered samples/s, loss, lag vs a bare client."),
+        "train": ("benchmarks.train:train", "Training time: 100k x 200 and the simulator's default history."),
+        "score": ("benchmarks.score:score", "Scoring with explanations: p50/p99 latency and throughput."),
+        "edge": ("benchmarks.edge:edge", "Edge decision and commit latency for L lines x T tags x R Hz."),
+        "ui": ("benchmarks.ui:ui", "Operator page render and live-update server time on a large store."),
     },
 )
 def bench():
     """Benchmarks: figures and the ratio against a baseline measured in the same run.
 
-    With --json the last line printed is one JSON object.
+    With --json the last line printed is one JSON object. The suites come with the bench extra:
+    pip install -e '.[bench]'.
     """
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up what the test suite needs on a fresh Debian/Ubuntu machine, then run it:
-#   pq with its test extras in .venv (scripts/lib/venv.sh), PostgreSQL's TimescaleDB extension (built from Debian's
-#   source package, see scripts/setup-timescaledb.sh), Debian's Chromium for the browser tests.
+#   pq with its test and bench extras in .venv (scripts/lib/venv.sh), PostgreSQL's TimescaleDB extension (built from
+#   Debian's source package, see scripts/setup-timescaledb.sh), Debian's Chromium for the browser tests.
 # Arguments go to pytest:  scripts/test.sh -k storage -x
 # PostgreSQL tests use PQ_TEST_POSTGRES_URL (default: the local server); each run creates and
 # drops its own database.
@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
-# pq and its test extras go into the checkout's own virtual environment (.venv), never the system Python.
+# pq and its test extras go into the checkout's own virtual environment (.venv), never the system Python;
+# the bench extra too, because tests/test_bench_quick.py runs every `pq bench` suite.
 source scripts/lib/venv.sh
-pq_ensure_venv test
+pq_ensure_venv test,bench
 
 if ! command -v chromium >/dev/null 2>&1; then
   echo "== installing Debian's chromium for the browser tests"

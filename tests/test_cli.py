@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -71,6 +72,38 @@ def test_every_command_is_available():
     for group in (cli, cli.get_command(ctx, "bench")):
         for name in group.list_commands(ctx):
             assert group.get_command(ctx, name) is not None, name
+
+
+def test_bench_without_the_extra_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psutil" else find_spec(name, *a))
+    listing = CliRunner().invoke(cli, ["bench", "--help"])
+    assert listing.exit_code == 0 and "ingest" in listing.output  # the suites are still listed
+    result = CliRunner().invoke(cli, ["bench", "ingest", "--quick"])
+    assert result.exit_code == 1
+    assert "pq bench needs the bench extra (psutil not installed): pip install -e '.[bench]'" in result.output
+
+
+def _imported_modules(path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("package", ["pq", "connectors", "models", "ui", "simulators"])
+def test_the_product_imports_neither_benchmarks_nor_their_dependencies(package):
+    """psutil is a dependency of the bench extra only: a product module importing it would fail on a
+    plant install; benchmarks/ is reached by `pq bench` through module names, never imported."""
+    for path in sorted((ROOT / package).rglob("*.py")):
+        bad = {m for m in _imported_modules(path) if m.split(".")[0] in ("benchmarks", "psutil")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {', '.join(sorted(bad))}"
 
 
 def test_readme_lists_every_setting():

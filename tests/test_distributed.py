@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.synthetic_parts import synthetic_part_history
 from models.estimator import DefectModel
-from models.synthetic import synthetic_history
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -18,7 +18,7 @@ def test_dask_training_matches_the_single_machine_model():
     distributed = pytest.importorskip("dask.distributed")
     from models.distributed import fit_distributed
 
-    features, parts = synthetic_history(n_parts=6000, n_signals=6, seed=3)
+    features, parts = synthetic_part_history(n_parts=6000, n_signals=6, seed=3)
     X = features.reset_index(drop=True).astype("float64")
     y = parts["defect"].astype(int).reset_index(drop=True)
     train, test = np.arange(len(X)) < 4500, np.arange(len(X)) >= 4500

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.synthetic_samples import synthetic_feature_set, synthetic_sample_history
 from pq.features import _kernels as K
 from pq.features.baseline import ContextBaseline
 from pq.features.batch import compute_batch
@@ -19,7 +20,6 @@ from pq.features.spec import (
     N_KERNEL_COLS, STATS, FeatureSpecError, UnknownTagError, load_feature_set, parse_feature_set,
 )
 from pq.features.streaming import StreamingFeatures
-from pq.features.synthetic import synthetic_feature_set, synthetic_history
 
 pytestmark = pytest.mark.timeout(120)
 RTOL = 1e-9
@@ -76,7 +76,7 @@ def _assert_close(a: np.ndarray, b: np.ndarray, names) -> None:
 @pytest.mark.parametrize("order", ["time", "shuffled"])
 def test_parity_streaming_batch_reference_messy(order):
     fs = synthetic_feature_set(6)
-    samples, parts, tags = synthetic_history(80, 6, 120, n_lines=2, messy=True, order=order, seed=7)
+    samples, parts, tags = synthetic_sample_history(80, 6, 120, n_lines=2, messy=True, order=order, seed=7)
     X = compute_batch(fs, samples, parts, tags=tags)
     R = reference_features(fs, samples, parts, tags=tags)
     names = list(fs.feature_names)
@@ -337,7 +337,7 @@ def test_streaming_vector_20x300_equals_batch_and_is_repeatable():
     """The benchmark's case (20 signals x 300 samples a window), checked for what it computes; its
     speed (p50/p99 per vector) is a figure of ``pq bench features``, not something a test asserts."""
     fs = synthetic_feature_set(20)
-    samples, parts, tags = synthetic_history(4, 20, 300, order="tag", seed=1)
+    samples, parts, tags = synthetic_sample_history(4, 20, 300, order="tag", seed=1)
     sf = StreamingFeatures(fs, limits=tags, line_id="line-1", capacity_s=120, max_rate_hz=20)
     ts = _ns(samples["ts"])
     for tag in fs.tags:

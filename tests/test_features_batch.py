@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.synthetic_samples import synthetic_feature_set, synthetic_sample_history
 from pq.features.batch import _split_ok, compute_batch, compute_prepared, prepare_samples
 from pq.features.reference import reference_features
 from pq.features.spec import parse_feature_set
 from pq.features.streaming import StreamingFeatures
-from pq.features.synthetic import synthetic_feature_set, synthetic_history
 
 pytestmark = pytest.mark.timeout(180)
 NAMES_CACHE: dict[int, list[str]] = {}
@@ -42,7 +42,7 @@ def _assert_same(a: pd.DataFrame, b: pd.DataFrame, fs) -> None:
 @pytest.mark.parametrize("n_lines", [1, 2])
 def test_one_pass_equals_regrouped_bit_for_bit(order, messy, n_lines):
     fs = synthetic_feature_set(5)
-    samples, parts, tags = synthetic_history(60, 5, 80, n_lines=n_lines, messy=messy, order=order, seed=11)
+    samples, parts, tags = synthetic_sample_history(60, 5, 80, n_lines=n_lines, messy=messy, order=order, seed=11)
     samples["tag"] = samples["tag"].astype("category")
     ref = _regrouped(fs, samples, parts, tags)
     for parallel in (True, False):
@@ -57,7 +57,7 @@ def test_one_pass_equals_regrouped_bit_for_bit(order, messy, n_lines):
 
 def test_one_pass_matches_the_pandas_reference_on_messy_data():
     fs = synthetic_feature_set(6)
-    samples, parts, tags = synthetic_history(50, 6, 100, n_lines=2, messy=True, order="time", seed=4)
+    samples, parts, tags = synthetic_sample_history(50, 6, 100, n_lines=2, messy=True, order="time", seed=4)
     X = compute_batch(fs, samples, parts, tags=tags)
     R = reference_features(fs, samples, parts, tags=tags)
     assert X.attrs["path"] == "one-pass"
@@ -71,7 +71,7 @@ def test_time_sliced_workers_match_one_worker():
     if numba.get_num_threads() < 2:
         pytest.skip("one Numba thread: nothing to split")
     fs = synthetic_feature_set(4)
-    samples, parts, tags = synthetic_history(700, 4, 100, messy=True, order="time", seed=3)
+    samples, parts, tags = synthetic_sample_history(700, 4, 100, messy=True, order="time", seed=3)
     samples["tag"] = samples["tag"].astype("category")
     assert len(samples) > 200_000  # below that one worker is used
     before = samples.copy()
@@ -111,7 +111,7 @@ def test_split_check_refuses_a_window_fed_by_two_workers():
 
 def test_a_row_out_of_time_order_takes_the_regrouping_path():
     fs = synthetic_feature_set(4)
-    samples, parts, tags = synthetic_history(30, 4, 60, messy=True, order="time", seed=9)
+    samples, parts, tags = synthetic_sample_history(30, 4, 60, messy=True, order="time", seed=9)
     ok = compute_batch(fs, samples, parts, tags=tags)
     # move one sample of sig_02 far back in the frame: its tag is no longer in time order
     i = int(np.nonzero((samples["tag"] == "sig_02").to_numpy())[0][500])
@@ -120,7 +120,7 @@ def test_a_row_out_of_time_order_takes_the_regrouping_path():
     assert X.attrs["path"] == "regrouped" and X.attrs["counters"]["groups_resorted"] == 1
     _assert_same(X, ok, fs)
     # shuffled rows (no duplicated ts, so "first" does not depend on the shuffle)
-    clean, parts, tags = synthetic_history(30, 4, 60, order="time", seed=9)
+    clean, parts, tags = synthetic_sample_history(30, 4, 60, order="time", seed=9)
     shuffled = clean.sample(frac=1.0, random_state=1)
     Xs = compute_batch(fs, shuffled, parts, tags=tags)
     assert Xs.attrs["path"] == "regrouped"
@@ -129,7 +129,7 @@ def test_a_row_out_of_time_order_takes_the_regrouping_path():
 
 def test_overlapping_windows_on_one_line_take_the_regrouping_path():
     fs = synthetic_feature_set(3)
-    samples, parts, tags = synthetic_history(12, 3, 50, order="time", seed=2)
+    samples, parts, tags = synthetic_sample_history(12, 3, 50, order="time", seed=2)
     # an extra part spanning two others (e.g. a re-declared cycle): windows overlap
     extra = parts.iloc[[3]].assign(serial="overlap", cycle_end=parts["cycle_end"].iloc[4])
     both = pd.concat([parts, extra], ignore_index=True)
@@ -143,7 +143,7 @@ def test_overlapping_windows_on_one_line_take_the_regrouping_path():
 
 def test_rows_without_ts_of_other_tags_lines_or_missing_codes_are_counted_and_ignored():
     fs = synthetic_feature_set(3)
-    samples, parts, tags = synthetic_history(20, 3, 40, order="time", seed=5)
+    samples, parts, tags = synthetic_sample_history(20, 3, 40, order="time", seed=5)
     clean = compute_batch(fs, samples, parts, tags=tags)
     noise = samples.iloc[::7].copy()
     noise.loc[noise.index[0::4], "tag"] = "not_in_spec"
@@ -173,7 +173,7 @@ def test_rows_without_ts_of_other_tags_lines_or_missing_codes_are_counted_and_ig
 
 def test_string_columns_and_wide_categoricals_give_the_same_vectors():
     fs = synthetic_feature_set(3)
-    samples, parts, tags = synthetic_history(15, 3, 40, order="time", seed=6)
+    samples, parts, tags = synthetic_sample_history(15, 3, 40, order="time", seed=6)
     base = compute_batch(fs, samples, parts, tags=tags)  # object columns (factorised)
     wide = samples.copy()
     wide["tag"] = pd.Categorical(wide["tag"], categories=[f"unused_{i}" for i in range(200)] + list(fs.tags))
@@ -185,7 +185,7 @@ def test_string_columns_and_wide_categoricals_give_the_same_vectors():
 
 def test_empty_inputs():
     fs = synthetic_feature_set(2)
-    samples, parts, tags = synthetic_history(3, 2, 10, seed=1)
+    samples, parts, tags = synthetic_sample_history(3, 2, 10, seed=1)
     X = compute_batch(fs, samples.iloc[:0], parts, tags=tags)
     assert (X["n_good__sig_00"] == 0).all() and X["reason"].str.contains("0 good samples").all()
     X0 = compute_batch(fs, samples, parts.iloc[:0], tags=tags)
@@ -194,7 +194,7 @@ def test_empty_inputs():
 
 def test_streaming_vector_leaves_nothing_for_the_garbage_collector():
     fs = synthetic_feature_set(6)
-    samples, parts, tags = synthetic_history(4, 6, 100, order="tag", seed=1)
+    samples, parts, tags = synthetic_sample_history(4, 6, 100, order="tag", seed=1)
     sf = StreamingFeatures(fs, limits=tags, line_id="line-1")
     ts = samples["ts"].astype("int64").to_numpy()
     for tag in fs.tags:

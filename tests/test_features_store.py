@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from benchmarks.synthetic_samples import synthetic_feature_set, synthetic_sample_history
 from pq.features.backfill import backfill, log_served_features
 from pq.features.batch import compute_batch
-from pq.features.synthetic import synthetic_feature_set, synthetic_history
 from pq.storage import schema
 from pq.storage.catalog import TagDef, ensure_tags
 from pq.storage.parts import upsert_parts
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _fill(store, n_parts=30):
-    samples, parts, tags = synthetic_history(n_parts, 4, 40, messy=True, seed=5)
+    samples, parts, tags = synthetic_sample_history(n_parts, 4, 40, messy=True, seed=5)
     samples = samples.drop_duplicates(["tag", "ts"])  # the store keys samples by (tag, ts)
     ids = ensure_tags(store, "line-1", [TagDef(r.name, low_limit=None if np.isnan(r.low_limit) else r.low_limit,
                                                high_limit=r.high_limit) for r in tags.itertuples()])

@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.synthetic_parts import synthetic_part_history
 from models.dataset import dataset_from_frames
 from models.estimator import DefectModel, signal_of
 from models.metrics import choose_threshold
 from models.regimes import assign_regimes, cv_groups, time_folds
 from models.scoring import Scorer
-from models.synthetic import synthetic_history
 from models.training import TrainConfig, train_frames
 from pq.errors import FeatureMismatch, ModelError, NotFittedError
 
 
 def _ds(n=3000, seed=1, scenario="normal", tail=0, start="2024-04-01"):
-    f, p = synthetic_history(n_parts=n, n_signals=5, seed=seed, scenario=scenario, cycle_s=300.0,
+    f, p = synthetic_part_history(n_parts=n, n_signals=5, seed=seed, scenario=scenario, cycle_s=300.0,
                              unlabelled_tail=tail, start=start)
     return dataset_from_frames(f, p)
 

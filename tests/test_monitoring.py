@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert, update
 
+from benchmarks.synthetic_store import seed, upsert_health
 from pq.alerts.discipline import AlarmBoard
 from pq.edge.records import write_alerts
 from pq.monitoring import alarm_kpis, js_divergence, precision_by_day, psi
@@ -15,7 +16,6 @@ from pq.monitoring.drift import drift_by_day
 from pq.monitoring.ingest import ingest_health
 from pq.monitoring.kpis import max_in_window
 from pq.storage import schema
-from ui.seed import seed, upsert_health
 
 
 @pytest.mark.timeout(20)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from benchmarks.synthetic_store import add_live_alert, seed
 from pq.alerts import actions
 from pq.errors import InvalidRequest, PermissionDenied
 from pq.auth.roles import Actor
 from pq.storage import schema
-from ui.seed import add_live_alert, seed
 
 OP = Actor("ann", "operator", client="10.0.0.7")
 

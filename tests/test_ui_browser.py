@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from benchmarks.synthetic_store import add_live_alert, seed
 from pq.storage import schema
 from tests._ui_helpers import CHROMIUM, add_users, login, running_ui, shot
-from ui.seed import add_live_alert, seed
 
 pytestmark = pytest.mark.browser
 
@@ -145,7 +145,7 @@ def ui_trained(sqlite_store, tmp_path):
     """A store with labelled history and one production model, and `pq ui` on it."""
     from models import registry
     from models.training import TrainConfig, train
-    from ui.seed import seed_training_history
+    from benchmarks.synthetic_store import seed_training_history
 
     store = sqlite_store
     seed(store, lines=2, parts_per_line=200, alerts=10, active_alerts=1)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(240)
 def _seed_scored_history(store, n_scored: int = 60):
     """Labelled synthetic history, a naive model trained on it, and edge predictions for the last parts."""
     from models.training import TrainConfig, train
-    from ui.seed import seed_training_history
+    from benchmarks.synthetic_store import seed_training_history
 
     seed_training_history(store, n_parts=3000, feature_set_version="synthetic-1")
     naive = train(store, TrainConfig(feature_set_version="synthetic-1", kind="naive"), trained_by="eng").version

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from benchmarks.synthetic_store import add_live_alert, seed
 from pq.auth import users
 from pq.auth.roles import Actor
 from pq.storage import schema
 from tests._ui_helpers import PASSWORDS, add_users
 from ui.app import create_app
-from ui.seed import add_live_alert, seed
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 Modules: ``runtime`` (LineRuntime), ``interfaces`` (the Protocols it is built on), ``ringbuffer``,
 ``modelwatch`` (hot reload), ``records`` (spool kinds and store writers), ``metrics``
-(Prometheus), ``cli`` and ``bench`` (composition roots). Must not import connectors, models, ui
-or simulators outside the composition roots' command functions.
+(Prometheus) and ``cli`` (the composition root; ``benchmarks/edge.py`` is another). Must not
+import connectors, models, ui or simulators outside the composition roots' command functions.
 """
 
 from pq.edge.interfaces import PartEvent, Sample

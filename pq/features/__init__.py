@@ -3,7 +3,7 @@
 Owns everything between raw samples and a part's feature vector: the spec (`spec.py`,
 `default_spec.toml`), the kernels (`_kernels.py`), the batch path (`batch.py`), the streaming edge
 path (`streaming.py`), the context baseline (`baseline.py`), the pandas reference (`reference.py`),
-store integration (`backfill.py`), the CLI (`cli.py`, `bench.py`). It must not import connectors/,
+store integration (`backfill.py`), the CLI (`cli.py`). It must not import connectors/,
 models/, ui/ or simulators/.
 
 Imports are lazy: `import pq.features` does not import numba or pandas; the first use of

@@ -8,7 +8,7 @@
 
 _pq_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-pq_ensure_venv() {   # usage: pq_ensure_venv [extras]   e.g. pq_ensure_venv test
+pq_ensure_venv() {   # usage: pq_ensure_venv [extras]   e.g. pq_ensure_venv test,bench
   local extras=${1:-}
   local venv=${PQ_VENV:-$PWD/.venv}
   local base=${PYTHON:-python3}

@@ -15,9 +15,10 @@ import time
 import click
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import func, insert, select
 
-from pq.bench import emit, json_option, quick_option
+from benchmarks.output import emit, json_option, quick_option
+from benchmarks.scratch import delete_lines
 from pq.storage import schema
 from pq.storage.catalog import TagDef, ensure_tags
 from pq.storage.engine import Store
@@ -41,11 +42,7 @@ def _frame(tag_ids: np.ndarray, n: int, start: pd.Timestamp) -> pd.DataFrame:
 
 def _delete_bench_rows(store: Store) -> None:
     """Samples, tags and the line of ``bench-ingest``."""
-    bench_tags = select(schema.tags.c.id).where(schema.tags.c.line_id == _LINE)
-    with store.engine.begin() as conn:
-        conn.execute(delete(schema.samples).where(schema.samples.c.tag_id.in_(bench_tags)))
-        conn.execute(delete(schema.tags).where(schema.tags.c.line_id == _LINE))
-        conn.execute(delete(schema.lines).where(schema.lines.c.id == _LINE))
+    delete_lines(store, _LINE)  # no wildcard: this one line
 
 
 def _stored(store: Store, tag_ids: np.ndarray) -> int:

@@ -1,7 +1,6 @@
 """`pq bench features`: the batch path against pandas and the np.copy floor, plus streaming latency.
 
-Owns the benchmark command (a click command `features`; the lead wires it under `pq bench`). On one
-synthetic history (20 signals x 300 samples per part by default, interleaved in time as a
+On one synthetic history (20 signals x 300 samples per part by default, interleaved in time as a
 subscription delivers them, ~2% of windows with gaps etc. when --messy) it times, in the same run:
 - the batch path end to end (`compute_batch`: codes and views of the frame, the one-pass kernel,
   vector assembly and the DataFrame), with its stages, on all threads and on one;
@@ -14,7 +13,6 @@ Peak memory is the peak RSS above the pre-run level, sampled every 2 ms while ea
 JSON: ``ratio`` = pandas seconds / batch seconds (higher is better); ``*_vs_copy_floor_x`` = batch
 (or kernel) seconds / np.copy seconds (times the floor: lower is better). ``--quick``: a small
 history, same paths and keys.
-Must not import connectors/, models/, ui/ or simulators/.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from typing import Any, Callable
 import click
 import numpy as np
 
-from pq.bench import quick_option
+from benchmarks.output import json_option, quick_option
 
 __all__ = ["features", "run_bench"]
 
@@ -79,14 +77,14 @@ def run_bench(n_parts: int = 2000, n_signals: int = 20, samples_per_part: int = 
     from pq.features.batch import compute_batch, compute_prepared, prepare_samples
     from pq.features.reference import reference_features
     from pq.features.streaming import StreamingFeatures
-    from pq.features.synthetic import synthetic_feature_set, synthetic_history
+    from benchmarks.synthetic_samples import synthetic_feature_set, synthetic_sample_history
     from pq.features.warmup import warmup
 
     t0 = time.perf_counter()
     warmup()
     warm_s = time.perf_counter() - t0
     fs = synthetic_feature_set(n_signals)
-    samples, parts, tags = synthetic_history(n_parts, n_signals, samples_per_part, seed=seed,
+    samples, parts, tags = synthetic_sample_history(n_parts, n_signals, samples_per_part, seed=seed,
                                              messy=messy, order="time")
     samples["tag"] = samples["tag"].astype("category")
     samples["line_id"] = samples["line_id"].astype("category")
@@ -203,7 +201,7 @@ def run_bench(n_parts: int = 2000, n_signals: int = 20, samples_per_part: int = 
 @click.option("--no-pandas", is_flag=True, help="Skip the (slow) pandas reference.")
 @click.option("--stream-iters", default=2000, show_default=True, help="Streaming vectors timed.")
 @quick_option({"--parts": 100, "--signals": 5, "--samples-per-part": 100, "--stream-iters": 200})
-@click.option("--json", "as_json", is_flag=True, help="Last stdout line: one JSON object.")
+@json_option
 def features(n_parts: int, n_signals: int, samples_per_part: int, seed: int, messy: bool,
              no_pandas: bool, stream_iters: int, quick: bool, as_json: bool) -> None:
     """Feature windows: batch vs pandas vs np.copy floor, and streaming latency."""

@@ -1,9 +1,10 @@
 """``pq bench edge``: decision and commit latency for L lines x T tags x R Hz on this machine.
 
 A composition root for measuring. Each line gets its own :class:`LineRuntime` with the real
-streaming features (shipped feature set), a LightGBM model (100 trees over the feature set's
-columns, TreeSHAP for at-risk parts, like ``models.scoring``), the real durable spool drained into
-the configured store, all on one event loop, the way one host would run them. Sample batches
+streaming features (shipped feature set), the production :class:`models.scoring.Scorer` (a
+100-tree LightGBM model trained on vectors of the bench's own stream, TreeSHAP for at-risk parts,
+the training-range drift check), the real durable spool drained into the configured store, all on
+one event loop, the way one host would run them. Sample batches
 arrive every 100 ms per line (the connector's flush cadence) through bounded queues; latency is
 measured from the moment a cycle-complete event is queued to the decision being published, and to
 its commit in the store (spool drainer commit listener).
@@ -28,12 +29,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import click
 import numpy as np
 
-from pq.bench import quick_option
+from benchmarks.output import json_option, quick_option
+from benchmarks.scratch import delete_lines
 
 __all__ = ["edge"]
 
@@ -41,57 +42,62 @@ _LINE_PREFIX = "bench-edge-"  # line ids of bench rows: never a plant line's
 
 
 def _delete_bench_rows(store) -> None:
-    """Every row the edge writes for lines ``bench-edge-*``: decisions, alerts, parts, health, the lines."""
-    from sqlalchemy import delete, or_, select
-
-    from pq.storage import schema as sc
-
-    like = _LINE_PREFIX + "%"
-    parts = select(sc.parts.c.id).where(sc.parts.c.line_id.like(like))
-    alerts = select(sc.alerts.c.id).where(sc.alerts.c.line_id.like(like))
-    tags = select(sc.tags.c.id).where(sc.tags.c.line_id.like(like))
-    with store.engine.begin() as conn:
-        conn.execute(delete(sc.alert_events).where(sc.alert_events.c.alert_id.in_(alerts)))
-        conn.execute(delete(sc.part_features).where(sc.part_features.c.part_id.in_(parts)))
-        conn.execute(delete(sc.samples).where(sc.samples.c.tag_id.in_(tags)))
-        for table in (sc.alerts, sc.predictions, sc.parts, sc.inspections, sc.line_events, sc.tags):
-            conn.execute(delete(table).where(table.c.line_id.like(like)))
-        conn.execute(delete(sc.component_health).where(or_(
-            sc.component_health.c.line_id.like(like), sc.component_health.c.component.like("edge:" + like))))
-        conn.execute(delete(sc.lines).where(sc.lines.c.id.like(like)))
+    delete_lines(store, _LINE_PREFIX + "%", health_component="edge:" + _LINE_PREFIX + "%")
 
 
-class _BoosterScorer:
-    """The Scorer interface over a LightGBM booster (probability + TreeSHAP for at-risk parts)."""
+_CONTEXT = {"product": "bench", "material_lot": "L1", "shift": "A"}  # what every bench part carries
 
-    def __init__(self, fs, version_id: int, seed: int = 7):
-        import lightgbm as lgb
 
-        rng = np.random.default_rng(seed)
-        self.feature_names = list(fs.feature_names)
-        # Signals sit near 100 in the benchmark; the defect mechanism is the first signal's mean running hot.
-        X = rng.normal(size=(4000, len(self.feature_names)))
-        X[:, 0] += 100.0
-        y = (X[:, 0] + 0.5 * rng.normal(size=4000) > 101.6).astype(int)
-        self.booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbose": -1, "num_threads": 1},
-                                 lgb.Dataset(X, y), num_boost_round=100)
-        self.threshold, self.version_id, self.feature_set_version, self.baseline = 0.5, version_id, fs.version, None
-        self.feature_ranges = {}
-        self.moving_signals = frozenset()
+def _training_vectors(fs, tags: list[str], *, parts: int, hz: float, cycle_s: float, at_risk_share: float,
+                      rng: np.random.Generator):
+    """(features, labels) of ``parts`` cycles computed by the edge's own streaming path from the stream
+    the bench sends: every tag near 100 at ``hz`` in 100 ms ticks, a hot part (every tag +40) with
+    probability ``at_risk_share``, cycles of ``cycle_s`` give or take a tick, as the live loop's timing
+    gives them. A model trained on anything else would see the live parts as drift and not score them."""
+    import pandas as pd
 
-    def score(self, vector, context=None, explain=None):
-        row = np.fromiter((vector[f] for f in self.feature_names), float, len(self.feature_names)).reshape(1, -1)
-        row = np.nan_to_num(row)
-        p = float(self.booster.predict(row, num_threads=1)[0])
-        contribs = ()
-        if p >= self.threshold:
-            c = self.booster.predict(row, pred_contrib=True, num_threads=1)[0, :-1]
-            top = np.argsort(-c)[:3]
-            contribs = tuple(SimpleNamespace(signal=self.feature_names[j].split("__")[0], contribution=float(c[j]),
-                                             value=float(row[0, j]), normal_lo=-1.0, normal_hi=1.0,
-                                             direction="high") for j in top)
-        return SimpleNamespace(probability=p, threshold=self.threshold, at_risk=p >= self.threshold, flags=(),
-                               contributions=contribs)
+    from pq.features import StreamingFeatures
+
+    tick_ns, step_ns = 100_000_000, int(1e9 / hz)
+    per_tick = max(1, int(round(hz * 0.1)))
+    nominal = max(2, int(round(cycle_s * 10)))
+    ticks = rng.integers(nominal - 1, nominal + 2, parts + 1)  # ticks per cycle; cycle 0 only fills the buffers
+    hot = rng.random(parts + 1) < at_risk_share
+    ends = np.cumsum(ticks)  # the tick at which each part ends (its samples belong to the next window)
+    origin = time.time_ns() - int(ends[-1] + 1) * tick_ns
+    tick_state = np.repeat(hot, ticks)  # the state of the cycle under way when the tick is sent
+    tick_ts = origin + np.arange(1, ends[-1] + 1) * tick_ns
+    ts = (tick_ts[:, None] - (np.arange(per_tick)[::-1] * step_ns)[None, :]).ravel()
+    shift = np.repeat(np.where(tick_state, 40.0, 0.0), per_tick)
+    sf = StreamingFeatures(fs, None, capacity_s=30, max_rate_hz=hz * 2)
+    pushed, rows = 0, []
+    for k in range(parts + 1):
+        end_ns = int(tick_ts[ends[k] - 1])
+        upto = int(np.searchsorted(ts, end_ns, side="right"))
+        for tag in tags:
+            sf.push_many(tag, ts[pushed:upto], 100 + rng.normal(size=upto - pushed) + shift[pushed:upto])
+        pushed = upto
+        if k:
+            x, _ = sf.vector(int(tick_ts[ends[k - 1] - 1]), end_ns, _CONTEXT)
+            rows.append(x)
+    X = pd.DataFrame(rows, columns=list(fs.feature_names))
+    return X.loc[:, X.notna().any()], hot[1:].astype(int)  # features the bench never fills are left out
+
+
+def _scorer(fs, tags: list[str], *, hz: float, cycle_s: float, at_risk_share: float, seed: int = 7):
+    """The production :class:`models.scoring.Scorer` over a 100-tree LightGBM model of the bench's parts."""
+    from models.estimator import DefectModel
+    from models.scoring import Scorer
+
+    rng = np.random.default_rng(seed)
+    X, y = _training_vectors(fs, tags, parts=1000, hz=hz, cycle_s=cycle_s,
+                             at_risk_share=min(max(at_risk_share, 0.05), 0.95), rng=rng)  # both classes
+    model = DefectModel(n_threads=1, seed=seed).fit(X, y, num_boost_round=100)
+    good = X.loc[y == 0]
+    normal = {c[: -len("__mean")]: [float(good[c].quantile(0.01)), float(good[c].quantile(0.99))]
+              for c in X.columns if c.endswith("__mean")}
+    return Scorer(model, {"threshold": 0.5, "feature_set_version": fs.version, "normal_ranges": normal},
+                  version_id=1)
 
 
 class _Fixed:
@@ -117,7 +123,7 @@ def _pct(a, q):
 @click.option("--cycle-s", default=2.0, show_default=True, help="Machine cycle (one part per cycle per line).")
 @click.option("--at-risk", "at_risk_share", default=0.1, show_default=True, help="Share of parts pushed to at risk.")
 @quick_option({"--lines": 2, "--seconds": 4.0, "--cycle-s": 1.0})
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+@json_option
 def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
     """Edge decision and commit latency for L lines x T tags x R Hz."""
     from pq.cli import get_settings
@@ -170,9 +176,10 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
 
     records.register()
     fs = load_feature_set()
-    scorer = _BoosterScorer(fs, version_id=1)
     spec_tags = list(fs.tags)
     tag_names = (spec_tags + [f"extra_{i}_c" for i in range(max(0, n_tags - len(spec_tags)))])[:n_tags]
+    scorer = _scorer(fs, [t for t in tag_names if t in spec_tags], hz=hz, cycle_s=cycle_s,
+                     at_risk_share=at_risk_share)
     lines = [f"{_LINE_PREFIX}{i + 1}" for i in range(n_lines)]
     for line in lines:
         ensure_line(store, line)
@@ -203,6 +210,7 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     rng = np.random.default_rng(1)
     proc = psutil.Process()
     dropped = {"queue": 0}
+    last_cycle: dict[str, tuple[int, int]] = {}  # per line, (start, end) ns of its last part
     qmax = 100
 
     async def produce(li, line, q, stop):
@@ -229,7 +237,8 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
                 next_part += cycle_s
                 serial += 1
                 items.append(PartEvent(f"{line}-{serial:06d}", cycle_start_ns, now_ns, time.perf_counter(),
-                                       {"product": "bench", "material_lot": "L1", "shift": "A"}))
+                                       dict(_CONTEXT)))
+                last_cycle[line] = (cycle_start_ns, now_ns)
                 cycle_start_ns = now_ns
                 hot = rng.random() < at_risk_share
             if q.full():
@@ -276,12 +285,14 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
                               .where(schema.predictions.c.line_id.in_(lines))).scalar()
     samples = sum(rt.rings.samples_total for rt in runtimes)
 
-    # Baseline: the decision is only "made" once committed synchronously to the store.
+    # Baseline: the decision is only "made" once committed synchronously to the store. Each part is
+    # the line's last real cycle again, so it is scored like the parts above (a window the samples
+    # have left would fail the model's drift check and skip the scorer).
     base_lat = []
     rt = runtimes[0]
+    base_start_ns, base_end_ns = last_cycle.get(rt.line_id, (time.time_ns() - int(cycle_s * 1e9), time.time_ns()))
     for i in range(min(200, max(50, n_parts))):
-        ev = PartEvent(f"base-{i}", time.time_ns() - int(cycle_s * 1e9), time.time_ns(), time.perf_counter(),
-                       {"product": "bench"})
+        ev = PartEvent(f"base-{i}", base_start_ns, base_end_ns, time.perf_counter(), dict(_CONTEXT))
         saved, rt.sink = rt.sink, None
         d = rt.on_part(ev)
         rt.sink = saved

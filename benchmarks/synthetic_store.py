@@ -1,4 +1,4 @@
-"""Demo, test and benchmark data for the UI, written straight into the store.
+"""Synthetic UI data for tests and ``pq bench ui``, written straight into the store.
 
 Lines, parts with context, predictions, alerts in every state (with explanations in operator
 words), alert feedback, component health and per-part features for the trend charts. PostgreSQL is
@@ -293,12 +293,12 @@ def add_live_alert(store: Store, line_id: str, *, signal: str = "melt_temp_c", d
 
 def seed_training_history(store: Store, *, n_parts: int = 3000, feature_set_version: str = "synthetic-1",
                           seed_value: int = 3, end: datetime | None = None) -> int:
-    """Labelled part history (features + inspections) from models.synthetic, ending at ``end``,
+    """Labelled part history (features + inspections) from benchmarks.synthetic_parts, ending at ``end``,
     so the Models page can retrain and compare. Returns the number of parts written."""
-    from models.synthetic import synthetic_history
+    from benchmarks.synthetic_parts import synthetic_part_history
 
     # 3 min cycles: 3000 parts span six days, enough for day-grouped validation folds
-    features, parts = synthetic_history(n_parts=n_parts, seed=seed_value, lines=1, cycle_s=180.0)
+    features, parts = synthetic_part_history(n_parts=n_parts, seed=seed_value, lines=1, cycle_s=180.0)
     end = end or datetime.now(timezone.utc) - timedelta(hours=2)
     shift = end - parts["cycle_end"].max().to_pydatetime()
     now = datetime.now(timezone.utc)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import click
 
-from pq.bench import quick_option
+from benchmarks.output import json_option, quick_option
 
 __all__ = ["ui"]
 
@@ -122,20 +122,20 @@ def _baseline(store, n: int) -> list[float]:
 @click.option("--repeat", default=100, show_default=True, help="Timed calls per measurement.")
 @click.option("--keep", is_flag=True, help="Keep the seeded database (its URL is printed).")
 @quick_option({"--lines": 2, "--parts": 2000, "--alerts": 200, "--repeat": 8})
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+@json_option
 def ui(lines: int, parts: int, alerts: int, repeat: int, keep: bool, quick: bool, as_json: bool):
     """Operator page render and live-update server time on a large store."""
     import logging
 
     from sqlalchemy import text
 
+    from benchmarks.synthetic_store import seed
     from pq.auth.roles import Actor
     from pq.auth.users import add_user
     from pq.cli import get_settings
     from pq.config import load_settings
     from pq.storage import Store, migrate
     from ui.app import create_app
-    from ui.seed import seed
 
     logging.getLogger("ui").setLevel(logging.WARNING)
     base = get_settings()

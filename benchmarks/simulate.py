@@ -1,11 +1,11 @@
 """``pq bench simulate``: values per second a plain subscribing client actually receives.
 
-Owns the benchmark only. For each line count it starts ``python -m simulators serve`` in a child
-process (so the server and the client each get a core), paused and flat out (``--speed 0``); a plain
-asyncua client subscribes to every variable of every line, un-pauses the clock for ``--duration``
-seconds, pauses it again, waits for the last notifications and compares what it received with the
-server's ``Simulator.ValuesPublished`` counter (loss). The same is measured for a naive server that
-writes each value with ``Node.write_value`` (asyncua's deep-copying path) as the baseline.
+For each line count it starts ``python -m simulators serve`` in a child process (so the server and
+the client each get a core), paused and flat out (``--speed 0``); a plain asyncua client subscribes
+to every variable of every line, un-pauses the clock for ``--duration`` seconds, pauses it again,
+waits for the last notifications and compares what it received with the server's
+``Simulator.ValuesPublished`` counter (loss). The same is measured for a naive server that writes
+each value with ``Node.write_value`` (asyncua's deep-copying path) as the baseline.
 
 Output contract: human-readable lines; with ``--json`` the last stdout line is one JSON object
 (``suite``, ``loss``, ``ratio`` = ours / naive values/s, the smallest over the points). ``--quick``:
@@ -16,54 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import click
 
-from .signals import NAMESPACE_URI, SIGNALS, line_id
-
-_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _quick_option(sizes: dict[str, object]):
-    """``--quick``: these options' defaults become ``sizes`` ({flag: value}); options given explicitly win.
-
-    (pq's suites carry the same helper: the simulator imports nothing of pq.)
-    """
-
-    def use_quick_defaults(ctx: click.Context, _param, quick: bool) -> bool:
-        if quick:  # eager, so it runs first; the other options then read their default from default_map
-            names = {flag: p.name for p in ctx.command.params for flag in getattr(p, "opts", ())}
-            ctx.default_map = {**(ctx.default_map or {}), **{names[f]: v for f, v in sizes.items()}}
-        return quick
-
-    shown = " ".join(f"{flag} {value}" for flag, value in sizes.items())
-    return click.option("--quick", is_flag=True, is_eager=True, callback=use_quick_defaults,
-                        help=f"Small sizes for a run of seconds, same code path and JSON: {shown} "
-                             "(options given explicitly still win).")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise click.ClickException(f"simulator exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise click.ClickException(f"simulator did not listen on port {port} within {timeout:.0f} s")
+from benchmarks.output import json_option, quick_option
+from benchmarks.processes import free_port, spawn, stop, wait_listening
+from simulators.signals import NAMESPACE_URI, SIGNALS, line_id
 
 
 async def _measure_client(endpoint: str, lines: int, duration: float, publishing_ms: float) -> dict:
@@ -128,26 +89,18 @@ async def _measure_client(endpoint: str, lines: int, duration: float, publishing
 
 
 def _run_point(lines: int, duration: float, mode: str, publishing_ms: float, sample_hz: float) -> dict:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "simulators", "serve", "--lines", str(lines), "--port", str(port), "--speed", "0",
            "--paused", "--seed", "1", "--sample-hz", str(sample_hz), "--write-mode", mode, "--log-level", "ERROR"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_port(port, proc)
+        wait_listening(proc, port, 60)
         return asyncio.run(_measure_client(f"opc.tcp://127.0.0.1:{port}/pq/sim/", lines, duration, publishing_ms))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
-@click.command("bench")
+@click.command("simulate")
 @click.option("--lines", "line_counts", default="1,10,50", show_default=True, help="Comma-separated line counts.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds of publishing per point.")
@@ -156,9 +109,9 @@ def _run_point(lines: int, duration: float, mode: str, publishing_ms: float, sam
 @click.option("--publishing-ms", type=click.FloatRange(min=0), default=100.0, show_default=True,
               help="Subscription publishing interval.")
 @click.option("--sample-hz", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
-@_quick_option({"--lines": "1", "--duration": 1.0})
-@click.option("--json", "as_json", is_flag=True, help="Last stdout line: one JSON object with the figures.")
-def bench(line_counts, duration, baseline, publishing_ms, sample_hz, quick, as_json):
+@quick_option({"--lines": "1", "--duration": 1.0})
+@json_option
+def simulate(line_counts, duration, baseline, publishing_ms, sample_hz, quick, as_json):
     """Simulator values/s delivered to a subscriber, 1/10/50 lines, against a naive asyncua server."""
     try:
         counts = [int(x) for x in line_counts.split(",") if x.strip()]

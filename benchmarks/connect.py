@@ -1,8 +1,7 @@
 """``pq bench connect``: the connector against the line simulator, with a bare asyncua client as the ceiling.
 
-Owns the benchmark only; imports pq (settings, store, spool) and the connector, never the simulator
-(it runs ``python -m simulators serve`` as a child process, exactly as a plant's server is a separate
-program). One run:
+Imports pq (settings, store, spool) and the connector, never the simulator (it runs ``python -m
+simulators serve`` as a child process, exactly as a plant's server is a separate program). One run:
 
 1. The simulator starts in a child process, paused, at ``--speed 1`` with its clock origin
    (``--start``) a few seconds ahead: it is resumed at that very wall time, so source timestamps
@@ -40,10 +39,7 @@ import asyncio
 import json
 import logging
 import math
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,7 +52,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pq.bench import quick_option
+from benchmarks.output import json_option, quick_option
+from benchmarks.processes import ROOT, free_port, spawn, stop, tail, wait_listening
+from benchmarks.scratch import delete_lines
 
 __all__ = ["connect", "bench_tagmap_text"]
 
@@ -64,8 +62,7 @@ logger = logging.getLogger(__name__)
 
 BENCH_LINE_PREFIX = "bench-connect-"  # line ids of bench rows: never a plant line's
 BENCH_CONNECTION = "bench-connect"
-_TEMPLATE = Path(__file__).resolve().parent / "tagmaps" / "simulator.toml"
-_ROOT = Path(__file__).resolve().parent.parent
+_TEMPLATE = ROOT / "connectors" / "tagmaps" / "simulator.toml"
 _SIM_NS_URI = "urn:pq:simulator"
 _INITIAL_STATUS = 0x40920000  # UncertainInitialValue: what a never-written node delivers on subscribe
 _MISSING_TS = np.iinfo(np.int64).min  # pq.spool.MISSING_TS
@@ -144,52 +141,12 @@ def _as_list(value) -> list[dict]:
 
 # -- child processes -------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _die_with_parent() -> None:
-    """Child pre-exec: SIGTERM when the bench process dies, even by SIGKILL, so no simulator keeps serving."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return  # not Linux/glibc: the children are still stopped in `finally` on every ordinary exit
-
-
-def _stop_child(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def _tail(path: Path, n: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
-    except OSError:
-        return ""
-
-
 class _SimulatorChild:
     """``python -m simulators serve`` paused, at speed 1, with its clock origin at ``start``."""
 
     def __init__(self, workdir: Path, lines: int, hz: float, signal_hz: tuple[str, ...], seed: int,
                  start: datetime):
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/pq/sim/"
         self.log = workdir / "simulator.log"
         cmd = [sys.executable, "-m", "simulators", "serve", "--lines", str(lines), "--port", str(self.port),
@@ -198,20 +155,10 @@ class _SimulatorChild:
         for item in signal_hz:
             cmd += ["--signal-hz", item]
         with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_child_env(),
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+            self.proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err)
 
     def wait_listening(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise click.ClickException(f"simulator exited with {self.proc.returncode} before listening on "
-                                           f"port {self.port}: {_tail(self.log)}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise click.ClickException(f"simulator did not listen on port {self.port} within {timeout_s:.0f} s")
+        wait_listening(self.proc, self.port, timeout_s, log=self.log)
 
 
 class _BareChild:
@@ -219,16 +166,15 @@ class _BareChild:
 
     def __init__(self, workdir: Path, tagmap_path: Path):
         self.log = workdir / "bare.log"
-        code = "from connectors.bench import _bare_main; _bare_main()"
+        code = "from benchmarks.connect import _bare_main; _bare_main()"
         with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-c", code, str(tagmap_path)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(),
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+            self.proc = spawn([sys.executable, "-c", code, str(tagmap_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=err, text=True)
 
     def read_json(self, what: str) -> dict:
         line = self.proc.stdout.readline()  # bounded by the child's own timeouts (it exits on failure)
         if not line:
-            raise click.ClickException(f"bare asyncua client ended before {what}: {_tail(self.log)}")
+            raise click.ClickException(f"bare asyncua client ended before {what}: {tail(self.log)}")
         return json.loads(line)
 
     def send(self, cmd: str) -> None:
@@ -508,8 +454,8 @@ async def _run(settings, store, *, lines: int, hz: float, signal_hz: tuple[str, 
             spool.close()
     finally:
         if bare is not None:
-            _stop_child(bare.proc)
-        _stop_child(sim.proc)
+            stop(bare.proc)
+        stop(sim.proc)
 
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     sim_cpu_s = (sim_cpu1.user - sim_cpu0.user) + (sim_cpu1.system - sim_cpu0.system)
@@ -541,23 +487,7 @@ def _count_rows(store) -> tuple[int, int]:
 
 def _delete_bench_rows(store) -> None:
     """Remove every row the bench wrote (lines ``bench-connect-*`` and the connection's health row)."""
-    from sqlalchemy import delete, or_, select
-
-    from pq.storage import schema as sc
-
-    like = BENCH_LINE_PREFIX + "%"
-    bench_tags = select(sc.tags.c.id).where(sc.tags.c.line_id.like(like))
-    bench_parts = select(sc.parts.c.id).where(sc.parts.c.line_id.like(like))
-    with store.engine.begin() as conn:
-        conn.execute(delete(sc.samples).where(sc.samples.c.tag_id.in_(bench_tags)))
-        conn.execute(delete(sc.part_features).where(sc.part_features.c.part_id.in_(bench_parts)))
-        for table in (sc.parts, sc.inspections, sc.line_events, sc.predictions):
-            conn.execute(delete(table).where(table.c.line_id.like(like)))
-        conn.execute(delete(sc.component_health).where(or_(
-            sc.component_health.c.line_id.like(like),
-            sc.component_health.c.component == f"connector:{BENCH_CONNECTION}")))
-        conn.execute(delete(sc.tags).where(sc.tags.c.line_id.like(like)))
-        conn.execute(delete(sc.lines).where(sc.lines.c.id.like(like)))
+    delete_lines(store, BENCH_LINE_PREFIX + "%", health_component=f"connector:{BENCH_CONNECTION}")
 
 
 # -- command -----------------------------------------------------------------------------------------
@@ -575,7 +505,7 @@ def _delete_bench_rows(store) -> None:
 @click.option("--keep-workdir", is_flag=True, hidden=True,
               help="Keep the temporary directory (tag map, spool, simulator and bare-client logs) for diagnosis.")
 @quick_option({"--lines": 1, "--duration": 2.0})
-@click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with the figures.")
+@json_option
 def connect(lines, hz, signal_hz, duration, seed, keep_workdir, quick, as_json):
     """Connector vs a bare asyncua client on the line simulator: samples/s, loss, lag, CPU, memory.
 

@@ -1,8 +1,9 @@
-"""Output contract shared by every ``pq bench`` suite.
+"""The output contract every ``pq bench`` suite keeps, and the options that go with it.
 
-Figures print one per line for people; with ``--json`` the last line is one JSON object whose keys
-carry their unit (``rows_per_s``, ``p99_ms``), ``ratio`` = ours / baseline measured in the same run
-(higher is better), and ``loss``/``dropped`` where data flows.
+Figures print one per line for people; with ``--json`` the last line is one JSON object naming its
+``suite``, whose keys carry their unit (``rows_per_s``, ``p99_ms``), ``ratio`` = ours / baseline
+measured in the same run (higher is better), and ``loss``/``dropped`` where data flows.
+``--quick`` runs the same code path at sizes of seconds and prints the same keys.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def quick_option(sizes: dict[str, object]):
 
 
 def emit(suite: str, figures: dict, as_json: bool) -> None:
+    """One figure per line under a ``== pq bench SUITE`` heading, then (``as_json``) the JSON line."""
     click.echo(f"== pq bench {suite}")
     for key, value in figures.items():
         shown = f"{value:,.3f}" if isinstance(value, float) else f"{value}"

@@ -1,13 +1,13 @@
-"""Synthetic sample histories for the feature benchmark and tests (no simulator needed).
+"""Synthetic raw-sample histories for the feature benchmark and tests (no simulator needed).
 
-Owns `synthetic_history` (long samples + parts + tag catalog with the awkward cases real lines
+Owns `synthetic_sample_history` (long samples + parts + tag catalog with the awkward cases real lines
 produce when asked: bad and uncertain status, NaN/Inf values, gaps, duplicated and unsorted rows,
 windows with one or no sample) and `synthetic_feature_set` (every statistic over the cycle plus a
-last-5-s window, context and a derived feature). Must not import simulators/ (pq core rule).
+last-5-s window, context and a derived feature). Needs no simulator: it exercises the feature code alone.
 
 Example::
 
-    samples, parts, tags = synthetic_history(n_parts=1000, n_signals=20, samples_per_part=300)
+    samples, parts, tags = synthetic_sample_history(n_parts=1000, n_signals=20, samples_per_part=300)
     fs = synthetic_feature_set(20)
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 
 from pq.features.spec import FeatureSet, parse_feature_set
 
-__all__ = ["synthetic_history", "synthetic_feature_set"]
+__all__ = ["synthetic_sample_history", "synthetic_feature_set"]
 
 BAD = np.uint32(0x80000000)
 UNCERTAIN = np.uint32(0x40000000)
@@ -44,7 +44,7 @@ def synthetic_feature_set(n_signals: int = 20, version: str = "synthetic-1") -> 
     })
 
 
-def synthetic_history(
+def synthetic_sample_history(
     n_parts: int = 200,
     n_signals: int = 20,
     samples_per_part: int = 300,
