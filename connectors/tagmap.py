@@ -27,7 +27,10 @@ from pq.storage.schema import TAG_ROLES
 
 __all__ = ["TagMap", "ConnectionSpec", "SecuritySpec", "TagSpec", "PartEventSpec", "InspectionSpec",
            "load_tagmap", "parse_tagmap", "dump_tagmap", "resolve_credentials", "SECURITY_POLICIES",
-           "SECURITY_MODES", "TAG_MODES"]
+           "SECURITY_MODES", "TAG_MODES", "SIMULATOR_TAGMAP"]
+
+# The shipped tag map of pq's line simulator (line-1 on 127.0.0.1:4840): the default of `pq edge run`.
+SIMULATOR_TAGMAP = Path(__file__).resolve().parent / "tagmaps" / "simulator.toml"
 
 SECURITY_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
 SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")

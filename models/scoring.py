@@ -5,7 +5,7 @@ Owns :class:`Scorer` (built from a registry version or artifact bytes), :class:`
 and, for at-risk parts (or when asked), LightGBM's own TreeSHAP contributions (``pred_contrib``)
 summed per signal, each with the signal's value and its normal range for the part's conditions
 (from the context baseline shipped in the artifact; the training range of good parts otherwise).
-Imports pq and models only; the edge runtime receives a Scorer from pq/cli.py.
+Imports pq and models only; the edge runtime receives a Scorer from the composition root (pq/cli/).
 
 Input checks: a vector missing features raises FeatureMismatch; a NaN in a feature that never was
 NaN in training is flagged (``nan_unseen:<feature>``) and replaced by the training median, because

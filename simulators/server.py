@@ -35,7 +35,8 @@ from asyncua.server.monitored_item_service import MonitoredItemService, Monitore
 from .line_model import US, Cycle, LineModel, is_bad
 from .scenarios import get_scenario, parse_schedule
 from .security import APPLICATION_URI, PasswordUserManager, ensure_certificate, policies_for
-from .signals import FOLDERS, NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER, line_id
+from .signals import (FOLDERS, GATE_FOLDER, NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER,
+                      gate_node_ids, line_id)
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,7 @@ _DATATYPE = {
     "string": ua.ObjectIds.String,
     "datetime": ua.ObjectIds.DateTime,
 }
-# A PLC's quality gate: variables a quality system writes to divert the part just made.
-GATE_FOLDER = "QualityGate"
-GATE_VARIABLES = (
+GATE_VARIABLES = (  # one per signals.GATE_NAMES: name, initial value, types, description
     ("Quarantine", False, ua.VariantType.Boolean, ua.ObjectIds.Boolean, "True: divert the part to quarantine"),
     ("RiskScore", 0.0, ua.VariantType.Double, ua.ObjectIds.Double, "Defect risk of the part, 0..1"),
     ("RiskSerial", "", ua.VariantType.String, ua.ObjectIds.String, "Serial of the part the request is about"),
@@ -506,7 +505,7 @@ class SimulatorServer:
 
     def gate_node_ids(self, line_id: str) -> dict[str, str]:
         """Node ids of ``line_id``'s QualityGate variables: Quarantine, RiskScore, RiskSerial."""
-        return {name: f"ns={self.namespace_index};s={line_id}.{GATE_FOLDER}.{name}" for name, *_ in GATE_VARIABLES}
+        return gate_node_ids(line_id, self.namespace_index)
 
     def written_counts(self) -> dict[tuple[str, str], int]:
         """All writes per (line_id, tag) made while the endpoint was up, changed or not."""

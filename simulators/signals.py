@@ -15,6 +15,15 @@ from dataclasses import asdict, dataclass
 
 NAMESPACE_URI = "urn:pq:simulator"
 SIMULATOR_FOLDER = "Simulator"
+# A PLC's quality gate per line: variables a quality system writes to divert the part just made.
+GATE_FOLDER = "QualityGate"
+GATE_NAMES = ("Quarantine", "RiskScore", "RiskSerial")
+
+
+def gate_node_ids(line_id: str, namespace_index: int = 2) -> dict[str, str]:
+    """Node ids of ``line_id``'s quality gate variables {Quarantine, RiskScore, RiskSerial}; the
+    simulator's namespace is index 2 on a fresh server."""
+    return {name: f"ns={namespace_index};s={line_id}.{GATE_FOLDER}.{name}" for name in GATE_NAMES}
 
 # when a signal is written
 CONTINUOUS = "continuous"  # sampled on a regular grid at the signal's rate (default 10 Hz)

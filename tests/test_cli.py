@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pq import __version__
 from pq.cli import cli
 from pq.config import Settings
-from pq.docs import ROOT, render
+from pq.cli.docs import ROOT, render
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,7 +114,7 @@ def test_readme_lists_every_setting():
 
 def test_generated_docs_are_current():
     for path, expected in render().items():
-        assert path.read_text() == expected, f"{path.name} is stale: run `python -m pq.docs`"
+        assert path.read_text() == expected, f"{path.name} is stale: run `python -m pq.cli.docs`"
 
 
 def _resolve(tokens: list[str]) -> click.Command:

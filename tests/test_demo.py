@@ -167,7 +167,7 @@ def test_demo_end_to_end_and_ctrl_c(demo_home):
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)")
-    from pq.demo import DEMO_USERS
+    from pq.cli.demo import DEMO_USERS
 
     demo = _Demo(demo_home, "--duration", "900")
     try:

@@ -4,7 +4,7 @@ Issue 7's proof. A LightGBM model is trained once per session on simulator histo
 (1 line, 2 days of the defect-prone ``unstable-process`` scenario at 2 Hz, the default feature set
 through the batch path), registered and promoted. Then a live :class:`SimulatorServer` (same
 scenario and sample rate, a different seed, the clock continuing after the training window, 100x
-real time) feeds :class:`pq.edge.process.EdgeProcess` (what ``pq edge run`` runs) and the test
+real time) feeds :class:`pq.cli.edge_process.EdgeProcess` (what ``pq edge run`` runs) and the test
 checks, against the simulator's ground truth:
 
 - every part that completes is decided, in memory, and the prediction row (with the model version
@@ -289,7 +289,7 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
                                                                            tmp_path):
     from connectors.outputs.config import parse_outputs
     from pq.edge.metrics import EdgeMetrics
-    from pq.edge.process import EdgeProcess
+    from pq.cli.edge_process import EdgeProcess
     from simulators.server import SimulatorServer
 
     store_url = store.engine.url.render_as_string(hide_password=False)

@@ -253,6 +253,24 @@ class ConnectorSession:
         self._stopped.set()
 
     # -- connection ----------------------------------------------------------------------------------
+    async def check_nodes(self) -> dict:
+        """Connect once (with the tag map's security), resolve every node id, disconnect: the node ids
+        the server does not know, {key: reason} (``pq connect check``). Raises ConnectorError when the
+        server cannot be reached."""
+        client = self._new_client()
+        await apply_security(client, self.tagmap.connection.security, self.pki_dir, self.endpoint,
+                             self._username, self._password)
+        try:
+            await client.connect()
+        except (OSError, asyncio.TimeoutError, ua.UaError, ConnectionError) as exc:
+            await self._disconnect(client)
+            raise ConnectorError(f"cannot connect to {self.endpoint}: {_reason(exc)}") from None
+        try:
+            await self._resolve_nodes(client)
+        finally:
+            await self._disconnect(client)
+        return dict(self.unknown_nodes)
+
     def _new_client(self) -> Client:
         s = self.settings
         client = Client(self.endpoint, timeout=s.connector_request_timeout_s, watchdog_intervall=s.connector_watchdog_s,

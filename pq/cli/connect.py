@@ -15,28 +15,16 @@ from pathlib import Path
 
 import click
 
-from pq.errors import PQError
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["connect"]
-
-
-class _Group(click.Group):
-    """Turns PQError into one line on stderr also when run as ``python -m connectors``."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except PQError as exc:
-            raise click.ClickException(str(exc)) from None
 
 
 def _pki_dir(settings) -> Path:
     return Path(settings.pki_dir) if settings.pki_dir else Path(settings.data_dir) / "pki"
 
 
-@click.group(cls=_Group)
+@click.group()
 def connect():
     """OPC UA connector: browse a server, certificates, check and run a tag map."""
 
@@ -113,23 +101,11 @@ def check(tagmap, offline):
 
 
 async def _check_nodes(tm, settings) -> dict:
-    from connectors.opcua.security import apply_security
     from connectors.opcua.session import ConnectorSession
     from connectors.tagmap import resolve_credentials
 
     user, password = resolve_credentials(tm, os.environ)
-    session = ConnectorSession(tm, settings, spool=None, username=user, password=password)
-    client = session._new_client()
-    await apply_security(client, tm.connection.security, session.pki_dir, tm.connection.endpoint, user, password)
-    try:
-        await client.connect()
-    except (OSError, TimeoutError, ConnectionError) as exc:
-        raise PQError(f"cannot connect to {tm.connection.endpoint}: {exc}") from None
-    try:
-        await session._resolve_nodes(client)
-    finally:
-        await session._disconnect(client)
-    return session.unknown_nodes
+    return await ConnectorSession(tm, settings, spool=None, username=user, password=password).check_nodes()
 
 
 @connect.command()

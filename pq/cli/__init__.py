@@ -1,8 +1,9 @@
 """The ``pq`` command: the composition root.
 
-This module alone wires ``connectors``, ``models``, ``ui`` and ``simulators`` together, importing
-each inside the command that needs it, so ``pq --help`` stays fast and a plant machine that only
-runs an edge process never imports Dash. Every :class:`~pq.errors.PQError` becomes one line on
+This package alone wires ``connectors``, ``models``, ``ui`` and ``simulators`` together: every
+command lives here (one module per command group, loaded when used), and imports the wings inside
+the command that needs them, so ``pq --help`` stays fast and a plant machine that only runs an edge
+process never imports Dash. The rest of ``pq/`` imports no wing (``tests/test_layering.py``). Every :class:`~pq.errors.PQError` becomes one line on
 stderr and exit status 1; a bad setting is reported the same way.
 """
 
@@ -114,16 +115,16 @@ def open_store(ctx: click.Context | None = None, *, check_schema: bool = True):
     cls=RootGroup,
     lazy={
         "simulate": ("simulators.cli:simulate", "Run the OPC UA production-line simulator; generate history."),
-        "connect": ("connectors.cli:connect", "OPC UA connector: browse a server, certificates, run a tag map."),
-        "features": ("pq.features.cli:features", "Feature sets: show the spec, backfill vectors from raw samples."),
-        "train": ("models.cli:train", "Train a defect model on the store's history."),
-        "models": ("models.cli:models", "Model registry: list, show, promote, roll back."),
-        "report": ("models.cli:report", "Reports: robustness per environmental regime."),
-        "import": ("models.cli:import_history", "Import a part-level history (CSV/Parquet) into the store."),
-        "edge": ("pq.edge.cli:edge", "Edge runtime: score parts as they are made, raise explained alerts."),
-        "ui": ("ui.cli:ui", "Serve the operator and engineer web UI."),
-        "users": ("pq.auth.cli:users", "Manage UI users and roles."),
-        "demo": ("pq.demo:demo", "One-command demo: simulator, history, model, edge and UI."),
+        "connect": ("pq.cli.connect:connect", "OPC UA connector: browse a server, certificates, run a tag map."),
+        "features": ("pq.cli.features:features", "Feature sets: show the spec, backfill vectors from raw samples."),
+        "train": ("pq.cli.models:train", "Train a defect model on the store's history."),
+        "models": ("pq.cli.models:models", "Model registry: list, show, promote, roll back."),
+        "report": ("pq.cli.models:report", "Reports: robustness per environmental regime."),
+        "import": ("pq.cli.models:import_history", "Import a part-level history (CSV/Parquet) into the store."),
+        "edge": ("pq.cli.edge:edge", "Edge runtime: score parts as they are made, raise explained alerts."),
+        "ui": ("pq.cli.ui:ui", "Serve the operator and engineer web UI."),
+        "users": ("pq.cli.users:users", "Manage UI users and roles."),
+        "demo": ("pq.cli.demo:demo", "One-command demo: simulator, history, model, edge and UI."),
     },
 )
 @click.version_option(__version__, prog_name="pq")
@@ -249,7 +250,3 @@ def bench():
 
 def main() -> None:
     cli(prog_name="pq")
-
-
-if __name__ == "__main__":
-    main()

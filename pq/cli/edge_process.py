@@ -1,12 +1,11 @@
-"""The edge process of one line: the composition root behind ``pq edge run`` (and the end-to-end test).
+"""The edge process of one line: the wiring behind ``pq edge run`` (and the end-to-end test).
 
-Owns :class:`EdgeProcess`, which wires the concrete parts into a
-:class:`~pq.edge.runtime.LineRuntime`: the OPC UA connector session from the tag map
-(``connectors``), the production model from the registry with hot reload (``models``), the
-streaming features with the tag map's limits, the edge spool and its drainer, the plant outputs,
-and a local copy of the last production model so that the edge starts and scores while the
-database is down. ``connectors`` and ``models`` are imported inside the methods only: this module is
-a composition root like ``pq/cli.py``, and the rest of ``pq/`` keeps its import boundary.
+Owns :class:`EdgeProcess`, which hands the concrete parts to a :class:`~pq.edge.runtime.LineRuntime`
+through the edge's interfaces: the OPC UA connector session from the tag map (``connectors``), the
+production model from the registry with hot reload (``models``), the streaming features with the
+tag map's limits, the edge spool and its drainer, the plant outputs, the housekeeper, and a local
+copy of the last production model so that the edge starts and scores while the database is down.
+Part of the composition root: only ``pq edge run`` imports it.
 
 Example::
 
@@ -30,11 +29,10 @@ from pq.config import Settings
 from pq.errors import ConfigError, StorageError
 from pq.storage.opener import StoreOpener
 
-__all__ = ["EdgeProcess", "ModelCache", "DEFAULT_TAGMAP"]
+__all__ = ["EdgeProcess", "ModelCache"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TAGMAP = Path(__file__).resolve().parents[2] / "connectors" / "tagmaps" / "simulator.toml"
 
 
 class ModelCache:
@@ -95,13 +93,13 @@ class EdgeProcess:
     def __init__(self, line_id: str, *, settings: Settings, open_store: Callable[[], Any],
                  tagmap: Any = None, outputs_file: Path | None = None, outputs: Sequence[Any] | None = None,
                  feature_spec: Path | None = None, station: str | None = None, metrics: Any = None):
-        from connectors.tagmap import load_tagmap
+        from connectors.tagmap import SIMULATOR_TAGMAP, load_tagmap
         from pq.features import load_feature_set
 
         self.line_id = line_id
         self.settings = settings
         tm = tagmap if tagmap is not None and not isinstance(tagmap, (str, Path)) else \
-            load_tagmap(str(tagmap or DEFAULT_TAGMAP))
+            load_tagmap(str(tagmap or SIMULATOR_TAGMAP))
         if line_id not in tm.lines:
             raise ConfigError(f"tag map {tm.path}: no tags for line {line_id!r}, it has {', '.join(tm.lines) or 'none'}")
         self.tagmap = tm

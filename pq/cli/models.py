@@ -1,8 +1,7 @@
-"""Click commands of models/: ``pq train``, ``pq models ...``, ``pq report robustness``, ``pq import``.
+"""``pq train``, ``pq models ...``, ``pq report robustness``, ``pq import``: the commands over models/.
 
-Thin wrappers: parse options, call the Python API, print. Settings and the store come from
-``pq.cli`` (imported inside the commands: pq/cli.py imports this module lazily). Every PQError
-becomes one line on stderr in pq's root group.
+Thin wrappers: parse options, call models' Python API (imported inside the commands), print. Every
+PQError becomes one line on stderr in pq's root group.
 """
 
 from __future__ import annotations

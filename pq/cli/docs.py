@@ -1,6 +1,6 @@
 """Generated documentation: the settings table and the CLI reference, kept true by a test.
 
-``python -m pq.docs`` rewrites the marked blocks in README.md and docs/cli.md from the code.
+``python -m pq.cli.docs`` rewrites the marked blocks in README.md and docs/cli.md from the code.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pq.config import settings_table
 
 __all__ = ["cli_reference", "render", "ROOT"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _walk(command: click.Command, path: list[str], ctx: click.Context | None):
@@ -58,7 +58,7 @@ def render() -> dict[Path, str]:
         readme: _replace_block(
             _replace_block(readme.read_text(), "SETTINGS", settings_table()), "PQ_HELP", f"```\n{top_help}\n```"
         ),
-        cli_md: "# CLI reference\n\nGenerated from the code by `python -m pq.docs`; a test keeps it current.\n\n"
+        cli_md: "# CLI reference\n\nGenerated from the code by `python -m pq.cli.docs`; a test keeps it current.\n\n"
         + cli_reference(),
     }
     return out

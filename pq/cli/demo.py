@@ -1,7 +1,9 @@
 """``pq demo``: the whole product on one machine, from nothing, in one command.
 
 Every step is a real ``pq`` command run as a child process, so the demo exercises exactly what a
-plant runs and this module imports none of connectors, models, ui or simulators:
+plant runs. Part of the composition root: the tag maps come from the simulator's shipped map
+(``connectors.tagmap.SIMULATOR_TAGMAP``) and the quality-gate node ids from the simulator itself
+(``simulators.signals.gate_node_ids``).
 
 1. ``pq db upgrade`` on the configured store (the embedded SQLite file by default);
 2. demo users (printed with their passwords; demo only);
@@ -35,7 +37,6 @@ logger = logging.getLogger(__name__)
 # Demo only: printed at start. Outside the demo there are no default passwords.
 DEMO_USERS = (("operator", "operator", "line-demo-2026"), ("engineer", "engineer", "quality-demo-2026"),
               ("admin", "admin", "setup-demo-2026"))
-_SIM_TAGMAP = Path(__file__).resolve().parent.parent / "connectors" / "tagmaps" / "simulator.toml"
 
 
 def _pq(*args: str) -> list[str]:
@@ -155,28 +156,31 @@ def _ensure_demo_users(store) -> None:
 
 
 def _write_tagmaps(directory: Path, line_ids: list[str], opcua_port: int) -> None:
-    """The shipped simulator map is line-1's; other lines differ only in line id and station."""
+    """The simulator's shipped tag map is line-1's; other lines differ only in line id and station."""
+    from connectors.tagmap import SIMULATOR_TAGMAP
+
     directory.mkdir(parents=True, exist_ok=True)
-    template = _SIM_TAGMAP.read_text().replace("127.0.0.1:4840", f"127.0.0.1:{opcua_port}")
+    template = SIMULATOR_TAGMAP.read_text().replace("127.0.0.1:4840", f"127.0.0.1:{opcua_port}")
     for line_id in line_ids:
         number = line_id.split("-")[-1]
         text = template.replace("line-1", line_id).replace("IMM-1", f"IMM-{number}").replace(
             "moulding line 1", f"moulding line {number}").replace(
             'name = "simulator"', f'name = "simulator-{line_id}"')  # one spool per connection
         if f'name = "simulator-{line_id}"' not in text:
-            raise click.ClickException(f"{_SIM_TAGMAP}: no [connection] name to make unique for {line_id}")
+            raise click.ClickException(f"{SIMULATOR_TAGMAP}: no [connection] name to make unique for {line_id}")
         (directory / f"{line_id}.toml").write_text(text)
 
 
 def _write_outputs(directory: Path, line_ids: list[str], opcua_port: int) -> None:
     """Each edge writes its verdicts to its line's quality gate on the simulator, as it would to a PLC."""
-    text = ("# pq demo: every part verdict goes to the simulated PLC's quality gate (docs/alarms.md)\n"
-            f'[[opcua]]\nendpoint = "opc.tcp://127.0.0.1:{opcua_port}/pq/sim/"\non = "all"\n[opcua.nodes]\n'
-            'quarantine = "ns=2;s={line_id}.QualityGate.Quarantine"\n'
-            'score = "ns=2;s={line_id}.QualityGate.RiskScore"\n'
-            'serial = "ns=2;s={line_id}.QualityGate.RiskSerial"\n')
+    from simulators.signals import gate_node_ids
+
     for line_id in line_ids:
-        (directory / f"{line_id}.outputs.toml").write_text(text)
+        gate = gate_node_ids(line_id)
+        (directory / f"{line_id}.outputs.toml").write_text(
+            "# pq demo: every part verdict goes to the simulated PLC's quality gate (docs/alarms.md)\n"
+            f'[[opcua]]\nendpoint = "opc.tcp://127.0.0.1:{opcua_port}/pq/sim/"\non = "all"\n[opcua.nodes]\n'
+            f'quarantine = "{gate["Quarantine"]}"\nscore = "{gate["RiskScore"]}"\nserial = "{gate["RiskSerial"]}"\n')
 
 
 def _latest_version(store) -> int:

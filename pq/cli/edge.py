@@ -2,7 +2,7 @@
 
 This module wires concrete objects into :class:`~pq.edge.runtime.LineRuntime`: the OPC UA connector
 (``connectors``), the production model from the registry (``models``), the streaming features, the
-durable spool and its drainer, the plant outputs (the wiring itself is :class:`pq.edge.process.EdgeProcess`).
+durable spool and its drainer, the plant outputs (the wiring itself is :class:`pq.cli.edge_process.EdgeProcess`).
 Those packages are imported INSIDE functions only, so ``pq --help`` stays light and ``pq/`` keeps its
 import boundary.
 """
@@ -37,7 +37,7 @@ def edge():
 def run(line_id: str, tagmap: Path | None, outputs: Path | None, feature_spec: Path | None, station: str | None):
     """Run the edge of LINE until SIGTERM / Ctrl-C: connector -> features -> model -> alerts -> outputs."""
     from pq.cli import get_settings
-    from pq.edge.process import EdgeProcess
+    from pq.cli.edge_process import EdgeProcess
     from pq.storage import Store, migrate
 
     settings = get_settings()
