@@ -15,7 +15,7 @@ import signal
 from typing import Any, Callable, Iterable, Mapping
 
 from pq.config import Settings
-from pq.health import METRICS, start_metrics_server
+from pq.health import metrics, start_metrics_server
 from pq.spool import SpoolDrainer, open_spool
 from pq.storage.opener import StoreOpener
 
@@ -32,7 +32,7 @@ def spool_name(tagmap: TagMap) -> str:
 
 def lag_listener(connection: str, sink: list | None = None) -> Callable[[str, list, float], None]:
     """A drainer commit listener feeding the source-to-commit lag histogram (and ``sink`` if given)."""
-    hist = METRICS.lag.labels(connection)
+    hist = metrics().lag.labels(connection)
 
     def on_commit(kind: str, payloads: list, committed_at: float) -> None:
         if kind != "samples":

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     )
     ui_threads: int = Field(8, gt=0, description="Worker threads of the UI web server")
 
-    # --- Connector / spool (issue 4: connectors/, pq/spool/, pq/health.py) -------------------------
+    # --- Connector / spool (connectors/, pq/spool/, pq/health.py) -------------------------
     spool_dir: Path | None = Field(
         None, description="Directory of the durable spools (one SQLite file per connector); default PQ_DATA_DIR/spool"
     )

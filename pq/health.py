@@ -2,7 +2,7 @@
 
 Owns the shape of ``component_health`` payloads (:func:`health_row`), line events
 (:func:`line_event`, e.g. ``connection_lost`` with ``started_at``/``ended_at``), reading them back
-(:func:`read_health`, :func:`tag_freshness`), and pq's Prometheus metrics (:data:`METRICS`,
+(:func:`read_health`, :func:`tag_freshness`), and pq's Prometheus metrics (:func:`metrics`,
 :func:`start_metrics_server`). Rows go to the store through the spool (kinds ``health`` and
 ``line_event``) or directly with :func:`write_health_now`. Must not import connectors, models, ui
 or simulators.
@@ -34,7 +34,7 @@ from pq.storage import schema
 from pq.storage.engine import Store
 
 __all__ = ["health_row", "line_event", "read_health", "read_line_events", "tag_freshness", "write_health_now",
-           "METRICS", "start_metrics_server", "HEALTH_STATES"]
+           "metrics", "start_metrics_server", "HEALTH_STATES"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def tag_freshness(row: dict, now: datetime | None = None) -> dict[str, float]:
 # -- Prometheus ---------------------------------------------------------------------------------------
 
 class _Metrics:
-    """pq's metrics on the default registry (created once per process)."""
+    """pq's metrics on the default registry, created by the first :func:`metrics` call of a process."""
 
     def __init__(self) -> None:
         self.samples = Counter("pq_connector_samples", "Samples received from OPC UA", ["connection"])
@@ -128,8 +128,16 @@ class _Metrics:
                              ["connection"], buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60))
 
 
-METRICS = _Metrics()
+_METRICS: _Metrics | None = None
 _SERVERS: dict[tuple[str, int], Any] = {}
+
+
+def metrics() -> _Metrics:
+    """The process's metrics (connector, spool, drainer), registered on first use, not at import."""
+    global _METRICS
+    if _METRICS is None:
+        _METRICS = _Metrics()
+    return _METRICS
 
 
 def start_metrics_server(port: int, addr: str = "127.0.0.1") -> None:

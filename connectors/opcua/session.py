@@ -42,7 +42,7 @@ from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusC
 
 from pq.config import Settings
 from pq.errors import ConfigError, ConnectorError
-from pq.health import METRICS, health_row, line_event
+from pq.health import metrics, health_row, line_event
 from pq.spool import SampleBatch, Spool, SpoolError, SpoolFull
 from pq.storage.catalog import TagDef
 
@@ -177,12 +177,12 @@ class ConnectorSession:
         self._connected_once = asyncio.Event()
         self._rate_mark = (time.monotonic(), 0)
         self.samples_per_s = 0.0
-        self._metric = {"samples": METRICS.samples.labels(self.name),
-                        "not_good": METRICS.samples_bad.labels(self.name),
-                        "connected": METRICS.connected.labels(self.name),
-                        "reconnects": METRICS.reconnects.labels(self.name),
-                        "parts": METRICS.parts.labels(self.name),
-                        "inspections": METRICS.inspections.labels(self.name)}
+        self._metric = {"samples": metrics().samples.labels(self.name),
+                        "not_good": metrics().samples_bad.labels(self.name),
+                        "connected": metrics().connected.labels(self.name),
+                        "reconnects": metrics().reconnects.labels(self.name),
+                        "parts": metrics().parts.labels(self.name),
+                        "inspections": metrics().inspections.labels(self.name)}
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def __aenter__(self) -> "ConnectorSession":
@@ -485,7 +485,7 @@ class ConnectorSession:
             # The spool refuses appends (store down and spool full under policy block) for so long that
             # memory is at its bound: the newest samples are dropped, counted and logged once per episode.
             self.dropped["buffer_full"] += n
-            METRICS.dropped.labels(self.name, "buffer_full").inc(n)
+            metrics().dropped.labels(self.name, "buffer_full").inc(n)
             if not self._buffer_full:
                 self._buffer_full = True
                 logger.error("connection %s: %d samples waiting for the spool, dropping new samples until it "
@@ -673,9 +673,9 @@ class ConnectorSession:
             self._queue_health()
             if self.spool is not None:
                 st = self.spool.stats()
-                METRICS.spool_depth.labels(self.spool.name).set(st["depth_records"])
-                METRICS.spool_bytes.labels(self.spool.name).set(st["bytes"])
-                METRICS.spool_age.labels(self.spool.name).set(st["oldest_age_s"])
+                metrics().spool_depth.labels(self.spool.name).set(st["depth_records"])
+                metrics().spool_bytes.labels(self.spool.name).set(st["bytes"])
+                metrics().spool_age.labels(self.spool.name).set(st["oldest_age_s"])
 
     # -- spool -----------------------------------------------------------------------------------------
     async def _flush_loop(self) -> None:

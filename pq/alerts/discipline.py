@@ -135,10 +135,6 @@ class AlarmBoard:
     def flooding(self) -> bool:
         return FLOOD_CAUSE in self._open
 
-    def raises_in_window(self, now: datetime) -> int:
-        self._prune(now)
-        return len(self._raises)
-
     # -- helpers ---------------------------------------------------------------------------------
     def _change(self, event: str, a: Alert, now: datetime, *, publish: bool, detail: dict | None = None,
                 record: bool = True, write_alert: bool = True) -> Change:

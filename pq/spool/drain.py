@@ -33,6 +33,7 @@ from pq.spool.spool import Spool, SpoolRecord
 from pq.spool.writers import get_writer
 from pq.storage.engine import Store
 from pq.storage.outage import is_outage
+from pq.health import metrics
 
 __all__ = ["SpoolDrainer", "drain_once"]
 
@@ -111,7 +112,8 @@ class SpoolDrainer:
         self.idle_wait_s = idle_wait_s
         self.max_backoff_s = max_backoff_s
         self.listeners = tuple(listeners)
-        self.store_available = True
+        self.store_available = True  # until a write says otherwise
+        metrics().store_up.labels(spool.name).set(1)
         self.outages = 0
         self.drained_records = 0
         self.last_error: str | None = None
@@ -152,6 +154,7 @@ class SpoolDrainer:
         if self._lost_at is None:
             self._lost_at = time.monotonic()
             self.store_available = False
+            metrics().store_up.labels(self.spool.name).set(0)
             self.outages += 1
             logger.warning("store %s unavailable, records stay in spool %s (depth %d): %s",
                            self.store.display_url, self.spool.path, self.spool.depth(), reason)
@@ -160,6 +163,7 @@ class SpoolDrainer:
         down_s = time.monotonic() - (self._lost_at or time.monotonic())
         self._lost_at = None
         self.store_available = True
+        metrics().store_up.labels(self.spool.name).set(1)
         self.last_error = None
         logger.info("store %s available again after %.1f s; replaying spool %s (depth %d)",
                     self.store.display_url, down_s, self.spool.path, self.spool.depth())

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from pq.errors import ConfigError, SpoolError, SpoolFull
+from pq.health import metrics
 from pq.spool import records
 
 __all__ = ["Spool", "SpoolRecord", "SpoolFull", "FULL_POLICIES", "FSYNC_POLICIES"]
@@ -152,6 +153,7 @@ class Spool:
         if need > self.max_bytes:
             with self._lock:
                 self._stats["rejected_records"] += len(encoded)
+            metrics().spool_dropped.labels(self.name, "rejected").inc(len(encoded))
             raise SpoolFull(f"spool {self.path}: a {need}-byte append cannot fit the {self.max_bytes}-byte bound "
                             "(raise PQ_SPOOL_MAX_MB)")
         now_us = time.time_ns() // 1000
@@ -198,6 +200,7 @@ class Spool:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._stats["rejected_records"] += n
+                    metrics().spool_dropped.labels(self.name, "rejected").inc(n)
                     raise SpoolFull(f"spool {self.path} full: {self._bytes} of {self.max_bytes} bytes, "
                                     f"the store is not keeping up (policy block)")
                 self._space.wait(left)
@@ -219,6 +222,7 @@ class Spool:
             self._delete(ids, freed, dropping=True)
             self._stats["dropped_records"] += len(ids)
             self._stats["dropped_bytes"] += freed
+            metrics().spool_dropped.labels(self.name, "dropped_oldest").inc(len(ids))
 
     # -- reading and acknowledging (the drainer) -------------------------------------------------------
     def peek(self, max_records: int = 500, max_bytes: int = 32 * 2**20) -> list[SpoolRecord]:
@@ -309,9 +313,6 @@ class Spool:
         """Records waiting for the store."""
         return self._depth
 
-    def bytes_used(self) -> int:
-        """Payload bytes waiting for the store (the bound applies to this)."""
-        return self._bytes
 
     def oldest_age_s(self) -> float:
         """Age of the oldest waiting record in seconds (0 when empty)."""
