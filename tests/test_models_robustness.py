@@ -34,16 +34,21 @@ def test_protocol_env_aware_stays_quiet_where_the_naive_model_floods(tmp_path):
     val = run["models"]["environment-aware"]["validation_diversion"]
     assert val["diverted_share"] == pytest.approx(0.03, abs=0.002)  # the budget, on validation
     for name, g in run["decision_goal"]["scenarios"].items():
-        # seed base 500 (4 + 1 days) measured naive diverted shares of 0.30-0.89 against 0.035-0.049
-        assert g["diverted_share_naive"] >= 3 * g["diverted_share_env"], (name, g)
-        # ... FAR ratios at matched recall of 36-55 and oracle ratios of 0.88-0.97
-        assert g["far_ratio_at_matched_recall"] is None or g["far_ratio_at_matched_recall"] >= 5, (name, g)
-        assert g["far_at_matched_recall_naive"] > 0.05, (name, g)
-        assert isinstance(g["oracle_ratio_env"], float) and g["oracle_ratio_env"] >= 0.6, (name, g)
+        # 5 seed sets (base 1000, 5 + 1.5 days) measured FAR ratios at matched recall of 4.8-66 and
+        # environment-aware oracle ratios of 0.91-1.0 in every scenario
+        assert g["far_ratio_at_matched_recall"] is None or g["far_ratio_at_matched_recall"] >= 3, (name, g)
+        assert g["far_at_matched_recall_naive"] > 0.02, (name, g)
+        assert isinstance(g["oracle_ratio_env"], float) and g["oracle_ratio_env"] >= 0.8, (name, g)
         assert g["oracle_recall_env"] >= 0.3, (name, g)  # the oracle catches what can be caught at 3-5 %
         # today's single-threshold comparison stays in the result beside the new decisions
         single = run["goal"]["scenarios"][name]
         assert single["far_env"] * 5 <= single["far_naive"], (name, single)
+    # the combination no training history has floods the naive model (x5.5-9.9 its validation alarm
+    # rate in the 5 measured sets) while the environment-aware model stays near its own (x1.3-1.6);
+    # a new supplier alone does not always flood it (seed base 11: 9 % diverted against 5 %)
+    both = run["decision_goal"]["scenarios"]["heatwave+new-supplier"]
+    assert both["alarm_ratio_naive"] > 2 * both["alarm_ratio_env"], both
+    assert both["diverted_share_naive"] >= 3 * both["diverted_share_env"], both
     s = res["summary"]
     assert s["seed_sets"] == 1 and s["scenarios"] == 2
     assert s["min_oracle_ratio"] == min(g["oracle_ratio_env"] for g in run["decision_goal"]["scenarios"].values())
