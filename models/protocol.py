@@ -13,7 +13,7 @@ A seed set ``i`` with base ``B``:
   training history contains.
 
 Imports pq and models only. The histories come from a ``generate`` callable with the signature of
-``simulators.history.generate_history`` (``pq/cli.py``, the composition root, hands it over; tests
+``simulators.history.generate_history`` (the composition root ``pq/cli/`` hands it over; tests
 pass the simulator's function), so models/ never imports the simulator.
 
 Example::
