@@ -9,8 +9,12 @@ The naive baseline is trained the way pilots usually are: process-signal feature
 ``ctx__*``, no ``__dev_baseline``, nothing derived from them) on one season of normal data. Both thresholds come from the same
 rule (alarm budget or target recall on validation), so recall stays comparable.
 
-Goal: in every held-out scenario, at equal or better recall, the environment-aware model's
-false-alarm rate on good parts is at most one fifth of the naive model's.
+Two decisions are evaluated. Today's single threshold (alarm budget) with :func:`goal_check` (FAR
+ratio at equal or better recall), kept so the old table stays comparable; and the split the plant
+uses: part diversion at the validation quantile for a diversion budget
+(:func:`models.thresholds.diversion_threshold`), with operator alarms as episodes of at-risk parts
+with one cause (:func:`pq.alerts.episodes.episodes`), checked by :func:`decision_goal`: alarms/h
+near the validation rate, FAR at matched recall, recall beside the oracle's (:mod:`models.oracle`).
 
 Example::
 
@@ -26,13 +30,19 @@ from dataclasses import replace
 
 import numpy as np
 
+import pandas as pd
+
 from models.dataset import Dataset, apply_baseline
 from models.metrics import binary_metrics, part_hours, regime_metrics
+from models.oracle import curves, oracle_figures
 from models.regimes import assign_regimes
 from models.scoring import Scorer
+from models.thresholds import DEFAULT_DIVERSION_SHARE, diversion_threshold, threshold_for_recall
 from models.training import Progress, TrainConfig, train_frames
+from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule, episodes
 
-__all__ = ["evaluate", "run_experiment", "goal_check", "RECALL_TOLERANCE"]
+__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "validation_decisions",
+           "alarm_episodes", "prepared_features", "RECALL_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +50,53 @@ logger = logging.getLogger(__name__)
 RECALL_TOLERANCE = 0.01
 
 
-def evaluate(scorer: Scorer, ds: Dataset, regimes=None) -> dict:
-    """Metrics of ``scorer`` on ``ds`` at its own threshold: overall, per regime, reliability curve."""
-    X = ds.X
-    if scorer.baseline is not None:  # deviation features as the edge computes them: the model's own baseline
-        X = apply_baseline(X, ds.meta, scorer.baseline)
-    p = scorer.score_frame(X)
+def prepared_features(scorer: Scorer, ds: Dataset):
+    """``ds.X`` as the model sees it: deviation features from the model's own baseline, as the edge computes them."""
+    return apply_baseline(ds.X, ds.meta, scorer.baseline) if scorer.baseline is not None else ds.X
+
+
+def alarm_episodes(meta, at_risk: np.ndarray, causes: np.ndarray, rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> np.ndarray:
+    """Index (into ``meta``) of the part that opened each operator alarm, line by line in production order."""
+    order = np.lexsort((pd.to_datetime(meta["cycle_end"], utc=True).to_numpy(), meta["line_id"].astype(str).to_numpy()))
+    lines = meta["line_id"].astype(str).to_numpy()[order]
+    opened = []
+    for line in pd.unique(lines):
+        rows = order[lines == line]
+        opened += [rows[e.start] for e in episodes(at_risk[rows], causes[rows], rule)]
+    return np.sort(np.asarray(opened, dtype=np.int64))
+
+
+def _causes(scorer: Scorer, X, at_risk: np.ndarray) -> np.ndarray:
+    causes = np.full(len(X), None, dtype=object)
+    causes[at_risk] = scorer.top_signals(X.loc[at_risk])
+    return causes
+
+
+def decision_figures(y, p, threshold: float, hours: np.ndarray, at_alarm_open: np.ndarray, truth=None) -> dict:
+    """Diversion at ``threshold``: diverted share, FAR, recall, operator alarms/h, oracle beside the model."""
+    y = np.asarray(y, dtype=int)
+    divert = p >= threshold
+    m = binary_metrics(y, p, threshold, float(hours.sum()))
+    h = float(hours.sum())
+    return {"threshold": threshold, "parts": len(y), "defects": int(y.sum()),
+            "diverted_share": round(float(divert.mean()), 5) if len(y) else None,
+            "far": m["far"], "recall": m["recall"], "precision": m["precision"],
+            "diverted_per_h": m["alerts_per_h"], "alarms": int(at_alarm_open.sum()),
+            "alarms_per_h": round(float(at_alarm_open.sum()) / h, 3) if h > 0 else None,
+            **{k: v for k, v in oracle_figures(y, p, divert, truth).items() if k.startswith("oracle") or k == "auc"}}
+
+
+def evaluate(scorer: Scorer, ds: Dataset, regimes=None, *, truth=None, diversion_threshold: float | None = None,
+             episode_rule: EpisodeRule = DEFAULT_EPISODE_RULE, p=None) -> dict:
+    """Metrics of ``scorer`` on ``ds`` at its own threshold: overall, per regime, reliability curve.
+
+    With ``truth`` (the simulator's ``defect_prob`` per part) the oracle's recall at the model's
+    alert count stands beside the model's (else "no ground truth"). With ``diversion_threshold``, a
+    ``diversion`` block adds the part-diversion decision and the operator alarms it raises
+    (:func:`pq.alerts.episodes.episodes`, cause = the top TreeSHAP signal), overall and per regime.
+    """
+    X = prepared_features(scorer, ds)
+    p = scorer.score_frame(X) if p is None else p
     y = ds.y.to_numpy()
     hours = part_hours(ds.meta)
     from models.regimes import DEFAULT_REGIMES
@@ -56,9 +107,31 @@ def evaluate(scorer: Scorer, ds: Dataset, regimes=None) -> dict:
     reliability = [{"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "parts": int((idx == b).sum()),
                     "mean_p": float(p[idx == b].mean()), "defect_rate": float(y[idx == b].mean())}
                    for b in range(10) if (idx == b).any()]
-    return {"overall": binary_metrics(y, p, scorer.threshold, float(hours.sum())),
-            "regimes": regime_metrics(y, p, scorer.threshold, reg, hours), "reliability": reliability,
-            "threshold": scorer.threshold}
+
+    def with_oracle(metrics: dict, mask) -> dict:
+        o = oracle_figures(y[mask], p[mask], p[mask] >= scorer.threshold, None if truth is None else truth[mask])
+        return metrics | {k: v for k, v in o.items() if k.startswith("oracle")}
+
+    everything = np.ones(len(y), bool)
+    per_regime = regime_metrics(y, p, scorer.threshold, reg, hours)
+    for name, bands in per_regime.items():
+        col = reg[name].to_numpy()
+        for band in bands:
+            bands[band] = with_oracle(bands[band], col == band)
+    out = {"overall": with_oracle(binary_metrics(y, p, scorer.threshold, float(hours.sum())), everything),
+           "regimes": per_regime, "reliability": reliability, "threshold": scorer.threshold,
+           "ground_truth": truth is not None}
+    if diversion_threshold is not None:
+        divert = p >= diversion_threshold
+        opened = np.zeros(len(y), bool)
+        opened[alarm_episodes(ds.meta, divert, _causes(scorer, X, divert), episode_rule)] = True
+        div = decision_figures(y, p, diversion_threshold, hours, opened, truth)
+        div["regimes"] = {name: {band: decision_figures(y[m], p[m], diversion_threshold, hours[m], opened[m],
+                                                        None if truth is None else truth[m])
+                                 for band in pd.unique(reg[name].to_numpy()) for m in [reg[name].to_numpy() == band]}
+                          for name in reg.columns}
+        out["diversion"] = div
+    return out
 
 
 def goal_check(scenarios: dict, ratio: float = 5.0, tol: float = RECALL_TOLERANCE) -> dict:
@@ -79,34 +152,136 @@ def goal_check(scenarios: dict, ratio: float = 5.0, tol: float = RECALL_TOLERANC
             "met": bool(met), "scenarios": rows}
 
 
+# The issue's goal for the two decisions, in every seed set and held-out scenario (docs/models.md).
+ALARM_RATIO_ENV_MAX = 1.5  # environment-aware alarms/h held out <= 1.5 x its validation rate
+ALARM_RATIO_NAIVE_MIN = 5.0  # ... while the naive model's exceed 5 x its own
+FAR_RATIO_MIN = 5.0  # at matched recall, FAR(env) <= FAR(naive) / 5
+ORACLE_RATIO_MIN = 0.8  # diverted-part recall >= 0.8 x the oracle's at the same diversion count
+
+
+def matched_recall(y, p_env, p_naive, recall: float | None) -> dict:
+    """FAR of both models with each threshold set to reach the same held-out ``recall`` (the
+    environment-aware model's at its diversion threshold): one point of the FAR-recall curves, fair
+    to both, whatever each model's alarm count happened to be."""
+    y = np.asarray(y, dtype=int)
+    if not recall or not y.sum() or y.all():
+        return {"recall": recall}
+    out = {"recall": recall}
+    for key, p in (("env", p_env), ("naive", p_naive)):
+        thr = threshold_for_recall(p, y, recall)
+        alert = p >= thr
+        out[f"threshold_{key}"] = thr
+        out[f"recall_{key}"] = _round((alert & (y == 1)).sum() / y.sum(), 4)
+        out[f"far_{key}"] = _round((alert & (y == 0)).sum() / (y == 0).sum(), 5)
+    out["far_ratio_naive_over_env"] = _round(out["far_naive"] / out["far_env"], 2) if out["far_env"] else None
+    return out
+
+
+def decision_goal(scenarios: dict, validation: dict) -> dict:
+    """Per held-out scenario: the alarm ratios to validation, FAR ratio at matched recall and the
+    oracle ratio of the environment-aware model, each checked against the goal."""
+    rows, met = {}, True
+    v_env, v_naive = validation["environment-aware"], validation["naive"]
+    for name, s in scenarios.items():
+        env, naive = s["environment-aware"]["diversion"], s["naive"]["diversion"]
+        mr = s["matched_recall"]
+        a_env = env["alarms_per_h"] / v_env["alarms_per_h"] if v_env["alarms_per_h"] else None
+        a_naive = naive["alarms_per_h"] / v_naive["alarms_per_h"] if v_naive["alarms_per_h"] else None
+        far_ratio = mr.get("far_ratio_naive_over_env")
+        oracle_ratio = env["oracle_ratio"] if isinstance(env["oracle_ratio"], float) else None
+        checks = {
+            "env_alarms_ok": a_env is not None and a_env <= ALARM_RATIO_ENV_MAX,
+            "naive_floods": a_naive is not None and a_naive > ALARM_RATIO_NAIVE_MIN,
+            # FAR(env) == 0 at a recall where the naive model has false alarms: the ratio is infinite
+            "far_ok": (far_ratio is not None and far_ratio >= FAR_RATIO_MIN)
+                      or (mr.get("far_env") == 0 and (mr.get("far_naive") or 0) > 0),
+            "oracle_ok": oracle_ratio is not None and oracle_ratio >= ORACLE_RATIO_MIN,
+        }
+        rows[name] = {"alarms_per_h_env": env["alarms_per_h"], "alarms_per_h_naive": naive["alarms_per_h"],
+                      "alarm_ratio_env": _round(a_env), "alarm_ratio_naive": _round(a_naive),
+                      "diverted_share_env": env["diverted_share"], "diverted_share_naive": naive["diverted_share"],
+                      "far_env": env["far"], "far_naive": naive["far"], "recall_env": env["recall"],
+                      "recall_naive": naive["recall"], "matched_recall": mr.get("recall"),
+                      "far_at_matched_recall_env": mr.get("far_env"), "far_at_matched_recall_naive": mr.get("far_naive"),
+                      "far_ratio_at_matched_recall": far_ratio, "oracle_recall_env": env["oracle_recall"],
+                      "oracle_ratio_env": env["oracle_ratio"], "oracle_ratio_naive": naive["oracle_ratio"],
+                      **checks, "met": all(checks.values())}
+        met &= all(checks.values())
+    return {"rule": (f"alarms/h(env) <= {ALARM_RATIO_ENV_MAX:g} x validation and alarms/h(naive) > "
+                     f"{ALARM_RATIO_NAIVE_MIN:g} x validation; FAR(env) <= FAR(naive)/{FAR_RATIO_MIN:g} at matched "
+                     f"recall; recall(env) >= {ORACLE_RATIO_MIN:g} x oracle recall at the same diversion count"),
+            "met": bool(met), "scenarios": rows}
+
+
+def _round(x, n: int = 3):
+    return None if x is None else round(float(x), n)
+
+
+def validation_decisions(outcome, scorer: Scorer, train: Dataset, share: float,
+                         rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> dict:
+    """The diversion threshold from the out-of-fold probabilities, and what it did on validation:
+    diverted share, FAR, recall and operator alarms/h (the rate the held-out alarms are compared with).
+    Each part's at-risk decision is out of fold; its cause comes from the final model's TreeSHAP,
+    because the fold models are not kept."""
+    p = np.asarray(outcome.oof_proba, dtype=float)
+    thr = diversion_threshold(p, share)
+    divert = p >= thr
+    X = prepared_features(scorer, train)
+    opened = np.zeros(len(p), bool)
+    opened[alarm_episodes(train.meta, divert, _causes(scorer, X, divert), rule)] = True
+    out = decision_figures(train.y.to_numpy(), p, thr, part_hours(train.meta), opened)
+    return {k: v for k, v in out.items() if not k.startswith("oracle")} | {"share_budget": share,
+                                                                            "episode_rule": {"k": rule.k, "n": rule.n}}
+
+
 def run_experiment(train: Dataset, evals: dict[str, Dataset], config: TrainConfig,
-                   progress: Progress | None = None) -> dict:
-    """Train both kinds on ``train`` and evaluate them on each held-out dataset."""
+                   progress: Progress | None = None, *, truths: dict | None = None,
+                   diversion_share: float = DEFAULT_DIVERSION_SHARE,
+                   episode_rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> dict:
+    """Train both kinds on ``train`` and evaluate them on each held-out dataset.
+
+    ``truths`` maps a held-out name to its ground-truth ``defect_prob`` per part (or None):
+    the oracle columns and curves. Both the single alarm-budget threshold (today's table) and the
+    part-diversion decision with its operator alarms are evaluated."""
     progress = progress or (lambda f, m: None)
+    truths = truths or {}
     t0 = time.perf_counter()
-    outcomes, scorers = {}, {}
+    outcomes, scorers, validation = {}, {}, {}
     for i, kind in enumerate(("environment-aware", "naive")):
         cfg = replace(config, kind=kind, name=f"defect-{kind}")
         outcomes[kind] = train_frames(train, cfg, lambda f, m, i=i, kind=kind: progress(0.45 * (i + f), f"{kind}: {m}"))
         scorers[kind] = Scorer.from_bytes(outcomes[kind].artifact())
+        validation[kind] = validation_decisions(outcomes[kind], scorers[kind], train, diversion_share, episode_rule)
     scenarios = {}
     for j, (name, ds) in enumerate(evals.items()):
         progress(0.9 + 0.1 * j / max(len(evals), 1), f"evaluating on {name}")
-        scenarios[name] = {kind: evaluate(scorers[kind], ds, config.regimes) for kind in scorers}
+        truth = truths.get(name)
+        y = ds.y.to_numpy()
+        ps = {kind: scorers[kind].score_frame(prepared_features(scorers[kind], ds)) for kind in scorers}
+        scenarios[name] = {kind: evaluate(scorers[kind], ds, config.regimes, truth=truth, p=ps[kind],
+                                          diversion_threshold=validation[kind]["threshold"], episode_rule=episode_rule)
+                           for kind in scorers}
         scenarios[name]["parts"] = len(ds)
-        scenarios[name]["defects"] = int(ds.y.sum())
+        scenarios[name]["defects"] = int(y.sum())
+        scenarios[name]["matched_recall"] = matched_recall(
+            y, ps["environment-aware"], ps["naive"], scenarios[name]["environment-aware"]["diversion"]["recall"])
+        scenarios[name]["curves"] = curves(y, ps | ({"oracle": truth} if truth is not None else {}))
     result = {
         "train": {"parts": len(train), "defects": int(train.y.sum()), "from": train.window[0], "to": train.window[1],
                   "feature_set_version": train.feature_set_version},
         "models": {kind: {"card": o.card, "validation": o.metrics, "validation_regimes": o.regime_metrics,
-                          "threshold": o.threshold, "features": len(o.feature_names)}
+                          "threshold": o.threshold, "features": len(o.feature_names),
+                          "validation_diversion": validation[kind]}
                    for kind, o in outcomes.items()},
         "scenarios": scenarios,
         "goal": goal_check(scenarios),
+        "decision_goal": decision_goal(scenarios, validation),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     progress(1.0, "experiment done")
-    for name, row in result["goal"]["scenarios"].items():
-        logger.info("%s: FAR env %.4f vs naive %.4f, recall env %s vs naive %s -> %s", name, row["far_env"],
-                    row["far_naive"], row["recall_env"], row["recall_naive"], "met" if row["met"] else "NOT met")
+    for name, row in result["decision_goal"]["scenarios"].items():
+        logger.info("%s: alarms/h env %s (x%s of validation) naive %s (x%s); FAR ratio at recall %s: %s; "
+                    "oracle ratio %s -> %s", name, row["alarms_per_h_env"], row["alarm_ratio_env"],
+                    row["alarms_per_h_naive"], row["alarm_ratio_naive"], row["matched_recall"],
+                    row["far_ratio_at_matched_recall"], row["oracle_ratio_env"], "met" if row["met"] else "NOT met")
     return result

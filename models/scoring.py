@@ -226,6 +226,19 @@ class Scorer:
 
     def score_frame(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities for many parts (reports, backtests); same NaN handling as score()."""
+        return self._calib(self._booster.predict(self._matrix(X), raw_score=True, num_threads=self.model.n_threads))
+
+    def top_signals(self, X: pd.DataFrame) -> np.ndarray:
+        """The signal with the largest TreeSHAP contribution towards "defect" for each row of ``X``:
+        the cause an operator alarm is grouped by (:mod:`pq.alerts.episodes`). Pass only the rows
+        that need one; TreeSHAP costs about ten predictions."""
+        if not len(X):
+            return np.array([], dtype=object)
+        contrib = self._booster.predict(self._matrix(X), pred_contrib=True, num_threads=self.model.n_threads)[:, :-1]
+        per_signal = contrib @ np.eye(len(self.signals))[self._sig_of_feature]  # (rows, features) -> (rows, signals)
+        return np.asarray(self.signals, dtype=object)[np.argmax(per_signal, axis=1)]
+
+    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
         missing = [f for f in self.feature_names if f not in X.columns]
         if missing:
             raise FeatureMismatch(f"model #{self.version_id} expects {len(self.feature_names)} features "
@@ -239,4 +252,4 @@ class Scorer:
                                "training median", self.version_id, int(nan.sum()))
                 sub[nan] = np.broadcast_to(self._medians[self._nan_free_idx], sub.shape)[nan]
                 A[:, self._nan_free_idx] = sub
-        return self._calib(self._booster.predict(A, raw_score=True, num_threads=self.model.n_threads))
+        return A

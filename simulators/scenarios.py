@@ -47,6 +47,11 @@ SCENARIOS: dict[str, Scenario] = {
                  "(hotter melt, higher pressures, faster fill, smaller cushion: readings a spring-trained "
                  "model knows from pressure overshoots; drying time set for the supplier); defect rate "
                  "unchanged.", supplier="NovaResin"),
+        Scenario("heatwave-new-supplier", "Both at once, as a summer supplier change would bring them: the "
+                 "heatwave's dry heat (hall +9 °C, wider daily swing, RH -10 %) with NovaResin lots. Hotter melt "
+                 "from both causes, higher pressures from the stiffer lots but lower from the heat: a combination "
+                 "no single-condition history shows. Defect rate unchanged.", ambient_offset_c=9.0,
+                 ambient_daily_amp_factor=1.5, humidity_offset_pct=-10.0, supplier="NovaResin"),
         Scenario("sensor-drift", "melt_temp_c reading drifts up 3 °C/h (max +15 °C); the real melt and the "
                  "parts are unaffected.", drift_signal="melt_temp_c", drift_c_per_h=3.0, drift_max=15.0),
         Scenario("stuck-sensor", "mould_temp_c reading freezes at its last value (status Good).",

@@ -218,6 +218,11 @@ def test_experiment_and_report(tmp_path):
     text = html_path.read_text()
     assert "plotly" in text and "heatwave" in text and "False-alarm rate by ambient" in text
     assert json.loads(json_path.read_text())["scenarios"]["heatwave"]["naive"]["overall"]["far"] == g["far_naive"]
+    # frames without simulator ground truth: the oracle columns say so instead of inventing a limit
+    env = res["scenarios"]["heatwave"]["environment-aware"]
+    assert env["overall"]["oracle_recall"] == env["diversion"]["oracle_ratio"] == "no ground truth"
+    assert "no ground truth" in text and "Diversion at the validation quantile" in text
+    assert env["diversion"]["threshold"] == res["models"]["environment-aware"]["validation_diversion"]["threshold"]
 
 
 @pytest.mark.timeout(30)

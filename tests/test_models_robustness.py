@@ -1,45 +1,59 @@
-"""The robustness claim on a small simulator run: a process-only model trained on one winter floods in a
-heatwave and with a new supplier; the environment-aware model stays quiet at comparable recall.
+"""The robustness claim on a small run of the fixed protocol (models.protocol): a process-only model
+trained on one winter floods with a new supplier, alone and in a heatwave; the environment-aware model
+stays near its validation rate, far below the naive model at matched recall, close to the oracle.
 
-Full-size run and its figures: docs/models.md ("Measured on the simulator"). Here: 6 days of January
-for training, 1 day per held-out scenario at 1 Hz, about 30-40 s on 2 shared cores.
+Full-size run and its multi-seed table: docs/models.md ("Measured on the simulator"). Here: one seed
+set, 4 days of January for training, 1 day per held-out scenario at 1 Hz.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import json
 
 import pytest
 
-from models.experiment import run_experiment
-from models.history import dataset_from_history_dir
+from models.protocol import HELD_OUT, run_protocol
+from models.report import write_protocol_report
 from models.training import TrainConfig
 from pq.features.spec import load_feature_set
 from simulators.history import generate_history
 
-UTC = timezone.utc
 
-
-# CPU-bound (histories, two models, five held-out sets): under 2 min on a quiet 2-core machine,
-# 3-4 min on a busy one. The bound only catches a hang; speed is `pq bench train`'s business.
+# CPU-bound (five histories' worth of simulation, two models): about a minute on a quiet 2-core
+# machine, several on a busy one. The bound only catches a hang; speed is `pq bench train`'s business.
 @pytest.mark.timeout(900)
-def test_env_aware_stays_quiet_where_the_naive_model_floods(tmp_path):
+def test_protocol_env_aware_stays_quiet_where_the_naive_model_floods(tmp_path):
     fs = load_feature_set()
-
-    def history(name, scenario, days, seed, start):
-        generate_history(days=days, seed=seed, scenario=scenario, sample_hz=1.0, start=start, out_dir=tmp_path / name,
-                         keep_samples=False)
-        return dataset_from_history_dir(tmp_path / name, fs)
-
-    train = history("normal", "normal", 6, 11, datetime(2025, 1, 6, tzinfo=UTC))
-    evals = {"heatwave": history("heatwave", "heatwave", 1, 100, datetime(2025, 7, 7, tzinfo=UTC)),
-             "new-supplier": history("new-supplier", "new-supplier", 1, 102, datetime(2025, 3, 10, tzinfo=UTC))}
-    res = run_experiment(train, evals, TrainConfig(feature_set_version=fs.version, alarm_budget_per_h=2.0))
-    for name, g in res["goal"]["scenarios"].items():
-        # the full run measured naive/env FAR ratios of 15-29 (and 30-800 where the naive model floods on
-        # other seeds); 5 is the issue's goal, asserted here with room for a quarter of the data
-        assert g["far_naive"] >= 0.05, (name, g)  # the naive model floods: >= 5 % of good parts alarmed
-        assert g["far_env"] * 5 <= g["far_naive"], (name, g)
-        assert g["far_env"] <= 0.02, (name, g)  # the environment-aware model stays near its validation rate
-        # comparable recall: the full run had env 0.52 vs naive 0.44 (heatwave), 0.53 vs 0.39 (new supplier)
-        assert g["recall_env"] >= g["recall_naive"] - 0.1, (name, g)
+    held_out = tuple(h for h in HELD_OUT if h.name in ("new-supplier", "heatwave+new-supplier"))
+    res = run_protocol(generate_history, tmp_path / "hist", seed_sets=1, seed_base=11, feature_set=fs,
+                       config=TrainConfig(feature_set_version=fs.version, alarm_budget_per_h=2.0),
+                       train_days=4, eval_days=1, held_out=held_out)
+    (run,) = res["seed_sets"]
+    assert set(run["scenarios"]) == {"new-supplier", "heatwave+new-supplier"}
+    assert not (tmp_path / "hist" / "set-0" / "normal").exists()  # histories are removed once featurised
+    val = run["models"]["environment-aware"]["validation_diversion"]
+    assert val["diverted_share"] == pytest.approx(0.03, abs=0.002)  # the budget, on validation
+    for name, g in run["decision_goal"]["scenarios"].items():
+        # 5 seed sets (base 1000, 5 + 1.5 days) measured FAR ratios at matched recall of 4.8-66 and
+        # environment-aware oracle ratios of 0.91-1.0 in every scenario
+        assert g["far_ratio_at_matched_recall"] is None or g["far_ratio_at_matched_recall"] >= 3, (name, g)
+        assert g["far_at_matched_recall_naive"] > 0.02, (name, g)
+        assert isinstance(g["oracle_ratio_env"], float) and g["oracle_ratio_env"] >= 0.8, (name, g)
+        assert g["oracle_recall_env"] >= 0.3, (name, g)  # the oracle catches what can be caught at 3-5 %
+        # today's single-threshold figures stay in the result beside the new decisions; at 2 alerts/h the
+        # environment-aware FAR stayed at 0.000-0.016 in all 20 measured rows (the naive model's ranged
+        # from 0.0008 to 0.77, so the old 5x clause is no assertion that holds across seeds)
+        assert run["goal"]["scenarios"][name]["far_env"] <= 0.02, (name, run["goal"]["scenarios"][name])
+    # the combination no training history has makes the naive model divert 47-93 % of parts in the 5
+    # measured sets against 3.4-5.2 % for the environment-aware model. Its *alarm* count is no flood
+    # test: the episode rule folds a flood into a few standing alarms (this seed set: x1.8 of
+    # validation for both models), see docs/models.md
+    both = run["decision_goal"]["scenarios"]["heatwave+new-supplier"]
+    assert both["diverted_share_naive"] >= 3 * both["diverted_share_env"], both
+    s = res["summary"]
+    assert s["seed_sets"] == 1 and s["scenarios"] == 2
+    assert s["min_oracle_ratio"] == min(g["oracle_ratio_env"] for g in run["decision_goal"]["scenarios"].values())
+    html_path, json_path = write_protocol_report(res, tmp_path / "report")
+    page = html_path.read_text()
+    assert "False-alarm rate vs recall (lower is better): heatwave+new-supplier" in page and "oracle" in page
+    assert json.loads(json_path.read_text())["summary"]["met_all"] == s["met_all"]

@@ -22,7 +22,7 @@ from pq import __version__
 from pq.config import Settings, load_settings
 from pq.errors import PQError
 
-__all__ = ["main", "cli", "get_settings", "open_store", "iso_time"]
+__all__ = ["main", "cli", "get_settings", "open_store", "iso_time", "simulator_history"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,15 @@ def iso_time(value: str | None) -> datetime | None:
     except ValueError:
         raise click.BadParameter(f"expected an ISO date or time such as 2025-03-01T06:00Z, got {value!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def simulator_history():
+    """The simulator's history generator (``simulators.history.generate_history``), handed from the
+    composition root to commands of packages that must not import the simulator (the robustness
+    protocol in models/)."""
+    from simulators.history import generate_history
+
+    return generate_history
 
 
 def open_store(ctx: click.Context | None = None, *, check_schema: bool = True):

@@ -258,29 +258,83 @@ def report():
               help="Registered version(s) to evaluate on the store instead (e.g. env-aware and naive ids).")
 @click.option("--eval-window", multiple=True, metavar="NAME=FROM..TO",
               help="With --model: a labelled window of the store to evaluate on (repeatable).")
+@click.option("--seed-sets", type=click.IntRange(min=1),
+              help="Run the fixed protocol instead: N seed sets of simulated training + held-out histories.")
+@click.option("--seed-base", type=int, default=1000, show_default=True, help="With --seed-sets: seed of the first set.")
+@click.option("--train-days", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="With --seed-sets: days of normal training history per set (1 Hz).")
+@click.option("--eval-days", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True,
+              help="With --seed-sets: days per held-out scenario.")
+@click.option("--diversion-share", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Share of parts diverted, as a quantile of validation probabilities (default 0.03).")
+@click.option("--episode", default="3/10", show_default=True, metavar="K/N",
+              help="Operator alarm: K of the last N parts at risk with the same cause.")
 @click.option("--feature-set", help="Feature set (default PQ_MODEL_FEATURE_SET or the shipped spec).")
 @click.option("--budget", "alarm_budget", type=float, help="Alarm budget for both models (alerts/h/line).")
 @click.option("--target-recall", type=float)
 @click.option("--regime", "regime_specs", multiple=True, help="Extra regime NAME:COLUMN[:EDGES[:UNIT]].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output dir (default PQ_DATA_DIR/reports).")
 @click.option("--seed", type=int)
-def robustness(train_history, eval_history, model_ids, eval_window, feature_set, alarm_budget, target_recall,
-               regime_specs, out_dir, seed):
-    """False-alarm rate, recall, precision, alerts/h and calibration per regime: environment-aware vs naive.
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line: the verdict (with --seed-sets) or the goal.")
+def robustness(train_history, eval_history, model_ids, eval_window, seed_sets, seed_base, train_days, eval_days,
+               diversion_share, episode, feature_set, alarm_budget, target_recall, regime_specs, out_dir, seed, as_json):
+    """False-alarm rate, recall, alarms/h and diversion per regime, beside the oracle: environment-aware vs naive.
 
-    Either trains both kinds on --train-history and evaluates them on each --eval-history, or
-    evaluates registered --model versions on --eval-window slices of the store.
+    Trains both kinds on --train-history and evaluates them on each --eval-history; or evaluates
+    registered --model versions on --eval-window slices of the store; or, with --seed-sets N, runs
+    the fixed protocol (docs/models.md) on N independent simulated seed sets.
     """
+    from pq.alerts.episodes import EpisodeRule
     from pq.cli import get_settings
-    from models.report import robustness_from_store, summary_table, write_report
+    from models.report import robustness_from_store, summary_table, write_protocol_report, write_report
+    from models.thresholds import DEFAULT_DIVERSION_SHARE
 
     settings = get_settings()
     out_dir = out_dir or Path(settings.data_dir) / "reports"
     regimes = _regimes(regime_specs)
+    k, _, n = episode.partition("/")
+    try:
+        rule = EpisodeRule(int(k), int(n))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected K/N with 1 <= K <= N, got {episode!r} ({exc})", param_hint="--episode") from None
+    share = diversion_share or DEFAULT_DIVERSION_SHARE
+    budget = alarm_budget if alarm_budget is not None else (None if target_recall else settings.model_alarm_budget_per_h)
+
+    def config(fs_version):
+        from models.training import TrainConfig
+
+        return TrainConfig(feature_set_version=fs_version, alarm_budget_per_h=budget, target_recall=target_recall,
+                           seed=settings.model_seed if seed is None else seed, n_threads=settings.model_threads,
+                           folds=settings.model_cv_folds, regimes=regimes,
+                           min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects)
+
+    if seed_sets:
+        from models.protocol import run_protocol, summary_rows
+        from pq.cli import simulator_history
+        from pq.features.spec import load_feature_set
+
+        fs = load_feature_set()
+        click.echo(f"protocol: {seed_sets} seed set(s) from seed {seed_base}, {train_days:g} training days + "
+                   f"{eval_days:g} days per held-out scenario at 1 Hz", err=True)
+        result = run_protocol(simulator_history(), out_dir / "protocol-histories", seed_sets=seed_sets,
+                              seed_base=seed_base, config=config(fs.version), feature_set=fs, train_days=train_days,
+                              eval_days=eval_days, diversion_share=share, episode_rule=rule,
+                              progress=_progress_printer())
+        html_path, json_path = write_protocol_report(result, out_dir)
+        for r in summary_rows(result["seed_sets"]):
+            click.echo(f"set {r['seed_set']} {r['scenario']:<22} alarms/h env {_fmt(r['alarms_per_h_env'], 2)} "
+                       f"(x{_fmt(r['alarm_ratio_env'], 2)} of validation) naive {_fmt(r['alarms_per_h_naive'], 2)} "
+                       f"(x{_fmt(r['alarm_ratio_naive'], 2)})  FAR@recall {_fmt(r['matched_recall'], 2)}: "
+                       f"{_fmt(r['far_at_matched_recall_env'])} vs {_fmt(r['far_at_matched_recall_naive'])}  "
+                       f"oracle ratio {_fmt(r['oracle_ratio_env'], 2)}  {'met' if r['met'] else 'NOT met'}")
+        click.echo(f"wrote {html_path} and {json_path}")
+        if as_json:
+            click.echo(json.dumps(result["summary"]))
+        return
     if train_history:
         from models.experiment import run_experiment
-        from models.history import dataset_from_history_dir
-        from models.training import TrainConfig
+        from models.history import dataset_from_history_dir, read_table
+        from models.oracle import ground_truth_for
         from pq.features.spec import load_feature_set
 
         if not eval_history:
@@ -288,19 +342,16 @@ def robustness(train_history, eval_history, model_ids, eval_window, feature_set,
         fs = load_feature_set()
         click.echo(f"computing features ({fs.version}) for {train_history}", err=True)
         train_ds = dataset_from_history_dir(train_history, fs)
-        evals = {}
+        evals, truths = {}, {}
         for item in eval_history:
             name, _, path = item.partition("=")
             if not path:
                 raise click.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="--eval-history")
             click.echo(f"computing features for {name} ({path})", err=True)
             evals[name] = dataset_from_history_dir(Path(path), fs)
-        budget = alarm_budget if alarm_budget is not None else (None if target_recall else settings.model_alarm_budget_per_h)
-        cfg = TrainConfig(feature_set_version=fs.version, alarm_budget_per_h=budget, target_recall=target_recall,
-                          seed=settings.model_seed if seed is None else seed, n_threads=settings.model_threads,
-                          folds=settings.model_cv_folds, regimes=regimes,
-                          min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects)
-        result = run_experiment(train_ds, evals, cfg, _progress_printer())
+            truths[name] = ground_truth_for(evals[name].meta, read_table(Path(path), "ground_truth", required=False))
+        result = run_experiment(train_ds, evals, config(fs.version), _progress_printer(), truths=truths,
+                                diversion_share=share, episode_rule=rule)
     elif model_ids:
         from models.dataset import load_dataset
         from models.registry import get_version
@@ -316,14 +367,18 @@ def robustness(train_history, eval_history, model_ids, eval_window, feature_set,
             evals[name] = load_dataset(store, fsv, start=iso_time(a or None), end=iso_time(b or None))
         result = robustness_from_store(store, list(model_ids), evals, regimes)
     else:
-        raise click.UsageError("give --train-history with --eval-history, or --model with --eval-window")
+        raise click.UsageError("give --train-history with --eval-history, --model with --eval-window, or --seed-sets N")
     html_path, json_path = write_report(result, out_dir)
     for r in summary_table(result):
         click.echo(f"{r['scenario']:<14} {r['model']:<18} FAR {_fmt(r['far'])}  recall {_fmt(r['recall'])}  "
-                   f"precision {_fmt(r['precision'])}  alerts/h {_fmt(r['alerts_per_h'], 2)}  ECE {_fmt(r['ece'])}")
-    if "goal" in result:
-        click.echo(f"goal ({result['goal']['rule']}): {'MET' if result['goal']['met'] else 'NOT MET'}")
+                   f"oracle recall {_fmt(r['oracle_recall'])}  precision {_fmt(r['precision'])}  "
+                   f"alerts/h {_fmt(r['alerts_per_h'], 2)}  ECE {_fmt(r['ece'])}")
+    for key in ("goal", "decision_goal"):
+        if key in result:
+            click.echo(f"{key} ({result[key]['rule']}): {'MET' if result[key]['met'] else 'NOT MET'}")
     click.echo(f"wrote {html_path} and {json_path}")
+    if as_json:
+        click.echo(json.dumps({k: result[k]["met"] for k in ("goal", "decision_goal") if k in result}))
 
 
 # -- pq import -----------------------------------------------------------------------------------------
