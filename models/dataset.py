@@ -31,7 +31,7 @@ from pq.errors import ModelError
 from pq.storage import schema
 
 __all__ = ["Dataset", "load_dataset", "dataset_from_frames", "fit_baseline", "apply_baseline",
-           "CONTEXT_COLUMNS", "available_feature_sets"]
+           "CONTEXT_COLUMNS", "available_feature_sets", "feature_set_definition"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class Dataset:
     feature_set_version: str
     n_unlabelled: int = 0
     label_sources: dict = field(default_factory=dict)
+    # the feature set's stored definition (derived expressions, context roles, training hints);
+    # empty for a feature set that is not in ``feature_sets`` (the shipped spec, frames)
+    definition: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -194,7 +197,16 @@ def load_dataset(
     sources = {first: int(primary.sum()), second: int((~primary & label.notna()).sum())}
     logger.info("dataset %s: %d parts with vectors, labels %s (precedence %s)", feature_set_version, len(rows),
                 sources, label_precedence)
-    return _finish(X, meta, label, feature_set_version, sources)
+    return replace(_finish(X, meta, label, feature_set_version, sources),
+                   definition=feature_set_definition(store, feature_set_version))
+
+
+def feature_set_definition(store, feature_set_version: str) -> dict:
+    """The stored definition of a feature set (``feature_sets`` row), or {} when it has none."""
+    fs = schema.feature_sets
+    with store.engine.connect() as conn:
+        row = conn.execute(select(fs.c.definition).where(fs.c.version == feature_set_version)).first()
+    return dict(row[0]) if row is not None else {}
 
 
 # -- context baseline -------------------------------------------------------------------------------

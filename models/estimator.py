@@ -101,13 +101,16 @@ class DefectModel:
     ``min_child_samples``, ``feature_fraction``, ``bagging_fraction``, ``lambda_l2``,
     ``max_rounds`` (upper bound; early stopping picks the number), ``early_stopping_rounds``,
     ``class_weight`` ("balanced" or None), ``max_pos_weight`` (cap of the defect weight),
-    ``calibration`` (platt | isotonic | identity), ``n_threads``, ``seed``.
+    ``calibration`` (platt | isotonic | identity), ``n_threads``, ``seed``, ``max_bin`` and
+    ``min_data_in_bin`` (LightGBM's feature histograms: finer bins resolve exact limits on a feature,
+    at a cost that grows with the number of features).
     """
 
     def __init__(self, learning_rate: float = 0.05, num_leaves: int = 15, min_child_samples: int = 40,
                  feature_fraction: float = 0.8, bagging_fraction: float = 0.8, lambda_l2: float = 1.0,
                  max_rounds: int = 1000, early_stopping_rounds: int = 50, class_weight: str | None = "balanced",
-                 max_pos_weight: float = 50.0, calibration: str = "platt", n_threads: int = 2, seed: int = 42):
+                 max_pos_weight: float = 50.0, calibration: str = "platt", n_threads: int = 2, seed: int = 42,
+                 max_bin: int = 255, min_data_in_bin: int = 3):
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
@@ -121,11 +124,13 @@ class DefectModel:
         self.calibration = calibration
         self.n_threads = n_threads
         self.seed = seed
+        self.max_bin = max_bin
+        self.min_data_in_bin = min_data_in_bin
 
     # -- sklearn plumbing --------------------------------------------------------------------------
     _PARAMS = ("learning_rate", "num_leaves", "min_child_samples", "feature_fraction", "bagging_fraction",
                "lambda_l2", "max_rounds", "early_stopping_rounds", "class_weight", "max_pos_weight",
-               "calibration", "n_threads", "seed")
+               "calibration", "n_threads", "seed", "max_bin", "min_data_in_bin")
 
     def get_params(self, deep: bool = True) -> dict:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -144,6 +149,7 @@ class DefectModel:
             "bagging_fraction": self.bagging_fraction, "bagging_freq": 1 if self.bagging_fraction < 1 else 0,
             "lambda_l2": self.lambda_l2, "num_threads": self.n_threads, "seed": self.seed,
             "deterministic": True, "force_row_wise": True, "verbosity": -1,
+            "max_bin": self.max_bin, "min_data_in_bin": self.min_data_in_bin,
         }
 
     # -- fitting -------------------------------------------------------------------------------------
@@ -168,6 +174,21 @@ class DefectModel:
                 "(pq features backfill) or leave them out (--drop-empty-features)")
         return y.astype(int)
 
+    def defect_weight(self, y) -> float:
+        """How much more a defect weighs than a good part: good/defect when ``class_weight`` is
+        balanced, capped at ``max_pos_weight``; 1 otherwise."""
+        y = np.asarray(y)
+        n_pos = int(y.sum())
+        if self.class_weight != "balanced" or n_pos == 0:
+            return 1.0
+        return float(min((len(y) - n_pos) / n_pos, self.max_pos_weight))
+
+    def training_weights(self, y, sample_weight=None) -> np.ndarray:
+        """Per-part weights the booster trains with: ``sample_weight`` times the defect weight."""
+        y = np.asarray(y)
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float).copy()
+        return np.where(y == 1, w * self.defect_weight(y), w)
+
     def fit(self, X: pd.DataFrame, y, sample_weight=None, eval_set: tuple | None = None,
             num_boost_round: int | None = None, callbacks: list[Callable] | None = None) -> "DefectModel":
         """Fit the booster. With ``eval_set=(X_val, y_val[, w_val])`` early stopping picks the rounds."""
@@ -178,11 +199,8 @@ class DefectModel:
         if n_pos == 0 or n_pos == len(y):
             raise ModelError(f"training labels hold a single class ({n_pos} defects in {len(y)} parts); "
                              "a defect model needs both good and defective parts: widen the training window")
-        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float).copy()
-        self.pos_weight_ = 1.0
-        if self.class_weight == "balanced":
-            self.pos_weight_ = float(min((len(y) - n_pos) / n_pos, self.max_pos_weight))
-            w = np.where(y == 1, w * self.pos_weight_, w)
+        w = self.training_weights(y, sample_weight)
+        self.pos_weight_ = self.defect_weight(y)
         self.feature_names_ = [str(c) for c in X.columns]
         Xa = X.to_numpy(dtype=np.float64)
         train = lgb.Dataset(Xa, y, weight=w, feature_name=self.feature_names_, free_raw_data=True)

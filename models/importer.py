@@ -4,8 +4,12 @@ years before pq was installed.
 Owns the mapping config (TOML), its validation and the idempotent write of parts, inspections
 (source ``import``) and ``part_features`` rows under the feature-set version ``import-<name>``.
 Signals become ``<signal>__value`` features, numeric context becomes ``ctx__<name>`` (and the part's
-context JSON). Columns listed under ``[drop]`` (ones that leak the label) can never become features.
-Imports pq only.
+context JSON), categorical context with declared ``categories`` becomes ``ctx__<name>`` = the value's
+position in that list. ``[[derived]]`` features (pq.features.spec's expression language over the
+mapped features) are computed at import and stored with the others. The definition of the feature
+set (derived expressions, context roles, training hints) goes to ``feature_sets`` so training reads
+the same meaning. Columns listed under ``[drop]`` (ones that leak the label) can never become
+features. Imports pq only.
 
 Mapping example (docs/models.md has the full AI4I 2020 walk-through)::
 
@@ -23,8 +27,15 @@ Mapping example (docs/models.md has the full AI4I 2020 walk-through)::
     product = "Type"
     [signals]
     "Torque [Nm]" = "torque_nm"
-    [context]
-    "Air temperature [K]" = "ambient_temp_k"
+    "Rotational speed [rpm]" = "rotational_speed_rpm"
+    [context]                      # a name, or a table: name, role (risk | baseline), categories
+    "Air temperature [K]" = { name = "ambient_temp_k", role = "risk" }
+    "Type" = { name = "product_type", categories = ["L", "M", "H"] }
+    [[derived]]                    # pq.features.spec's expression language over the mapped features
+    name = "power_w"
+    expr = "torque_nm.value * rotational_speed_rpm.value * 0.10472"
+    [training]                     # hyperparameter hints for `pq train` on this feature set
+    max_bin = 4095
     [drop]
     columns = ["TWF", "HDF", "PWF", "OSF", "RNF"]
 
@@ -54,6 +65,17 @@ __all__ = ["ImportMapping", "ImportResult", "load_mapping", "parse_mapping", "re
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# A context's role in the environment-aware model: "risk" (a risk factor of its own: always a
+# feature) or "baseline" (a condition that moves readings without making bad parts: it reaches the
+# model only through the deviations a context baseline computes with it). See models.training.
+CONTEXT_ROLES = ("risk", "baseline")
+# [training] hints a mapping may give (models.estimator.DefectModel hyperparameters) with their range
+# and whether they are integers. The defaults suit wide, noisy plant feature sets; a narrow set whose
+# failures are exact limits on its features (AI4I's) wants finer histograms, every feature in every
+# tree, smaller leaves, and no up-weighting of defects that are a deterministic rule.
+TRAINING_HINTS = {"max_bin": (15, 65535, True), "min_data_in_bin": (1, 1000, True),
+                  "min_child_samples": (1, 100000, True), "max_pos_weight": (1.0, 1000.0, False),
+                  "feature_fraction": (0.01, 1.0, False), "bagging_fraction": (0.01, 1.0, False)}
 _CHUNK = 5000
 
 
@@ -73,6 +95,10 @@ class ImportMapping:
     signals: dict = field(default_factory=dict)  # source column -> signal name
     context: dict = field(default_factory=dict)  # source column -> context name
     drop: tuple[str, ...] = ()
+    context_roles: dict = field(default_factory=dict)  # context name -> "risk" | "baseline" (declared only)
+    categories: dict = field(default_factory=dict)  # context name -> its categories, coded 0, 1, ... in order
+    derived: tuple = ()  # pq.features.spec.DerivedFeature, computed from the mapped features at import
+    training: dict = field(default_factory=dict)  # hints for training on this feature set (TRAINING_HINTS)
 
     @property
     def feature_set_version(self) -> str:
@@ -80,11 +106,18 @@ class ImportMapping:
 
     @property
     def feature_names(self) -> list[str]:
-        return [f"{s}__value" for s in self.signals.values()] + [f"ctx__{c}" for c in self.context.values()]
+        return ([f"{s}__value" for s in self.signals.values()] + [f"ctx__{c}" for c in self.context.values()]
+                + [d.name for d in self.derived])
+
+    def definition(self) -> dict:
+        """What ``feature_sets.definition`` stores for this mapping's feature set."""
+        return {"derived": [{"name": d.name, "expr": d.expr, "refs": d.refs} for d in self.derived],
+                "context_roles": dict(self.context_roles), "categories": {k: list(v) for k, v in self.categories.items()},
+                "training": dict(self.training)}
 
 
 def parse_mapping(d: dict, where: str = "mapping") -> ImportMapping:
-    allowed = {"name", "line_id", "serial", "time", "label", "parts", "signals", "context", "drop"}
+    allowed = {"name", "line_id", "serial", "time", "label", "parts", "signals", "context", "drop", "derived", "training"}
     extra = set(d) - allowed
     if extra:
         raise ConfigError(f"{where}: unknown keys {sorted(extra)}, expected some of {sorted(allowed)}")
@@ -108,7 +141,8 @@ def parse_mapping(d: dict, where: str = "mapping") -> ImportMapping:
     label = d.get("label") or {}
     if "column" not in label:
         raise ConfigError(f"{where}: [label] column is required (the inspection result)")
-    signals, context = dict(d.get("signals") or {}), dict(d.get("context") or {})
+    signals = dict(d.get("signals") or {})
+    context, roles, categories = _parse_context(d.get("context") or {}, where)
     if not signals:
         raise ConfigError(f"{where}: [signals] maps no column; a model needs process signals")
     for kind, table in (("signal", signals), ("context", context)):
@@ -124,12 +158,54 @@ def parse_mapping(d: dict, where: str = "mapping") -> ImportMapping:
     bad = set(parts) - {"product", "material_lot", "shift"}
     if bad:
         raise ConfigError(f"{where}: [parts] keys must be product, material_lot or shift, got {sorted(bad)}")
+    from pq.features.spec import parse_derived
+
+    known = [f"{n}__value" for n in signals.values()] + [f"ctx__{n}" for n in context.values()]
+    derived = parse_derived(d.get("derived") or [], known, where=f"{where}: derived")
+    training = dict(d.get("training") or {})
+    for key, value in training.items():
+        if key not in TRAINING_HINTS:
+            raise ConfigError(f"{where}: [training] key {key!r} unknown, expected some of {sorted(TRAINING_HINTS)}")
+        lo, hi, integer = TRAINING_HINTS[key]
+        if (isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+                or not lo <= value <= hi):
+            raise ConfigError(f"{where}: training.{key} must be {'an integer' if integer else 'a number'} in "
+                              f"[{lo}, {hi}], got {value!r}")
     return ImportMapping(
         name=d["name"], line_id=d["line_id"], serial=d["serial"], label_column=label["column"],
         positive=tuple(label.get("positive", [1, True, "1", "NOK", "nok", "defect"])),
         time_column=t.get("column"), start=start, cycle_s=float(t["cycle_s"]) if "cycle_s" in t else None,
         defect_code_column=label.get("defect_code_column"), defect_code_columns=tuple(label.get("defect_code_columns", ())),
-        parts=parts, signals=signals, context=context, drop=drop)
+        parts=parts, signals=signals, context=context, drop=drop, context_roles=roles, categories=categories,
+        derived=derived, training=training)
+
+
+def _parse_context(table: dict, where: str) -> tuple[dict, dict, dict]:
+    """``[context]`` entries: ``"Column" = "name"`` or ``"Column" = {name, role, categories}``;
+    returns ({column: name}, {name: role}, {name: categories})."""
+    context, roles, categories = {}, {}, {}
+    for col, entry in table.items():
+        if isinstance(entry, dict):
+            extra = set(entry) - {"name", "role", "categories"}
+            if extra:
+                raise ConfigError(f"{where}: context.{col!r} has unknown keys {sorted(extra)}, "
+                                  "expected name, role, categories")
+            name = entry.get("name")
+            role = entry.get("role")
+            if role is not None and role not in CONTEXT_ROLES:
+                raise ConfigError(f"{where}: context.{col!r} role must be one of {', '.join(CONTEXT_ROLES)}, got {role!r}")
+            if role is not None:
+                roles[name] = role
+            if "categories" in entry:
+                cats = entry["categories"]
+                if not isinstance(cats, list) or not cats or len(set(map(str, cats))) != len(cats):
+                    raise ConfigError(f"{where}: context.{col!r} categories must be a non-empty list of distinct "
+                                      f"values, got {cats!r}")
+                categories[name] = tuple(str(c) for c in cats)
+        else:
+            name = entry
+        context[col] = name
+    return context, roles, categories
 
 
 def load_mapping(path: Path) -> ImportMapping:
@@ -219,10 +295,25 @@ def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool =
     ctx_num, ctx_raw = {}, {}
     for col, name in mapping.context.items():
         num = pd.to_numeric(df[col], errors="coerce")
-        if num.notna().sum() >= 0.9 * df[col].notna().sum():
+        if name in mapping.categories:
+            cats = mapping.categories[name]
+            text = df[col].astype(str).str.strip()
+            code = text.map({c: float(i) for i, c in enumerate(cats)})
+            unknown = df[col].notna() & code.isna()
+            if unknown.any():
+                logger.warning("import %s: %d values of %r are not among its categories %s and are stored as missing "
+                               "(first: %r)", path, int(unknown.sum()), col, list(cats), text[unknown].iloc[0])
+                result.non_numeric_values += int(unknown.sum())
+            ctx_num[name] = code.to_numpy(dtype=float)
+            ctx_raw[name] = text.where(df[col].notna(), None).to_numpy(dtype=object)
+        elif num.notna().sum() >= 0.9 * df[col].notna().sum():
             ctx_num[name] = num.to_numpy(dtype=float)
         else:
             ctx_raw[name] = df[col].astype(str).to_numpy()
+    cols = {f"{n}__value": v for n, v in sig.items()} | {f"ctx__{n}": v for n, v in ctx_num.items()}
+    for d in mapping.derived:  # in declaration order: a derived feature may use an earlier one
+        cols[d.name] = np.asarray(d.evaluate(cols), dtype=float)
+    derived = {d.name: cols[d.name] for d in mapping.derived}
     if result.non_numeric_values:
         logger.warning("import %s: %d signal values were not numbers and are stored as missing", path,
                        result.non_numeric_values)
@@ -241,13 +332,18 @@ def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool =
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     ins_fn = pg_insert if store.dialect == "postgresql" else sqlite_insert
+    with store.engine.begin() as conn:
+        fs_stmt = ins_fn(schema.feature_sets).values(version=mapping.feature_set_version, source="import",
+                                                      definition=mapping.definition(), updated_at=now)
+        conn.execute(fs_stmt.on_conflict_do_update(index_elements=["version"], set_={
+            "definition": fs_stmt.excluded.definition, "updated_at": fs_stmt.excluded.updated_at}))
     for start in range(0, len(idx), _CHUNK):
         rows = idx[start:start + _CHUNK]
         prows, irows, frows = [], [], {}
         for i in rows:
             ce = cycle_end.iloc[i].to_pydatetime()
             context = {k: (None if not np.isfinite(v[i]) else float(v[i])) for k, v in ctx_num.items()}
-            context |= {k: v[i] for k, v in ctx_raw.items()}
+            context |= {k: v[i] for k, v in ctx_raw.items()}  # a category's text, not its code
             prow = {"line_id": mapping.line_id, "serial": serial.iloc[i], "cycle_end": ce, "context": context,
                     "cycle_start": ce - pd.Timedelta(seconds=mapping.cycle_s) if mapping.cycle_s else None}
             for key, col in mapping.parts.items():
@@ -259,6 +355,7 @@ def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool =
                               "defect_code": codes[i], "inspected_at": ce, "source": "import"})
             feats = {f"{n}__value": (None if not np.isfinite(v[i]) else float(v[i])) for n, v in sig.items()}
             feats |= {f"ctx__{n}": (None if not np.isfinite(v[i]) else float(v[i])) for n, v in ctx_num.items()}
+            feats |= {n: (None if not np.isfinite(v[i]) else float(v[i])) for n, v in derived.items()}
             frows[serial.iloc[i]] = feats
         upsert_parts(store, prows)
         result.parts += len(prows)

@@ -1,6 +1,6 @@
 """Quality metrics in the plant's terms: false alarms on good parts, recall, alerts per hour.
 
-Owns threshold selection (alarm budget or target recall) and the metric dictionaries stored with
+Owns threshold selection (alarm budget, target recall, or the F1 maximum) and the metric dictionaries stored with
 every model version (overall and per regime). Imports pq only.
 
 ``alerts_per_h`` is per line and per production hour: the hours a regime covers are its part count
@@ -23,7 +23,9 @@ import pandas as pd
 
 from pq.errors import ModelError
 
-__all__ = ["production_hours", "choose_threshold", "binary_metrics", "regime_metrics", "part_hours"]
+__all__ = ["production_hours", "choose_threshold", "f1_threshold", "binary_metrics", "regime_metrics", "part_hours"]
+
+THRESHOLD_RULES = ("budget", "f1")
 
 
 def part_hours(meta: pd.DataFrame) -> np.ndarray:
@@ -53,8 +55,13 @@ def choose_threshold(
     *,
     alarm_budget_per_h: float | None = None,
     target_recall: float | None = None,
+    rule: str = "budget",
 ) -> tuple[float, dict]:
     """The alert threshold and a description of the rule that chose it.
+
+    ``rule="f1"``: the threshold with the highest F1 on ``(p, y)`` (:func:`f1_threshold`), whatever
+    alarm rate it implies: for a benchmark or a line where a missed defect and a false alarm cost
+    about the same. ``rule="budget"`` (the default) takes the budget and/or the recall target:
 
     - budget only: the lowest threshold whose alert count stays within budget x hours (most recall
       the operators' attention allows);
@@ -63,6 +70,11 @@ def choose_threshold(
     """
     p = np.asarray(p, dtype=float)
     y = np.asarray(y, dtype=int)
+    if rule not in THRESHOLD_RULES:
+        raise ModelError(f"threshold rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
+    if rule == "f1":
+        thr, f1 = f1_threshold(p, y)
+        return thr, {"hours": round(hours, 3), "rule": "f1", "f1": round(f1, 4)}
     if alarm_budget_per_h is None and target_recall is None:
         raise ModelError("threshold rule: give an alarm budget (alerts per hour per line) or a target recall")
     candidates = []
@@ -93,6 +105,29 @@ def choose_threshold(
     rule["rule"] = ("target_recall+alarm_budget" if len(candidates) == 2
                     else "target_recall" if target_recall is not None else "alarm_budget")
     return thr, rule
+
+
+def f1_threshold(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) where alerting on ``p >= threshold`` gives the highest F1 on these labels.
+
+    Every distinct score is a candidate (ties alert together), so the result is exact, not a grid.
+
+    >>> f1_threshold(np.array([0.9, 0.8, 0.3, 0.2]), np.array([1, 0, 1, 0]))
+    (0.3, 0.8)
+    """
+    p = np.asarray(p, dtype=float)
+    y = np.asarray(y, dtype=int)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise ModelError("F1 threshold: the labels hold no defect, so F1 is undefined")
+    order = np.argsort(-p, kind="stable")
+    ps, tp = p[order], np.cumsum(y[order])
+    alerts = np.arange(1, len(ps) + 1)
+    f1 = 2.0 * tp / (alerts + n_pos)
+    last_of_tie = np.r_[ps[1:] != ps[:-1], True]  # a cut between equal scores is not a threshold
+    f1 = np.where(last_of_tie, f1, -1.0)
+    best = int(np.argmax(f1))
+    return float(ps[best]), float(f1[best])
 
 
 def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -127,6 +162,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, hours: float)
         "far": _r(fp / nneg) if nneg else None,
         "recall": _r(tp / npos) if npos else None,
         "precision": _r(tp / (tp + fp)) if tp + fp else None,
+        "f1": _r(2 * tp / (2 * tp + fp + (npos - tp))) if npos else None,
         "alerts_per_h": _r(alert.sum() / hours, 3) if hours > 0 else None,
         "false_alarms_per_h": _r(fp / hours, 3) if hours > 0 else None,
         "defect_rate": _r(npos / n) if n else None,

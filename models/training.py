@@ -8,16 +8,18 @@ How a model is trained:
 
 1. Features (:func:`select_features`): the naive kind uses process signals only; the
    environment-aware kind uses the deviation of every signal the context baseline models (refitted
-   on the good training parts and shipped in the artifact) instead of its level, tool wear as
-   context, and derived features relative to conditions.
+   on the good training parts of each fold and shipped in the artifact) instead of its level,
+   context that is a risk factor (:func:`context_role`), and derived features relative to conditions.
 2. Validation: parts are grouped by day joined through material lots, the groups are cut into
    contiguous stretches of time (folds); each fold is predicted by a model that never saw its days,
-   lots or weather. Early stopping uses the last stretch of each training side, never the fold.
+   lots or weather (``cv="stratified"``: random folds, for independent parts only). Early stopping
+   uses the last stretch of each training side, never the fold; the folds boost in step and stop on
+   their mean AUC curve, never before :data:`MIN_ROUNDS`.
 3. Imbalance: defects weigh (good / defect) times more, capped; optional reweighting so rare
    regimes (hot days, a new supplier) count as much as common ones.
 4. Calibration: Platt (or isotonic) on the out-of-fold margins; the threshold is chosen on the
-   calibrated out-of-fold probabilities by the alarm budget or target recall rule.
-5. The final booster is fitted on all parts with the median early-stopped rounds.
+   calibrated out-of-fold probabilities by the alarm budget or target recall rule (or the F1 maximum).
+5. The final booster is fitted on all parts with 1.1 x the early-stopped rounds.
 
 Example::
 
@@ -40,19 +42,22 @@ import pandas as pd
 
 from models.dataset import Dataset, apply_baseline, fit_baseline, load_dataset
 from models.estimator import DefectModel, json_safe
-from models.metrics import binary_metrics, choose_threshold, part_hours, regime_metrics
+from models.metrics import THRESHOLD_RULES, binary_metrics, choose_threshold, part_hours, regime_metrics
 from models.regimes import DEFAULT_REGIMES, RegimeDef, assign_regimes, cv_groups, split_rows, time_folds
 from pq.errors import ModelError, PQError
 
-__all__ = ["TrainConfig", "FitOutcome", "TrainResult", "train_frames", "train", "select_features",
+__all__ = ["TrainConfig", "FitOutcome", "TrainResult", "train_frames", "train", "select_features", "context_role",
+           "cv_splits", "MIN_ROUNDS",
            "start_job", "job_progress", "run_job", "Progress"]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 KINDS = ("environment-aware", "naive")
-# Fewest trees of any model: early stopping on AUC over a few hundred parts can stop after a handful
-# of trees, whose margins barely leave the prior (measured: folds stopping at 4 and 5 trees).
+CV_SCHEMES = ("time", "stratified")
+# Fewest trees of any model, and the first round early stopping may pick: its AUC over a few hundred
+# parts is noisy, and a spike at tree 2 outlasted 50 rounds of patience (AI4I: folds stopped at 2, 64
+# and 2 trees; the simulator at 11, 9, 58); a handful of trees barely leaves the prior.
 MIN_ROUNDS = 50
 
 
@@ -82,11 +87,18 @@ class TrainConfig:
     hyperparams: dict = field(default_factory=dict)
     regimes: tuple[RegimeDef, ...] = DEFAULT_REGIMES
     refit_baseline: bool = True
+    cv: str = "time"  # "stratified": random folds, only for independent parts (AI4I), never a plant's history
+    threshold_rule: str = "budget"  # "f1": the threshold with the best out-of-fold F1 (metrics.f1_threshold)
+    compare_plain: bool = False  # also score plain LightGBM on the same folds (card["comparison"])
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ModelError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.alarm_budget_per_h is None and self.target_recall is None:
+        if self.cv not in CV_SCHEMES:
+            raise ModelError(f"cv must be one of {', '.join(CV_SCHEMES)}, got {self.cv!r}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ModelError(f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold_rule!r}")
+        if self.threshold_rule == "budget" and self.alarm_budget_per_h is None and self.target_recall is None:
             raise ModelError("give an alarm budget (alerts per hour per line) or a target recall")
         if self.folds < 2:
             raise ModelError(f"folds must be >= 2, got {self.folds}")
@@ -111,6 +123,7 @@ class FitOutcome:
     window: tuple
     normal_ranges: dict = field(default_factory=dict)
     moving_signals: list = field(default_factory=list)
+    comparison: dict | None = None  # plain LightGBM on the same folds (TrainConfig.compare_plain)
 
     @property
     def feature_names(self) -> list[str]:
@@ -156,14 +169,16 @@ def _ctx_name(column: str) -> str:
 
 def select_features(columns, kind: str, exclude: tuple[str, ...] = (), *,
                     derived_refs: dict[str, list[str]] | None = None,
-                    risk_context: tuple[str, ...] = RISK_CONTEXT) -> list[str]:
+                    context_roles: dict[str, str] | None = None) -> list[str]:
     """Feature columns a model of ``kind`` may use.
 
     - naive: process signals only, the way pilots train: no ``ctx__*``, no ``*__dev_baseline``, and
       no derived feature computed from them (``derived_refs``: {derived name: referenced features}).
     - environment-aware: for every signal with a ``<signal>__dev_baseline`` column, the deviation
-      and the shape statistics (slope) but none of its :data:`LEVEL_STATS`; context only as
-      ``risk_context``; derived features unless they combine levels left out.
+      and the shape statistics (slope) but none of its :data:`LEVEL_STATS`; derived features unless
+      they combine levels left out; context unless its role is ``baseline`` (:func:`context_role`):
+      a condition that a context baseline reads reaches the model through the deviations, but where
+      no baseline reads it (an import) dropping it would lose it.
 
     ``exclude`` (regular expressions) always applies.
 
@@ -171,11 +186,14 @@ def select_features(columns, kind: str, exclude: tuple[str, ...] = (), *,
     ['melt_temp_c__mean']
     >>> select_features(["melt_temp_c__mean", "melt_temp_c__dev_baseline", "ctx__ambient_temp_c"], "environment-aware")
     ['melt_temp_c__dev_baseline']
+    >>> select_features(["torque_nm__value", "ctx__ambient_temp_k"], "environment-aware")
+    ['torque_nm__value', 'ctx__ambient_temp_k']
     """
     columns = list(columns)
     pats = [re.compile(p) for p in exclude]
     derived_refs = derived_refs or {}
     baselined = {c[: -len("__dev_baseline")] for c in columns if c.endswith("__dev_baseline")}
+    roles = context_roles or {}
 
     def is_context(c: str) -> bool:
         return c.startswith("ctx__") or c.endswith("__dev_baseline")
@@ -196,21 +214,54 @@ def select_features(columns, kind: str, exclude: tuple[str, ...] = (), *,
         elif kind == "environment-aware":
             if is_level(c) or any(is_level(r) for r in refs):
                 continue
-            if c.startswith("ctx__") and _ctx_name(c) not in risk_context:
+            if c.startswith("ctx__") and context_role(_ctx_name(c), roles, bool(baselined)) == "baseline":
                 continue
         out.append(c)
     return out
 
 
-def _derived_refs(feature_set_version: str) -> dict[str, list[str]]:
-    """{derived feature: the features it is computed from} when ``feature_set_version`` is the
-    shipped spec's (imported feature sets have no derived features)."""
+def context_role(name: str, declared: dict[str, str], has_baseline: bool) -> str:
+    """``risk`` (a feature of the environment-aware model) or ``baseline`` (only through deviations).
+
+    A declared role wins (an import mapping's ``role``); otherwise :data:`RISK_CONTEXT` is risk, and
+    any other context is a baseline input where a context baseline exists to read it, a risk factor
+    where none does.
+    """
+    if name in declared:
+        return declared[name]
+    if name in RISK_CONTEXT or not has_baseline:
+        return "risk"
+    return "baseline"
+
+
+def _derived_refs(feature_set_version: str, definition: dict | None = None) -> dict[str, list[str]]:
+    """{derived feature: the features it is computed from}: from the feature set's stored
+    ``definition`` (an import), else from the shipped spec when ``feature_set_version`` is its."""
     from pq.features.spec import load_feature_set
 
+    if definition and definition.get("derived"):
+        return {d["name"]: list(d["refs"]) for d in definition["derived"]}
     fs = load_feature_set()
     if fs.version != feature_set_version:
         return {}
     return {d.name: list(d.refs) for d in fs.derived}
+
+
+def _training_hints(ds: Dataset) -> dict:
+    """Hyperparameters the feature set's definition asks for (an import mapping's ``[training]``)."""
+    return dict(ds.definition.get("training") or {})
+
+
+def cv_splits(ds: Dataset, config: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training rows, validation rows) per fold: purged time folds of day+lot groups, or, with
+    ``cv="stratified"``, shuffled folds with the same defect rate each (independent parts only)."""
+    if config.cv == "stratified":
+        from sklearn.model_selection import StratifiedKFold
+
+        skf = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+        return [(np.sort(a), np.sort(b)) for a, b in skf.split(np.zeros(len(ds)), ds.y.to_numpy())]
+    folds = time_folds(ds.meta, config.folds)
+    return [split_rows(ds.meta, folds, f) for f in range(config.folds)]
 
 
 def _regime_weights(regimes: pd.DataFrame) -> np.ndarray:
@@ -242,6 +293,79 @@ def _early_stop_split(meta: pd.DataFrame, rows: np.ndarray, share: float = 0.2) 
     if not es.any():  # a single group: fall back to the latest share of parts in time
         es = t >= np.quantile(t, 1 - share)
     return rows[~es], rows[es]
+
+
+def _random_early_stop_split(y: np.ndarray, rows: np.ndarray, seed: int, share: float = 0.2):
+    """Split training rows at random, stratified by label: ``share`` for early stopping (stratified
+    folds only, where no part is later than another)."""
+    from sklearn.model_selection import train_test_split
+
+    fit, es = train_test_split(rows, test_size=share, stratify=y[rows], random_state=seed)
+    return np.sort(fit), np.sort(es)
+
+
+def _mean_curve_rounds(fold_sets: list[tuple], template: DefectModel,
+                       progress: Progress) -> tuple[int, float, list[list[float]]]:
+    """Boost all folds in step and pick the round of the best mean early-stopping AUC (lgb.cv's rule),
+    among rounds >= :data:`MIN_ROUNDS`; stop after ``early_stopping_rounds`` without improvement.
+
+    One fold's AUC on a few hundred parts is noisy; its early peak (tree 2) decided a fold on its own
+    before. Returns (best round, its mean AUC, each fold's AUC curve).
+    """
+    import lightgbm as lgb
+
+    params = template.lgb_params() | {"metric": "auc"}
+    boosters = []
+    for Xf, yf, wf, Xe, ye, we in fold_sets:
+        names = [str(c) for c in Xf.columns]
+        train = lgb.Dataset(Xf.to_numpy(dtype=np.float64), yf, weight=template.training_weights(yf, wf),
+                            feature_name=names, free_raw_data=True)
+        booster = lgb.Booster(params, train)
+        booster.add_valid(lgb.Dataset(Xe.to_numpy(dtype=np.float64), ye, weight=we, reference=train), "early_stop")
+        boosters.append(booster)
+    curves: list[list[float]] = [[] for _ in boosters]
+    best_round, best_auc = MIN_ROUNDS, -np.inf
+    for r in range(1, template.max_rounds + 1):
+        for booster, curve in zip(boosters, curves):
+            booster.update()
+            curve.append(float(booster.eval_valid()[0][2]))
+        if r >= MIN_ROUNDS:
+            auc = float(np.mean([c[-1] for c in curves]))
+            if auc > best_auc:
+                best_round, best_auc = r, auc
+            elif r - best_round >= template.early_stopping_rounds:
+                break
+        if r % 25 == 0:
+            progress(0.05 + 0.5 * min(r / max(best_round + template.early_stopping_rounds, 1), 1.0),
+                     f"{len(boosters)} folds: {r} trees, best mean AUC {best_auc:.4f} at {best_round}")
+    return best_round, best_auc, curves
+
+
+def _compare_plain(ds: Dataset, config: TrainConfig, splits, y: np.ndarray, hours: float) -> dict:
+    """Plain LightGBM (its defaults: 100 trees, 31 leaves, learning rate 0.1, no weights, no early
+    stopping) on the same folds and the same threshold rule, on the stored columns without and with
+    the feature set's derived features: what a 20-line script gets from the same data."""
+    import lightgbm as lgb
+
+    derived = set(_derived_refs(ds.feature_set_version, ds.definition))
+    sets = {"plain LightGBM, stored columns": [c for c in ds.X.columns if c not in derived]}
+    if derived:
+        sets["plain LightGBM, stored + derived"] = list(ds.X.columns)
+    params = {"objective": "binary", "num_threads": config.n_threads, "seed": config.seed, "deterministic": True,
+              "force_row_wise": True, "verbosity": -1}
+    out = {}
+    for name, cols in sets.items():
+        Xa = ds.X[cols].to_numpy(dtype=np.float64)
+        oof = np.full(len(y), np.nan)
+        for train_rows, val_rows in splits:
+            booster = lgb.train(params, lgb.Dataset(Xa[train_rows], y[train_rows]), num_boost_round=100)
+            oof[val_rows] = booster.predict(Xa[val_rows])
+        thr, rule = choose_threshold(oof, y, hours, alarm_budget_per_h=config.alarm_budget_per_h,
+                                     target_recall=config.target_recall, rule=config.threshold_rule)
+        m = binary_metrics(y, oof, thr, hours)
+        out[name] = {"features": len(cols), "threshold": thr,
+                     **{k: m[k] for k in ("f1", "precision", "recall", "far", "alerts_per_h", "auc", "pr_auc")}}
+    return out
 
 
 def _moving_signals(X: pd.DataFrame) -> list[str]:
@@ -289,7 +413,8 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
             f"training needs at least {config.min_defects} {what} and {config.min_defects} good parts, got "
             f"{n_pos} and {n - n_pos}; a single-class history cannot teach a defect model: widen the window")
     feats = select_features(list(ds.X.columns), config.kind, config.exclude_features,
-                            derived_refs=_derived_refs(ds.feature_set_version))
+                            derived_refs=_derived_refs(ds.feature_set_version, ds.definition),
+                            context_roles=ds.definition.get("context_roles"))
     X = ds.X[feats]
     empty = [c for c in feats if X[c].isna().all()]
     if empty and config.drop_empty_features:
@@ -311,48 +436,49 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     y = ds.y.to_numpy()
     w = _regime_weights(regimes) if config.reweight_regimes else np.ones(n)
     hours = part_hours(ds.meta)
-    folds = time_folds(ds.meta, config.folds)
-    params = {"seed": config.seed, "n_threads": config.n_threads} | config.hyperparams
-    oof = np.full(n, np.nan)
-    best_iters, fold_info, fold_rows = [], [], []
-    span = 0.7 / config.folds
-    for f in range(config.folds):
-        base = 0.05 + f * span
-        progress(base, f"fold {f + 1}/{config.folds}: fitting")
-        train_rows, val_rows = split_rows(ds.meta, folds, f)
+    params = {"seed": config.seed, "n_threads": config.n_threads} | _training_hints(ds) | config.hyperparams
+    splits = cv_splits(ds, config)
+    fold_X, fold_sets = [], []
+    for f, (train_rows, val_rows) in enumerate(splits):
         if len(train_rows) < 0.2 * n:
             raise ModelError(f"fold {f + 1}: only {len(train_rows)} parts remain for training once the days and lots "
                              "shared with the validation side are purged; lower the number of folds or train on a longer history")
-        fit_rows, es_rows = _early_stop_split(ds.meta, train_rows)
-        if y[fit_rows].sum() == 0:
-            raise ModelError(f"fold {f + 1}: no defects in its training side; lower the number of folds or widen the window")
-        model = DefectModel(**params)
+        # each fold gets its own context baseline, fitted on the good parts of its training side only:
+        # with one baseline fitted on all good parts, a held-out part's deviation would depend on its label
+        Xf = X if baseline is None else apply_baseline(ds.X, ds.meta, fit_baseline(
+            ds, mask=np.isin(np.arange(n), train_rows) & (y == 0)))[feats]
+        fit_rows, es_rows = (_early_stop_split(ds.meta, train_rows) if config.cv == "time"
+                             else _random_early_stop_split(y, train_rows, config.seed))
+        if y[fit_rows].sum() == 0 or y[es_rows].sum() == 0:
+            raise ModelError(f"fold {f + 1}: no defects in its training or early-stopping side; lower the number of "
+                             "folds or widen the window")
+        fold_X.append(Xf)
+        fold_sets.append((Xf.iloc[fit_rows], y[fit_rows], w[fit_rows], Xf.iloc[es_rows], y[es_rows], w[es_rows]))
 
-        def _cb(env, base=base, f=f):
-            if env.iteration % 25 == 0:
-                progress(base + span * min(env.iteration / max(model.max_rounds, 1) * 4, 0.95),
-                         f"fold {f + 1}/{config.folds}: {env.iteration} trees")
-
-        model.fit(X.iloc[fit_rows], y[fit_rows], sample_weight=w[fit_rows],
-                  eval_set=(X.iloc[es_rows], y[es_rows], w[es_rows]), callbacks=[_cb])
-        fold_rows.append((train_rows, val_rows))
-        best_iters.append(model.best_iteration_)
-        t = ds.meta["cycle_end"].iloc[val_rows]
-        fold_info.append({"fold": f + 1, "parts": len(val_rows), "defects": int(y[val_rows].sum()),
-                          "from": t.min().isoformat(), "to": t.max().isoformat(), "trees": model.best_iteration_})
-        logger.info("fold %d/%d: %d parts held out, %d trees", f + 1, config.folds, len(val_rows), model.best_iteration_)
+    progress(0.05, f"{config.folds} folds: boosting in step, early stopping on their mean AUC curve")
+    best_round, best_auc, curves = _mean_curve_rounds(fold_sets, DefectModel(**params), progress)
+    # the final model and the fold refits see the whole training side (the early-stopping part too)
+    rounds = max(MIN_ROUNDS, int(best_round * 1.1))
+    fold_best = [int(np.argmax(c)) + 1 for c in curves]
+    logger.info("early stopping: mean AUC %.4f at %d trees (fold curves peak at %s); %d trees from here",
+                best_auc, best_round, fold_best, rounds)
 
     # The calibrator and the threshold are fitted on out-of-fold margins but applied to the final
     # model's margins, so both must come from boosters of the same size: a margin grows with the
-    # number of trees, and early stopping on a small set can stop one fold at 5 trees and another at
-    # 90. Each fold is therefore refitted on its whole training side with the final number of trees
-    # (no early stopping) before it scores its held-out parts; the final model uses the same number.
-    rounds = max(MIN_ROUNDS, int(np.median(best_iters) * 1.1))
-    for f, (train_rows, val_rows) in enumerate(fold_rows):
-        progress(0.75 + 0.03 * f / config.folds, f"fold {f + 1}/{config.folds}: scoring with {rounds} trees")
-        model = DefectModel(**params).fit(X.iloc[train_rows], y[train_rows], sample_weight=w[train_rows],
+    # number of trees. Each fold is therefore refitted on its whole training side with the final
+    # number of trees before it scores its held-out parts; the final model uses the same number.
+    oof = np.full(n, np.nan)
+    fold_info = []
+    for f, ((train_rows, val_rows), Xf) in enumerate(zip(splits, fold_X)):
+        progress(0.6 + 0.15 * f / config.folds, f"fold {f + 1}/{config.folds}: scoring with {rounds} trees")
+        model = DefectModel(**params).fit(Xf.iloc[train_rows], y[train_rows], sample_weight=w[train_rows],
                                           num_boost_round=rounds)
-        oof[val_rows] = model.predict_raw(X.iloc[val_rows])
+        oof[val_rows] = model.predict_raw(Xf.iloc[val_rows])
+        t = ds.meta["cycle_end"].iloc[val_rows]
+        fold_info.append({"fold": f + 1, "parts": len(val_rows), "defects": int(y[val_rows].sum()),
+                          "from": t.min().isoformat(), "to": t.max().isoformat(), "trees": rounds,
+                          "early_stop_auc_peak_at": fold_best[f]})
+        logger.info("fold %d/%d: %d parts held out, %d trees", f + 1, config.folds, len(val_rows), rounds)
     progress(0.78, "calibrating probabilities on out-of-fold predictions")
     final = DefectModel(**params)
     calibrator_kind = final.calibration
@@ -360,9 +486,13 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     calibrator = final.calibrator_
     p_oof = calibrator(oof)
     thr, rule = choose_threshold(p_oof, y, float(hours.sum()), alarm_budget_per_h=config.alarm_budget_per_h,
-                                 target_recall=config.target_recall)
+                                 target_recall=config.target_recall, rule=config.threshold_rule)
     metrics = binary_metrics(y, p_oof, thr, float(hours.sum()))
-    metrics["raw_auc_note"] = "out-of-fold: each part scored by a model that never saw its day, lot or weather"
+    metrics["raw_auc_note"] = ("out-of-fold: each part scored by a model that never saw its day, lot or weather"
+                               if config.cv == "time" else
+                               "out-of-fold, stratified random folds: valid only for independent parts (no drift, "
+                               "no lots, no days), e.g. AI4I 2020")
+    comparison = _compare_plain(ds, config, splits, y, float(hours.sum())) if config.compare_plain else None
     per_regime = regime_metrics(y, p_oof, thr, regimes, hours)
 
     progress(0.8, f"final model on all {n} parts ({rounds} trees)")
@@ -392,19 +522,28 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
                  "from": window[0], "to": window[1],
                  "lines": sorted(map(str, ds.meta["line_id"].unique())) if "line_id" in ds.meta else [],
                  "conditions_seen": cond},
-        "validation": {"scheme": "contiguous time folds of day+lot groups; days and lots shared with the validation "
-                                 "side are purged from training; early stopping on the latest groups of the training side",
-                       "folds": fold_info},
+        "validation": {"cv": config.cv, "scheme": (
+            "contiguous time folds of day+lot groups; days and lots shared with the validation side are purged "
+            "from training; early stopping on the latest groups of the training side" if config.cv == "time" else
+            "stratified random folds (independent parts only); early stopping on a stratified random 20 % of the "
+            "training side"), "folds": fold_info},
         "threshold": {"value": thr, **rule,
                       "meaning": (f"on validation this threshold raised {metrics['alerts_per_h']} alerts per hour "
                                   f"per line, caught {metrics['recall']} of defects with a false-alarm rate of "
                                   f"{metrics['far']} on good parts")},
         "imbalance": {"defect_weight": round(final.pos_weight_, 3), "regime_reweighting": config.reweight_regimes},
         "calibration": {"method": calibrator.kind, "ece": metrics["ece"], "brier": metrics["brier"]},
-        "training": {"trees": rounds, "fold_trees": best_iters, "seconds": round(elapsed, 2), "seed": config.seed,
-                     "threads": config.n_threads, "lightgbm": lightgbm.__version__, "hyperparameters": final.get_params()},
-        "baseline": "context baseline refitted on good training parts; deviation features recomputed with it"
-                    if baseline is not None else None,
+        "training": {"trees": rounds, "fold_trees": [rounds] * len(splits), "seconds": round(elapsed, 2),
+                     "seed": config.seed, "threads": config.n_threads, "lightgbm": lightgbm.__version__,
+                     "hyperparameters": final.get_params()},
+        "early_stopping": {
+            "rule": f"mean AUC curve of the folds' early-stopping sets, best round at or after {MIN_ROUNDS}, "
+                    f"patience {final.early_stopping_rounds}; x1.1 for the larger final training side",
+            "best_round": best_round, "mean_auc": round(best_auc, 4), "fold_curve_peaks": fold_best,
+            "curves_every_10_rounds": [[round(v, 4) for v in c[9::10]] for c in curves]},
+        "baseline": "context baseline refitted on good training parts (per fold on its training side); deviation "
+                    "features recomputed with it" if baseline is not None else None,
+        "comparison": comparison,
         "top_features": [{"feature": k, "gain": round(float(v), 2)} for k, v in gain.head(15).items()],
         "limits": "Outside the conditions seen in training the model extrapolates; check the robustness report "
                   "before trusting it in a new season or with a new supplier.",
@@ -415,7 +554,7 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     logger.info("trained %s %s on %d parts (%d defects) in %.1f s: threshold %.4f, recall %s, FAR %s",
                 config.kind, config.name, n, n_pos, elapsed, thr, metrics["recall"], metrics["far"])
     return FitOutcome(final, config, thr, rule, metrics, per_regime, card, p_oof, baseline, window, normal_ranges,
-                      _moving_signals(ds.X))
+                      _moving_signals(ds.X), comparison)
 
 
 def train(store, config: TrainConfig, *, trained_by: str, progress: Progress | None = None,

@@ -48,7 +48,8 @@ def test_import_is_idempotent_and_leak_free(imported, tmp_path):
     ds = load_dataset(store, "import-ai4i2020")
     assert len(ds) == 3000 and not any(c in ("TWF", "HDF", "PWF", "OSF", "RNF") for c in ds.X.columns)
     assert set(ds.X.columns) == {"process_temp_k__value", "rotational_speed_rpm__value", "torque_nm__value",
-                                 "ctx__ambient_temp_k", "ctx__tool_wear_min"}
+                                 "ctx__ambient_temp_k", "ctx__tool_wear_min", "ctx__product_type",
+                                 "temp_diff_k", "power_w", "wear_torque_min_nm"}
     assert set(ds.meta.loc[ds.y == 1, "defect_code"].dropna()) <= {"TWF", "HDF", "PWF", "OSF", "RNF"}
 
 

@@ -77,9 +77,19 @@ def _fmt(v, digits: int = 4) -> str:
 @click.option("--exclude-feature", multiple=True, help="Regular expression of features to leave out (repeatable).")
 @click.option("--drop-empty-features", is_flag=True, help="Leave out features that have no value for any part.")
 @click.option("--regime", "regime_specs", multiple=True, help="Extra regime NAME:COLUMN[:EDGES[:UNIT]], e.g. air:ambient_temp_k:299,301:K")
+@click.option("--cv", type=click.Choice(["time", "stratified"]), default="time", show_default=True,
+              help="Validation folds: purged time folds of day+lot groups, or stratified random folds, which are "
+                   "valid ONLY for independent parts without drift, lots or days (a benchmark like AI4I 2020).")
+@click.option("--threshold-rule", type=click.Choice(["budget", "f1"]), default="budget", show_default=True,
+              help="budget: alarm budget / target recall; f1: the threshold with the best out-of-fold F1, "
+                   "whatever alarm rate that means.")
+@click.option("--compare-plain", is_flag=True,
+              help="Also score plain LightGBM (defaults) on the same folds with the same threshold rule; "
+                   "printed and stored in the card.")
 @click.option("--user", help="Who trains (default: the OS user).")
 def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall, per_defect_code, reweight_regimes,
-          folds, seed, since, until, label_precedence, exclude_feature, drop_empty_features, regime_specs, user):
+          folds, seed, since, until, label_precedence, exclude_feature, drop_empty_features, regime_specs, cv,
+          threshold_rule, compare_plain, user):
     """Train a defect model on the store's labelled history and register it as a new version.
 
     The threshold is chosen for the alarm budget (or target recall) on validation folds grouped by
@@ -98,7 +108,7 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
         start=iso_time(since), end=iso_time(until), label_precedence=label_precedence or settings.model_label_precedence,
         min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects,
         drop_empty_features=drop_empty_features, exclude_features=tuple(exclude_feature),
-        regimes=_regimes(regime_specs))
+        regimes=_regimes(regime_specs), cv=cv, threshold_rule=threshold_rule, compare_plain=compare_plain)
     who = _user(user)
     progress = _progress_printer()
     ds = load_dataset(store, cfg.feature_set_version, line_id=line_id, product=product, start=cfg.start, end=cfg.end,
@@ -116,8 +126,13 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
         result = run_train(store, c, trained_by=who, progress=progress, dataset=ds)
         v, m = result.version, result.outcome.metrics
         click.echo(f"registered {v.label}: threshold {v.threshold:.4f} ({result.outcome.threshold_rule['rule']}); "
-                   f"validation recall {_fmt(m['recall'])}, false-alarm rate {_fmt(m['far'])}, "
+                   f"validation ({c.cv} folds) F1 {_fmt(m['f1'])}, precision {_fmt(m['precision'])}, "
+                   f"recall {_fmt(m['recall'])}, false-alarm rate {_fmt(m['far'])}, "
                    f"{_fmt(m['alerts_per_h'], 2)} alerts/h, AUC {_fmt(m['auc'])}, ECE {_fmt(m['ece'])}")
+        for plain, pm in (result.outcome.comparison or {}).items():
+            click.echo(f"  same folds, {plain} ({pm['features']} features): F1 {_fmt(pm['f1'])}, precision "
+                       f"{_fmt(pm['precision'])}, recall {_fmt(pm['recall'])}, {_fmt(pm['alerts_per_h'], 2)} alerts/h, "
+                       f"AUC {_fmt(pm['auc'])}")
     click.echo("promote with: pq models promote ID --reason '...'", err=True)
 
 

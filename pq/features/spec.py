@@ -59,6 +59,7 @@ __all__ = [
     "FeatureInputError",
     "load_feature_set",
     "parse_feature_set",
+    "parse_derived",
     "DEFAULT_SPEC_PATH",
 ]
 
@@ -347,6 +348,35 @@ def _eval_node(n: Node, cols: Mapping[str, Any]) -> Any:
     return _NP_FUNCS[n[1]](*[_eval_node(a, cols) for a in n[2]])
 
 
+def parse_derived(items: Sequence[Any], known: Sequence[str], where: str = "derived") -> tuple[DerivedFeature, ...]:
+    """Compile ``[[derived]]`` tables (``name``, ``expr``) against the features ``known`` before them.
+
+    Shared by feature specs and import mappings, so a derived feature means the same everywhere. A
+    derived feature may reference those declared before it.
+
+    >>> [d.refs for d in parse_derived([{"name": "power_w", "expr": "torque_nm.value * speed_rad_s.value"}],
+    ...                                ["torque_nm__value", "speed_rad_s__value"])]
+    [['torque_nm__value', 'speed_rad_s__value']]
+    """
+    names = list(known)
+    out: list[DerivedFeature] = []
+    for i, dd in enumerate(items):
+        at = f"{where}[{i}]"
+        if not isinstance(dd, Mapping) or set(dd) - {"name", "expr"}:
+            raise FeatureSpecError(f"{at}: expected a table with name and expr, got {dd!r}")
+        name = _check_name("derived", dd.get("name"))
+        tree = _compile_expr(name, dd.get("expr"))
+        df = DerivedFeature(name, dd["expr"], tree)
+        missing = [r for r in df.refs if r not in names]
+        if missing:
+            raise FeatureSpecError(
+                f"{at}: derived {name!r} references {missing} which are not features declared before it"
+            )
+        names.append(name)
+        out.append(df)
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------------------------------
 # The feature set
 # --------------------------------------------------------------------------------------------------
@@ -547,21 +577,8 @@ def parse_feature_set(d: Mapping[str, Any]) -> FeatureSet:
         names.extend(g.feature_name(s) for s in g.stats)
         names += [g.n_good_name, g.n_bad_name]
     names += [n for c in context for n in c.feature_names]
-    derived: list[DerivedFeature] = []
-    for i, dd in enumerate(d.get("derived") or []):
-        where = f"derived[{i}]"
-        if not isinstance(dd, Mapping) or set(dd) - {"name", "expr"}:
-            raise FeatureSpecError(f"{where}: expected a table with name and expr, got {dd!r}")
-        name = _check_name("derived", dd.get("name"))
-        tree = _compile_expr(name, dd.get("expr"))
-        df = DerivedFeature(name, dd["expr"], tree)
-        missing = [r for r in df.refs if r not in names]
-        if missing:
-            raise FeatureSpecError(
-                f"derived {name!r}: references {missing} which are not features declared before it"
-            )
-        names.append(name)
-        derived.append(df)
+    derived = parse_derived(d.get("derived") or [], names)
+    names += [df.name for df in derived]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise FeatureSpecError(f"spec: duplicated feature names {sorted(dup)}")

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from pq.storage.types import Json, UtcDateTime
 
 __all__ = ["metadata"] + [
-    "lines", "tags", "samples", "parts", "part_features", "inspections", "predictions",
+    "lines", "tags", "samples", "parts", "part_features", "feature_sets", "inspections", "predictions",
     "alerts", "alert_events", "model_versions", "model_deployments",
     "training_jobs", "users", "audit_log", "playbook_versions", "component_health", "line_events",
 ]
@@ -109,6 +109,18 @@ part_features = Table(
     Column("features", Json, nullable=False, comment="{feature name: value}; NaN as null"),
     Column("reason", Text, comment="why some features are NaN; empty when complete"),
     Column("computed_at", UtcDateTime, nullable=False),
+)
+
+# What the vectors of a feature-set version hold beyond their names: the derived features' expressions,
+# each context feature's role (risk factor or baseline input) and training hints such as histogram bins.
+# Written by `pq import` for `import-<name>`; training reads it so a feature set means the same to both.
+feature_sets = Table(
+    "feature_sets", metadata,
+    Column("version", String(64), primary_key=True),
+    Column("source", String(16), nullable=False, comment="import"),
+    Column("definition", Json, nullable=False,
+           comment="{derived: [{name, expr}], context_roles: {name: risk|baseline}, training: {max_bin, ...}}"),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 inspections = Table(
