@@ -204,9 +204,9 @@ def ui(lines: int, parts: int, alerts: int, repeat: int, keep: bool, quick: bool
     result["ratio"] = round(statistics.median(baseline) / max(statistics.median(live["lines"]), 1e-6), 3)
     result["render_goal_met"] = all(result[f"render_{n}_p99_ms"] < 1000 for n in render)
     result["live_goal_met"] = all(result[f"live_{n}_p99_ms"] < 200 for n in live)
-    click.echo(f"page render (server, p50/p99 ms): " + ", ".join(
+    click.echo("page render (server, p50/p99 ms): " + ", ".join(
         f"{n} {result[f'render_{n}_p50_ms']}/{result[f'render_{n}_p99_ms']}" for n in render) + "  (goal < 1000)")
-    click.echo(f"live update (server, p50/p99 ms): " + ", ".join(
+    click.echo("live update (server, p50/p99 ms): " + ", ".join(
         f"{n} {result[f'live_{n}_p50_ms']}/{result[f'live_{n}_p99_ms']}" for n in live) + "  (goal < 200)")
     click.echo(f"baseline status query without time bounds: p50 {result['baseline_status_p50_ms']} ms "
                f"-> ratio {result['ratio']}x")

@@ -1,7 +1,7 @@
 """Labelled datasets from a history directory (``pq simulate history --out DIR`` or a historian export).
 
-Owns reading ``parts``, ``samples`` and ``tags`` tables (Parquet or CSV) and computing their feature
-vectors with pq's own batch path, so experiments and reports run on raw history without loading it
+Owns computing the feature vectors of a history's parts (its tables read by
+:func:`pq.storage.history.read_table`, the one reader) with pq's own batch path, so experiments and reports run on raw history without loading it
 into a store first. Imports pq and models only.
 
 Example::
@@ -14,34 +14,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pandas as pd
 
 from models.dataset import Dataset, dataset_from_frames
-from pq.errors import ConfigError, ModelError
+from pq.errors import ModelError
+from pq.storage.history import history_time, read_table
 
-__all__ = ["dataset_from_history_dir", "read_table"]
+__all__ = ["dataset_from_history_dir"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_table(directory: Path, stem: str, required: bool = True) -> pd.DataFrame | None:
-    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
-        path = Path(directory) / f"{stem}{suffix}"
-        if path.exists():
-            try:
-                return reader(path)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
-    if required:
-        raise ConfigError(f"{directory}: no {stem}.parquet or {stem}.csv (expected `pq simulate history --out` output)")
-    return None
-
-
-def _time(frame: pd.DataFrame, name: str) -> None:
-    if name not in frame.columns and f"{name}_us" in frame.columns:
-        frame[name] = pd.to_datetime(frame[f"{name}_us"], unit="us", utc=True)
-    elif name in frame.columns:
-        frame[name] = pd.to_datetime(frame[name], utc=True)
 
 
 def dataset_from_history_dir(directory: Path, feature_set=None, *, label_available_only: bool = True) -> Dataset:
@@ -53,9 +33,11 @@ def dataset_from_history_dir(directory: Path, feature_set=None, *, label_availab
     parts = read_table(directory, "parts")
     samples = read_table(directory, "samples")
     tags = read_table(directory, "tags", required=False)
-    for c in ("cycle_start", "cycle_end", "inspected_at"):
-        _time(parts, c)
-    _time(samples, "ts")
+    for frame, columns in ((parts, ("cycle_start", "cycle_end", "inspected_at")), (samples, ("ts",))):
+        for c in columns:
+            t = history_time(frame, c)
+            if t is not None:
+                frame[c] = t
     if "defect" not in parts.columns:
         raise ModelError(f"{directory}/parts: no 'defect' column; a labelled history is needed for training or reports")
     catalog = None

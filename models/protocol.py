@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Callable
 
 from models.experiment import run_experiment
-from models.history import dataset_from_history_dir, read_table
+from models.history import dataset_from_history_dir
+from pq.storage.history import read_table
 from models.oracle import ground_truth_for
 from models.thresholds import DEFAULT_DIVERSION_SHARE
 from models.training import Progress, TrainConfig

@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from models.estimator import json_safe

@@ -56,7 +56,10 @@ def test_scenario_switch_is_for_engineers_and_audited(sqlite_store, tmp_path):
         pytest.skip("Debian's chromium is not installed")
     store = sqlite_store
     add_users(store)
-    write_health_now(store, health_row("simulator", "normal", detail={"scenario": "normal"},
+    from simulators.scenarios import SCENARIOS
+
+    offered = [{"name": s.name, "description": s.description} for s in SCENARIOS.values()]  # as the demo reports
+    write_health_now(store, health_row("simulator", "normal", detail={"scenario": "normal", "scenarios": offered},
                                        updated_at=datetime.now(timezone.utc)))
     url = store.engine.url.render_as_string(hide_password=False)
     with running_ui(url, tmp_path / "var", tmp_path / "ui.log") as base, playwright_api.sync_playwright() as p:
@@ -67,7 +70,10 @@ def test_scenario_switch_is_for_engineers_and_audited(sqlite_store, tmp_path):
         page.goto(base + "/conditions")
         page.wait_for_selector("#conditions-scenario-text")
         assert "Normal" in page.inner_text("#conditions-scenario-text")
-        page.click("text=Heatwave")
+        # the buttons are the simulator's own scenarios, none copied into the UI
+        shown = page.locator("#conditions-scenario-buttons button").all_inner_texts()
+        assert [t.strip() for t in shown] == [s["name"].replace("-", " ").capitalize() for s in offered], shown
+        page.click("button:text-is('Heatwave')")
         page.wait_for_selector("#conditions-feedback >> text=Requested: Heatwave")
 
         # an operator replaying the same callback with a valid session and CSRF token is refused

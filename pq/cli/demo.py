@@ -221,8 +221,11 @@ def _requested_scenario(store) -> str | None:
 def _report_scenario(store, scenario: str, endpoint: str) -> None:
     """Tell the UI which scenario the simulator runs (keeping a pending request)."""
     from pq.health import health_row, write_health_now
+    from simulators.scenarios import SCENARIOS
 
-    detail = {"scenario": scenario, "endpoint": endpoint}
+    # the scenarios this simulator offers, so the UI (which never imports simulators) lists exactly them
+    detail = {"scenario": scenario, "endpoint": endpoint,
+              "scenarios": [{"name": s.name, "description": s.description} for s in SCENARIOS.values()]}
     requested = _requested_scenario(store)
     if requested and requested != scenario:
         detail["requested_scenario"] = requested

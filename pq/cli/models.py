@@ -348,7 +348,8 @@ def robustness(train_history, eval_history, model_ids, eval_window, seed_sets, s
         return
     if train_history:
         from models.experiment import run_experiment
-        from models.history import dataset_from_history_dir, read_table
+        from models.history import dataset_from_history_dir
+        from pq.storage.history import read_table
         from models.oracle import ground_truth_for
         from pq.features.spec import load_feature_set
 

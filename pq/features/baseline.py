@@ -122,11 +122,6 @@ class ContextBaseline:
                     len(self.coef_), int(keep.sum()), num, list(cats))
         return self
 
-    @property
-    def input_names_(self) -> list[str]:
-        self._check()
-        return list(self.numeric_inputs_) + [f"{c}={v}" for c, lv in self.categories_.items() for v in lv]
-
     def _check(self) -> None:
         if not hasattr(self, "coef_"):
             raise NotFittedError("ContextBaseline is not fitted: call fit() or from_dict() first")

@@ -455,9 +455,6 @@ class FeatureSet:
                 f"{', ...' if len(known) > 30 else ''})"
             )
 
-    def to_toml_dict(self) -> dict[str, Any]:
-        return dict(self.source)
-
 
 def _as_list(v: Any, what: str) -> list[Any]:
     if isinstance(v, str):

@@ -28,7 +28,7 @@ from pq.storage.engine import Store
 from pq.storage.parts import upsert_inspections, upsert_parts
 from pq.storage.samples import IngestResult, write_samples
 
-__all__ = ["load_history_dir", "HistoryLoad"]
+__all__ = ["load_history_dir", "HistoryLoad", "read_table", "history_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +46,22 @@ class HistoryLoad(IngestResult):
     inspections: int = 0
 
 
-def _read_table(directory: Path, stem: str, required: bool = True) -> pd.DataFrame | None:
+def read_table(directory: Path, stem: str, required: bool = True) -> pd.DataFrame | None:
+    """A history directory's table ``stem`` (Parquet or CSV); None (or ConfigError when required) if absent."""
     for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
-        path = directory / f"{stem}{suffix}"
+        path = Path(directory) / f"{stem}{suffix}"
         if path.exists():
             try:
                 return reader(path)
             except Exception as exc:  # pyarrow and pandas raise many types for a damaged file
                 raise ConfigError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
     if required:
-        raise ConfigError(f"{directory}: no {stem}.parquet or {stem}.csv")
+        raise ConfigError(f"{directory}: no {stem}.parquet or {stem}.csv (expected `pq simulate history --out` output)")
     return None
 
 
-def _time(frame: pd.DataFrame, name: str) -> pd.Series | None:
+def history_time(frame: pd.DataFrame, name: str) -> pd.Series | None:
+    """Column ``name`` (or ``<name>_us``, microseconds) as UTC timestamps; None when the frame has neither."""
     if name in frame:
         return pd.to_datetime(frame[name], utc=True)
     if f"{name}_us" in frame:
@@ -86,8 +88,8 @@ def load_history_dir(store: Store, directory: Path, *, chunk_rows: int = 500_000
     """Load tags, parts, inspections and samples from ``directory`` into the store."""
     directory = Path(directory)
     progress = progress or (lambda fraction, message: None)
-    tags = _read_table(directory, "tags")
-    parts = _read_table(directory, "parts")
+    tags = read_table(directory, "tags")
+    parts = read_table(directory, "parts")
     result = HistoryLoad()
 
     line_ids = sorted(parts["line_id"].unique())
@@ -98,8 +100,8 @@ def load_history_dir(store: Store, directory: Path, *, chunk_rows: int = 500_000
             tag_ids[(line_id, name)] = tag_id
 
     progress(0.02, f"{len(parts):,} parts on {len(line_ids)} line(s)")
-    parts = parts.assign(cycle_start=_time(parts, "cycle_start"), cycle_end=_time(parts, "cycle_end"),
-                         inspected_at=_time(parts, "inspected_at"))
+    parts = parts.assign(cycle_start=history_time(parts, "cycle_start"), cycle_end=history_time(parts, "cycle_end"),
+                         inspected_at=history_time(parts, "inspected_at"))
     context_cols = [c for c in parts.columns if c not in _PART_COLUMNS | _NOT_OBSERVABLE and not c.endswith("_us")]
     rows = []
     for rec in parts.to_dict("records"):
@@ -119,14 +121,14 @@ def load_history_dir(store: Store, directory: Path, *, chunk_rows: int = 500_000
         result.inspections += upsert_inspections(store, inspections[i:i + 5000])
     progress(0.1, f"{result.parts:,} parts, {result.inspections:,} inspections stored")
 
-    samples = _read_table(directory, "samples")
+    samples = read_table(directory, "samples")
     key = pd.MultiIndex.from_frame(samples[["line_id", "tag"]])
     lookup = pd.Series(tag_ids, dtype="int64")
     lookup.index = pd.MultiIndex.from_tuples(lookup.index)
     ids = lookup.reindex(key).to_numpy()
     frame = pd.DataFrame({
         "tag_id": np.nan_to_num(ids, nan=-1).astype(np.int64),  # unknown tags are rejected and counted
-        "ts": _time(samples, "ts"),
+        "ts": history_time(samples, "ts"),
         "value": samples["value"].to_numpy(dtype=np.float64),
         "status": samples["status"].to_numpy(dtype=np.int64) if "status" in samples else 0,
     })

@@ -28,12 +28,18 @@ from ui.format import ago
 from ui.pages import Page
 from ui.security import current_actor, secured_callback
 
-__all__ = ["PAGE", "SCENARIOS", "recent_scored_parts", "naive_comparison"]
+__all__ = ["PAGE", "offered_scenarios", "recent_scored_parts", "naive_comparison"]
 
-SCENARIOS = (("normal", "Normal"), ("heatwave", "Heatwave"), ("humid", "Humid season"),
-             ("new-supplier", "New material supplier"), ("sensor-drift", "Drifting sensor"),
-             ("stuck-sensor", "Stuck sensor"), ("bad-quality", "Bad signal quality"))
 _RECENT_PARTS = 300
+
+
+def offered_scenarios(row: dict | None) -> dict[str, str]:
+    """{name: description} of the scenarios the attached simulator reported (its health row), in its order."""
+    return {s["name"]: s.get("description", "") for s in ((row or {}).get("detail") or {}).get("scenarios") or ()}
+
+
+def _label(name: str) -> str:
+    return name.replace("-", " ").capitalize()
 
 
 def _simulator_row(store) -> dict | None:
@@ -118,22 +124,23 @@ def _scenario_view(store):
     detail = row.get("detail") or {}
     current = detail.get("scenario", row.get("state"))
     requested = detail.get("requested_scenario")
-    words = dict(SCENARIOS)
-    text = f"Simulator scenario: {words.get(current, current)} (reported {ago(row.get('updated_at'))})."
+    text = f"Simulator scenario: {_label(current)} (reported {ago(row.get('updated_at'))})."
     if requested and requested != current:
-        text += f" Switching to {words.get(requested, requested)} ..."
+        text += f" Switching to {_label(requested)} ..."
     return html.P(text, className="pq-big", id="conditions-scenario-text")
 
 
 def layout(ctx, query=None, **_):
+    offered = offered_scenarios(_simulator_row(ctx.store))
     return html.Div(className="pq-page", children=[
         html.H1("Line conditions"),
         html.Section(className="pq-section", children=[
             html.H2("Conditions"),
             html.Div(_scenario_view(ctx.store), id="conditions-scenario"),
-            html.Div(className="pq-toolbar", children=[
-                html.Button(label, id={"type": "conditions-scenario-btn", "scenario": key}, className="pq-button")
-                for key, label in SCENARIOS
+            html.Div(className="pq-toolbar", id="conditions-scenario-buttons", children=[
+                html.Button(_label(name), id={"type": "conditions-scenario-btn", "scenario": name}, title=description,
+                            className="pq-button")
+                for name, description in offered.items()
             ]),
             html.Div(id="conditions-feedback", role="status"),
         ]),
@@ -154,11 +161,11 @@ def register(app, ctx):
         if not trigger or not any(_clicks or []):
             return no_update
         scenario = trigger["scenario"]
-        if scenario not in dict(SCENARIOS):
-            return html.P(f"Unknown scenario {scenario!r}.", className="pq-error")
         row = _simulator_row(ctx.store)
         if row is None:
             return html.P("No simulator is attached to this installation.", className="pq-error")
+        if scenario not in offered_scenarios(row):
+            return html.P(f"The simulator does not offer a scenario {scenario!r}.", className="pq-error")
         actor = current_actor()
         now = datetime.now(timezone.utc)
         detail = dict(row.get("detail") or {}, requested_scenario=scenario)
@@ -167,7 +174,7 @@ def register(app, ctx):
                          .where(schema.component_health.c.component == "simulator").values(detail=detail))
             audit.record(conn, username=actor.username, action="simulator.scenario", target="simulator",
                          detail={"scenario": scenario}, client=actor.client, at=now)
-        return html.P(f"Requested: {dict(SCENARIOS)[scenario]}.")
+        return html.P(f"Requested: {_label(scenario)}.")
 
     @secured_callback(app, "engineer", Output("conditions-scenario", "children"),
                       Output("conditions-comparison", "children"),
