@@ -1,5 +1,7 @@
 """Child processes and ports for the suites that run a server or a client beside the code they measure.
 
+Also the one copy of these helpers the tests use (free ports, polling a condition).
+
 The simulator (and ``pq bench connect``'s bare client) run as child processes, as a plant's server
 is a separate program: each gets a core of its own, and the bench process's CPU time and memory stay
 those of the code measured. Children find this checkout's packages, listen on a free loopback port,
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["ROOT", "free_port", "spawn", "wait_listening", "stop", "tail"]
+__all__ = ["ROOT", "free_port", "poll_until", "spawn", "wait_listening", "stop", "tail"]
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout (or site-packages) holding pq and simulators
 
@@ -36,6 +38,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def poll_until(pred, timeout_s: float = 60.0, step_s: float = 0.05) -> bool:
+    """Poll ``pred`` until it is true (True) or ``timeout_s`` passes (False). Timeouts are generous:
+    a loaded 2-core runner is slow, never wrong."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step_s)
+    return bool(pred())
 
 
 def _child_env() -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.processes import free_port  # noqa: F401 - the UI tests' import of it
 from pq.auth import users
 from pq.auth.roles import Actor
 
@@ -27,12 +27,6 @@ def add_users(store) -> None:
     actor = Actor("test-setup", "admin")
     for name, password in PASSWORDS.items():
         users.add_user(store, name, password, ROLES[name], actor=actor)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -11,9 +11,7 @@ errors naming file, line and key.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
-import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 from asyncua import Server, ua
 from sqlalchemy import text
 
+from benchmarks.processes import free_port
 from connectors.opcua.session import ConnectorSession
 from connectors.tagmap import load_tagmap, parse_tagmap
 from pq.errors import ConfigError, ConnectorError
@@ -31,12 +30,6 @@ URI = "urn:test:plant"
 # asyncua's watchdog probe times out after PQ_CONNECTOR_WATCHDOG_S (default 1 s); with server and client
 # in one event loop, a CPU-starved test process would take itself for a hung server and reconnect.
 WATCHDOG_S = 5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PlantServer:
@@ -183,7 +176,7 @@ def _store_counts(store) -> dict[str, int]:
 
 @pytest.mark.timeout(240)
 def test_every_value_stored_once_with_status_events_and_unknown_node(store, settings_factory, tmp_path):
-    port = _free_port()
+    port = free_port()
     srv = PlantServer(port)
     tm = parse_tagmap(tagmap_text(srv.endpoint), "plant.toml")
     settings = settings_factory(connector_flush_interval_ms=50, connector_health_interval_s=0.5,
@@ -253,7 +246,7 @@ def test_every_value_stored_once_with_status_events_and_unknown_node(store, sett
 
 @pytest.mark.timeout(240)
 def test_server_restart_subscriptions_return_and_the_gap_is_recorded(sqlite_store, settings_factory, tmp_path):
-    port = _free_port()
+    port = free_port()
     srv = PlantServer(port)
     tm = parse_tagmap(tagmap_text(srv.endpoint), "plant.toml")
     settings = settings_factory(connector_flush_interval_ms=50, connector_reconnect_max_delay_s=1.0,
@@ -304,7 +297,7 @@ def test_server_restart_subscriptions_return_and_the_gap_is_recorded(sqlite_stor
 def test_sign_and_encrypt_with_trusted_server_and_untrusted_refused(sqlite_store, settings_factory, tmp_path):
     from connectors.opcua.security import ensure_client_certificate
 
-    port = _free_port()
+    port = free_port()
     server_dir = tmp_path / "server_pki"
     server_dir.mkdir()
     srv = PlantServer(port, secure_dir=server_dir, users={"operator": "s3cret-pw"})

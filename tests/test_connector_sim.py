@@ -36,8 +36,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from benchmarks.processes import free_port
 from connectors.opcua.session import ConnectorSession
 from connectors.tagmap import parse_tagmap
 from pq.errors import ConnectorError
@@ -64,12 +64,6 @@ def make_sim(**kw) -> SimulatorServer:
     kw.setdefault("port", 0)
     kw.setdefault("start", datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2))
     return SimulatorServer(**kw)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sim_tagmap_text(endpoint: str, *, policy: str = "None", mode: str = "None", extra_security: str = "",
@@ -740,7 +734,7 @@ def test_sigstopped_simulator_detected_as_hung_and_recovered_after_sigcont(sqlit
     # a 3 s probe: short enough to find the frozen server, long enough not to take a busy machine for one
     settings = settings_factory(connector_flush_interval_ms=50, connector_watchdog_s=3.0,
                                 connector_request_timeout_s=2.0, connector_reconnect_max_delay_s=1.0)
-    port = _free_port()
+    port = free_port()
     start = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     sim = subprocess.Popen([sys.executable, "-m", "simulators", "serve", "--port", str(port), "--speed", "5",
                             "--seed", "3", "--start", start, "--log-level", "WARNING"], cwd=ROOT,

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -52,6 +50,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from benchmarks.processes import free_port, poll_until
 from pq.config import load_settings
 from pq.storage import Store, migrate, schema
 
@@ -121,15 +120,6 @@ async def _until(pred, timeout_s: float, what, step_s: float = 0.05) -> float:
             raise AssertionError(f"{what() if callable(what) else what} (waited {timeout_s:.0f} s)")
         await asyncio.sleep(step_s)
     return time.monotonic() - t0
-
-
-def _wait(pred, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 class Recorder:
@@ -314,7 +304,7 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
             nodes = _gate_nodes(sim, LINE)
             outputs_toml = (f'[[mqtt]]\nhost = "127.0.0.1"\nport = 1883\ntopic = "{topic_root}/{{line_id}}/alerts"\n'
                             # an MES endpoint that is down for the whole run
-                            f'\n[[webhook]]\nurl = "http://127.0.0.1:{_free_port()}/pq/alerts"\ntimeout_s = 1\n'
+                            f'\n[[webhook]]\nurl = "http://127.0.0.1:{free_port()}/pq/alerts"\ntimeout_s = 1\n'
                             f'\n[[opcua]]\nendpoint = "{sim.endpoint}"\non = "all"\ntimeout_s = 30\n[opcua.nodes]\n'
                             + "".join(f'{k} = "{v}"\n' for k, v in nodes.items()))
             rec = Recorder()
@@ -410,7 +400,7 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
         v2, rec, writes, status, counts, truth, lat_before, stuck = asyncio.run(scenario())
         raised_ids = {a["id"] for e, a in rec.alerts if e == "raised"}
         # the last MQTT deliveries (the output flushed them at close; the broker forwards them)
-        _wait(lambda: raised_ids <= {m["alert"]["id"] for m in list(sub.messages) if m.get("event") == "raised"}, 60)
+        poll_until(lambda: raised_ids <= {m["alert"]["id"] for m in list(sub.messages) if m.get("event") == "raised"}, 60)
         mqtt_msgs = list(sub.messages)
     finally:
         sub.close()
@@ -537,12 +527,6 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
 
 
 # ------------------------------------------------------------------------- pq edge run, a real process
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(480)
 def test_pq_edge_run_subprocess_scores_live_parts_and_stops_on_sigterm(tmp_path, trained_model):
     db = tmp_path / "pq.db"
@@ -550,7 +534,7 @@ def test_pq_edge_run_subprocess_scores_live_parts_and_stops_on_sigterm(tmp_path,
     store = Store.open(load_settings(database_url=url))
     migrate.upgrade(store)
     vid = _register_and_promote(store, trained_model, "e2e", "e2e: subprocess run")
-    port = _free_port()
+    port = free_port()
     tagmap = tmp_path / "line-1.toml"
     tagmap.write_text(_tagmap_text(f"opc.tcp://127.0.0.1:{port}/pq/sim/"))
     env = {**os.environ, "PQ_DATABASE_URL": url, "PQ_DATA_DIR": str(tmp_path / "var"), "PQ_LOG_LEVEL": "INFO",

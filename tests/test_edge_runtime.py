@@ -13,11 +13,11 @@ import time
 import uuid
 from types import SimpleNamespace
 
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import func, select
 
+from benchmarks.processes import poll_until
 from connectors.outputs.mqtt import MqttOutput
 from pq.alerts.playbook import PlaybookLoader
 from pq.edge import records
@@ -139,7 +139,7 @@ def test_parts_scored_alerted_published_spooled_and_hot_reloaded(sqlite_store, s
         d_back = rt.handle(_cycle(26, 230.0))[0]
         assert d_back.decision == "ok" and rt.state == "scoring"
 
-        assert _wait(lambda: sum(1 for m in got if m["event"] == "raised") == 2, 60), got
+        assert poll_until(lambda: sum(1 for m in got if m["event"] == "raised") == 2, 60), got
         # Now the store comes up: everything decided while it was away arrives, once.
         assert rt.flush(60)
         drainer = SpoolDrainer(spool, sqlite_store).start()
@@ -231,12 +231,3 @@ def test_promotion_while_decisions_lag_the_samples(settings_factory):
     assert [d.prediction["model_version_id"] for d in decisions] == [1] * 2 + [2] * 10
     assert all(d.decision == "ok" for d in decisions), [(d.prediction["serial"], d.prediction["reason"])
                                                        for d in decisions if d.decision != "ok"]
-
-
-def _wait(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False

@@ -6,39 +6,21 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from benchmarks.processes import free_port, poll_until
 from connectors.outputs.config import parse_outputs
 from connectors.outputs.mqtt import MqttOutput
-from connectors.outputs.opcua_writeback import OpcUaWriteBack
 from connectors.outputs.webhook import WebhookOutput
 from pq.config import load_settings
 from pq.errors import ConfigError
 
 ALERT = {"id": "a1", "line_id": "line-1", "state": "active", "title": "Part S1 at risk", "score": float("nan")}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(pred, timeout=60.0):
-    """Poll ``pred`` until it is true; generous by default (a loaded 2-core CI runner is slow, never wrong)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.timeout(90)
@@ -55,12 +37,12 @@ def test_mqtt_publishes_alert_json_to_local_broker():
         assert subscribed.wait(60), "the broker on 127.0.0.1:1883 did not acknowledge the subscription"
         out = MqttOutput("mqtt", topic=topic_root + "/{line_id}/{event}").start()
         out.on_alert("raised", ALERT)
-        assert _wait(lambda: got), ("the subscriber received nothing", out.status())
+        assert poll_until(lambda: got), ("the subscriber received nothing", out.status())
         topic, body = got[0]
         assert topic == f"{topic_root}/line-1/raised"
         assert body["event"] == "raised" and body["alert"]["id"] == "a1" and body["alert"]["score"] is None
         # the broker forwards before it acknowledges the publish: wait for the output to count it
-        assert _wait(lambda: out.status()["delivered"] == 1), ("PUBACK not counted as delivered", out.status())
+        assert poll_until(lambda: out.status()["delivered"] == 1), ("PUBACK not counted as delivered", out.status())
         assert out.status()["failures"] == 0
         out.close()
     finally:
@@ -70,7 +52,7 @@ def test_mqtt_publishes_alert_json_to_local_broker():
 
 @pytest.mark.timeout(60)
 def test_mqtt_broker_down_is_counted_bounded_and_never_blocks():
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     # Offering never waits for delivery: the worker is stuck waiting (30 s) for a broker that never
     # answers, on the first message, and all 20 offers have already returned and been accounted for
     # (the oldest dropped, the queue at its bound), with no delivery attempt finished yet.
@@ -84,7 +66,7 @@ def test_mqtt_broker_down_is_counted_bounded_and_never_blocks():
     out = MqttOutput("mqtt", port=port, queue_max=5, publish_timeout_s=0.2).start()
     for i in range(20):
         out.on_alert("raised", dict(ALERT, id=f"a{i}"))
-    assert _wait(lambda: out.status()["failures"] >= 1 and out.status()["up"] is False), out.status()
+    assert poll_until(lambda: out.status()["failures"] >= 1 and out.status()["up"] is False), out.status()
     st = out.status()
     assert st["queued"] <= 5 and st["dropped"] >= 15, st
     out.close(flush_timeout_s=0.1)
@@ -121,7 +103,7 @@ def test_webhook_signs_retries_and_refuses():
         out.on_alert("raised", ALERT)
         # The server has the POST before the output has the response: wait for what is asserted below
         # (two 503s retried, then delivered), not for the server's side.
-        assert _wait(lambda: out.status()["delivered"] == 1 and out.status()["up"] is True), out.status()
+        assert poll_until(lambda: out.status()["delivered"] == 1 and out.status()["up"] is True), out.status()
         assert len(_Hook.received) == 1, _Hook.received
         headers, body = _Hook.received[0]
         expected = "sha256=" + hmac.new(b"s3cret", headers["X-PQ-Timestamp"].encode() + b"." + body,
@@ -131,7 +113,7 @@ def test_webhook_signs_retries_and_refuses():
         st = out.status()
         assert st["failures"] == 2 and st["delivered"] == 1 and st["up"] is True, st  # two 503s, retried
         out.on_alert("raised", dict(ALERT, id="refuse-me"))
-        assert _wait(lambda: out.status()["rejected"] == 1), out.status()
+        assert poll_until(lambda: out.status()["rejected"] == 1), out.status()
         assert "s3cret" not in str(out.status())
         out.close()
     finally:
@@ -142,7 +124,7 @@ def test_webhook_signs_retries_and_refuses():
 def test_opcua_writeback_writes_quarantine_flag():
     from asyncua import Server, ua
 
-    port = _free_port()
+    port = free_port()
     state: dict = {}
     stop = threading.Event()
 
@@ -167,7 +149,7 @@ def test_opcua_writeback_writes_quarantine_flag():
     th = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
     th.start()
     try:
-        assert _wait(lambda: state.get("ready")), "the test's OPC UA server did not start"
+        assert poll_until(lambda: state.get("ready")), "the test's OPC UA server did not start"
         idx = state["idx"]
         settings = load_settings(database_url="sqlite:///:memory:")
         text = f"""
@@ -181,11 +163,11 @@ serial = "ns={idx};s={{line_id}}.RiskSerial"
         (out,) = parse_outputs(text, settings, "Line1")
         out.start()
         out.on_decision({"serial": "S42", "decision": "at_risk", "score": 0.93})
-        assert _wait(lambda: state.get("values") == (True, pytest.approx(0.93), "S42")), (state, out.status())
+        assert poll_until(lambda: state.get("values") == (True, pytest.approx(0.93), "S42")), (state, out.status())
         out.on_decision({"serial": "S43", "decision": "ok", "score": 0.02})
-        assert _wait(lambda: state.get("values") == (False, pytest.approx(0.02), "S43")), (state, out.status())
+        assert poll_until(lambda: state.get("values") == (False, pytest.approx(0.02), "S43")), (state, out.status())
         # the server holds the values before the client has its write response: wait for the count
-        assert _wait(lambda: out.status()["delivered"] == 2), out.status()
+        assert poll_until(lambda: out.status()["delivered"] == 2), out.status()
         out.close()
     finally:
         stop.set()

@@ -12,11 +12,11 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from benchmarks.processes import poll_until
 from pq.config import load_settings
 from pq.health import health_row, line_event, read_health, read_line_events
 from pq.spool import SampleBatch, Spool, SpoolDrainer, SpoolFull, drain_once
@@ -150,15 +150,6 @@ def test_kill_9_loses_no_acknowledged_append(tmp_path):
     assert set(acked) <= values  # every append that returned survived the kill
 
 
-def _wait(pred, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _bad_part_writer_input():
     return {"line_id": "line-1", "serial": "NO-END", "cycle_end": None}
 
@@ -220,7 +211,7 @@ def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(outage_db,
     for i in range(20, 60):
         spool.append("samples", _batch(i * 100, 100))
         time.sleep(0.02)  # appends keep coming while the database is away
-    assert _wait(lambda: not drainer.store_available, 60), ("the drainer did not notice the outage", drainer.stats())
+    assert poll_until(lambda: not drainer.store_available, 60), ("the drainer did not notice the outage", drainer.stats())
     assert spool.depth() > 0
     set_available(True)
     assert drainer.flush(120), drainer.stats()

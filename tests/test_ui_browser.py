@@ -61,7 +61,7 @@ def test_operator_live_alert_ack_feedback_leaves_queue(ui_any, browser):
     page.wait_for_selector("#alerts-list .pq-card")
     alert_id = add_live_alert(store, "line-02", signal="melt_temp_c", direction="low", severity="high",
                               serial="02-LIVE00001", title="Melt temperature 9 °C below normal for this lot")
-    card = page.locator(f"article:has-text('02-LIVE00001')")
+    card = page.locator("article:has-text('02-LIVE00001')")
     card.wait_for(timeout=6_000)  # live: within a refresh or two, no reload
     # Newest and most severe first: the new urgent alert is on top.
     assert "02-LIVE00001" in page.locator("#alerts-list .pq-card").first.inner_text()
