@@ -244,6 +244,52 @@ class _Weather:
         return ambient, humidity
 
 
+@dataclass
+class _Context:
+    """Conditions of one cycle, at its start."""
+
+    ambient: float
+    humidity: float
+    noise: float  # the dew point's measurement noise, drawn with the context
+    lot: _Lot
+    wear: int
+    shift: str
+
+
+@dataclass
+class _Process:
+    """Set-points and actual process values of one cycle (before sampling noise)."""
+
+    melt_sp: float
+    melt_env: float
+    melt_real: float
+    mould_real: float
+    inj_peak: float
+    hold_act: float
+    inj_time: float
+    cool_act: float
+    cushion: float
+    hum_dev: float
+    dp_expected: float
+    dew_point: float
+
+
+@dataclass
+class _Phases:
+    """Where the phases of one cycle begin and end, in seconds from its start."""
+
+    t_end: int
+    cycle_s: float
+    inj_s: float
+    cool_s: float
+    c1: float  # clamp closed, injection starts
+    c2: float  # hold starts
+    c3: float  # cooling (and screw recovery) starts
+    rec_end: float
+    c4: float  # mould opens
+    cushion_noise: float
+
+
 class LineModel:
     """Seeded model of one line. Same (seed, line index, start, scenario schedule, rates) -> same data.
 
@@ -377,20 +423,30 @@ class LineModel:
 
     # -- the cycle --------------------------------------------------------------------------------
     def next_cycle(self) -> Cycle:
-        """Make the next part: advance time by one cycle and return everything published for it."""
-        p = self.product
+        """Make the next part: advance time by one cycle and return everything published for it.
+
+        The steps run in a fixed order, each drawing from its own random stream, so a seed always
+        gives the same line: context, latent deviations, process values, defect, phases, samples."""
         t0 = self.t_us
         name = self.scenario_at(t0)
         if name != self._scenario_name:
             self._scenario_name = name
             self._scenario_since_us = t0
         sc = get_scenario(name)
-        epoch_s = (self.start_epoch_us + t0) / US
         self.index += 1
-        idx = self.index
-        serial = f"{self.prefix}-{idx:06d}"
+        ctx = self._context(t0, sc)
+        dev, u_defect, u_mech = self._latent_deviations(sc)
+        proc = self._process_values(ctx, dev)
+        probs, p_defect, defect, mechanism = self._defect(ctx, dev, proc, u_defect, u_mech)
+        ph = self._phases(t0, proc)
+        bad_status = self._bad_statuses(sc)
+        cont = self._continuous(t0, sc, ctx, dev, proc, ph, bad_status)
+        return self._publish(t0, name, ctx, proc, ph, bad_status, cont, probs, p_defect, defect, mechanism)
 
-        # -- context at cycle start
+    # -- the steps of a cycle ----------------------------------------------------------------------
+    def _context(self, t0: int, sc: Scenario) -> _Context:
+        """Conditions at cycle start: weather, material lot, tool wear, shift."""
+        epoch_s = (self.start_epoch_us + t0) / US
         amb, hum = self._weather.at(epoch_s, sc)
         cn = self._rng_ctx.standard_normal(4)
         ambient = amb + self._line_ambient_offset + 0.15 * cn[0]
@@ -404,12 +460,11 @@ class LineModel:
         if self.tool_wear >= self._maint_interval:
             self.tool_wear = 0
             self._maint_interval = int(self._rng_lot.integers(18000, 32000))
-        wear = self.tool_wear
-        wear_frac = wear / 30000.0
-        shift = self._shift(epoch_s)
-        s_melt, s_mould, s_hold = SHIFT_OFFSETS[shift]
+        return _Context(ambient, humidity, cn[2], lot, self.tool_wear, self._shift(epoch_s))
 
-        # -- latent deviations: AR(1) + excursion episodes (fixed number of draws per cycle)
+    def _latent_deviations(self, sc: Scenario) -> tuple[tuple[float, ...], float, float]:
+        """AR(1) latents plus excursion episodes (a fixed number of draws per cycle); and the two
+        uniforms that decide the defect and its mechanism."""
         r = self._rng_proc
         z = r.standard_normal(len(LATENTS))
         u_start = r.random(N_EXCURSION_TYPES)
@@ -430,45 +485,54 @@ class LineModel:
                 ramp = min(1.0, (j + 1) / 3.0, left / 3.0)
                 dev[_EXC_LATENT[k]] += ramp * self._exc_mag[k]
                 self._exc_left[k] -= 1
-        d_melt, d_inj, d_hold, d_cool, d_dry, d_mould, leak = (float(x) for x in dev)
-        leak = max(leak, 0.0)  # a check ring leaks or it does not
+        values = tuple(float(x) for x in dev)
+        return values[:-1] + (max(values[-1], 0.0),), u_defect, u_mech  # a check ring leaks or it does not
 
-        # -- set-points (the set-point table compensates for the lot) and actuals. Conditions move
-        # the readings (module constants ENV_*), the process window moves with them; the defect
-        # mechanisms below only see the latent deviations.
+    def _process_values(self, ctx: _Context, dev: tuple[float, ...]) -> _Process:
+        """Set-points (the set-point table compensates for the lot) and actuals. Conditions move the
+        readings (module constants ENV_*), the process window moves with them; the defect mechanisms
+        only see the latent deviations."""
+        p, lot = self.product, ctx.lot
+        d_melt, d_inj, d_hold, d_cool, d_dry, d_mould, leak = dev
+        s_melt, s_mould, s_hold = SHIFT_OFFSETS[ctx.shift]
         mfi_dev = REFERENCE_MFI - lot.mfi
         melt_sp = p.melt_c + COMP_MELT_C_PER_MFI * mfi_dev + s_melt
         mould_sp = p.mould_c + s_mould
         inj_sp = p.inj_bar * (1.0 + COMP_INJ_PER_MFI * mfi_dev)
         hold_sp = p.hold_bar * (1.0 + COMP_HOLD_PER_MFI * mfi_dev) + s_hold
-        amb_dev = ambient - 21.0
-        hum_dev = humidity - 48.0
+        amb_dev = ctx.ambient - 21.0
+        hum_dev = ctx.humidity - 48.0
         melt_env = ENV_MELT_C_PER_C * amb_dev
         dp_expected = -40.0 + 0.22 * hum_dev
         # the dryer's drying time is set for the supplier's usual moisture: a wetter lot than that
         # leaves moisture the return air shows
         lot_wet = (lot.moisture - lot.supplier.moisture_mean) / lot.supplier.moisture_sd
-        dew_point = dp_expected + d_dry + 0.8 * lot_wet + 0.4 * cn[2]
+        dew_point = dp_expected + d_dry + 0.8 * lot_wet + 0.4 * ctx.noise
         melt_real = melt_sp + melt_env + d_melt
         mould_real = mould_sp + ENV_MOULD_C_PER_C * amb_dev + d_mould
         inj_peak = (inj_sp - ENV_INJ_BAR_PER_C_MELT * (d_melt + melt_env) + d_inj
                     - ENV_INJ_BAR_PER_PCT_RH * hum_dev - 120.0 * leak - 3.0 * max(d_dry, 0.0))
-        hold_act = hold_sp + d_hold
         inj_time = (p.inj_time_s * (1.0 - 0.004 * (d_melt + melt_env) - COMP_INJ_TIME_PER_MFI * mfi_dev
                                     + ENV_INJ_TIME_PER_PCT_RH * hum_dev)
                     - 0.0006 * d_inj + 0.12 * leak)
         cool_needed = p.cooling_s + 0.12 * (mould_real - p.mould_c)
-        cool_act = cool_needed + d_cool
         cushion = (p.cushion_mm - ENV_CUSHION_MM_PER_C_MELT * (d_melt + melt_env) - 0.004 * d_inj
                    - 0.015 * d_hold - 1.6 * leak - ENV_CUSHION_MM_PER_PCT_RH * hum_dev
                    - COMP_CUSHION_MM_PER_MFI * mfi_dev)
+        return _Process(melt_sp, melt_env, melt_real, mould_real, inj_peak, hold_sp + d_hold, inj_time,
+                        cool_needed + d_cool, cushion, hum_dev, dp_expected, dew_point)
 
-        # -- hidden defect mechanisms (relative to conditions)
+    def _defect(self, ctx: _Context, dev: tuple[float, ...], proc: _Process, u_defect: float,
+                u_mech: float) -> tuple[dict[str, float], float, bool, str | None]:
+        """The hidden defect mechanisms, relative to conditions: their probabilities, the part's
+        defect probability, whether it is defective and by which mechanism."""
+        d_melt, d_inj, d_hold, d_cool, _d_dry, _d_mould, leak = dev
+        wear_frac = ctx.wear / 30000.0
         sev = {
             "short_shot": -d_melt / 4.0 - d_inj / 60.0 + 2.6 * leak,
             "flash": d_inj / 45.0 + d_melt / 4.5 + 0.5 * wear_frac**2,
             "sink_mark": -d_hold / 30.0 - d_cool / 0.8,
-            "splay": (dew_point - dp_expected) / 4.0,
+            "splay": (proc.dew_point - proc.dp_expected) / 4.0,
         }
         probs = {m: _mech_p(s) for m, s in sev.items()}
         probs["contamination"] = 0.002
@@ -487,26 +551,28 @@ class LineModel:
                     mechanism = m
                     break
             mechanism = mechanism or MECHANISMS[-1]
-        defect_code = DEFECT_CODES[mechanism] if mechanism else None
+        return probs, p_defect, defect, mechanism
 
-        # -- phases and cycle time
+    def _phases(self, t0: int, proc: _Process) -> _Phases:
+        """Close, inject, hold, cool (recovery in its first 55 %), open: their lengths and the cycle end."""
+        p = self.product
         nz = self._rng_noise.standard_normal(8)
         close_s = p.close_s + 0.02 * nz[0]
-        inj_s = max(0.3, inj_time + 0.01 * nz[1])
+        inj_s = max(0.3, proc.inj_time + 0.01 * nz[1])
         hold_s = p.hold_time_s
-        cool_s = max(1.0, cool_act + 0.05 * nz[2])
+        cool_s = max(1.0, proc.cool_act + 0.05 * nz[2])
         open_s = p.open_s + 0.03 * abs(nz[3])
         cycle_s = close_s + inj_s + hold_s + cool_s + open_s
         t_end = t0 + int(round(cycle_s * 1000.0)) * 1000  # boundaries stay at .xxx500 s: never on a sample grid
-        cycle_s = (t_end - t0) / US
         c1 = close_s
         c2 = c1 + inj_s
         c3 = c2 + hold_s
-        rec_end = c3 + 0.55 * cool_s
-        c4 = c3 + cool_s
+        return _Phases(t_end, (t_end - t0) / US, inj_s, cool_s, c1, c2, c3, c3 + 0.55 * cool_s, c3 + cool_s,
+                       float(nz[4]))
 
-        # -- continuous samples
-        bad_status = self._bad_statuses(sc)
+    def _continuous(self, t0: int, sc: Scenario, ctx: _Context, dev: tuple[float, ...], proc: _Process,
+                    ph: _Phases, bad_status: dict[str, int]) -> list[ContSamples]:
+        """The continuous signals' samples on their regular grids inside the cycle."""
         drift = 0.0
         if sc.drift_signal:
             hours = (t0 - self._scenario_since_us) / (3600.0 * US)
@@ -514,130 +580,129 @@ class LineModel:
         cont: list[ContSamples] = []
         for period, names in self._groups:
             k0 = -(-t0 // period)
-            k1 = -(-t_end // period)
+            k1 = -(-ph.t_end // period)
             t_us = np.arange(k0, k1, dtype=np.int64) * period
-            n = len(t_us)
             tau = (t_us - t0) / US
-            noise = self._rng_noise.standard_normal((len(names), n))
-            in_close = tau < c1
-            in_inj = (tau >= c1) & (tau < c2)
-            in_hold = (tau >= c2) & (tau < c3)
-            in_rec = (tau >= c3) & (tau < rec_end)
-            in_open = tau >= c4
-            clamped = (tau >= c1) & (tau < c4)
+            noise = self._rng_noise.standard_normal((len(names), len(t_us)))
             for i, sname in enumerate(names):
-                e = noise[i]
-                if sname == "barrel_zone1_temp_c":
-                    v = melt_sp - 18.0 + 0.3 * d_melt + ENV_ZONE_SHARE * melt_env + 0.4 * e
-                elif sname == "barrel_zone2_temp_c":
-                    v = melt_sp - 10.0 + 0.8 * d_melt + ENV_ZONE_SHARE * melt_env + 0.4 * e
-                elif sname == "barrel_zone3_temp_c":
-                    v = melt_sp - 4.0 + 0.5 * d_melt + ENV_ZONE_SHARE * melt_env + 0.4 * e
-                elif sname == "nozzle_temp_c":
-                    v = melt_sp + 3.0 + 0.6 * d_melt + ENV_ZONE_SHARE * melt_env + 0.3 * e
-                elif sname == "melt_temp_c":
-                    v = melt_real - 1.5 * in_inj + 0.5 * e + drift
-                elif sname == "mould_temp_c":
-                    since = np.where(tau >= c1, tau - c1, tau + cycle_s - c1)
-                    v = mould_real + 3.5 * np.exp(-since / 6.0) + 0.25 * e
-                elif sname == "injection_pressure_bar":
-                    u = np.clip((tau - c1) / inj_s, 0.0, 1.0)
-                    v = (in_inj * inj_peak * u**0.7 + in_hold * hold_act + in_rec * 60.0
-                         + (in_inj * 6.0 + 1.0) * e)
-                    v = np.maximum(v, 0.0)
-                elif sname == "hold_pressure_bar":
-                    v = np.maximum(in_hold * (hold_act + 3.0 * e) + (~in_hold) * 0.4 * np.abs(e), 0.0)
-                elif sname == "screw_speed_rpm":
-                    v = np.maximum(in_rec * (p.screw_rpm + 0.04 * hum_dev + 1.5 * e) + (~in_rec) * 0.2 * np.abs(e), 0.0)
-                elif sname == "clamp_force_kn":
-                    force = p.clamp_kn * (1.0 - 0.05 * wear_frac)
-                    ramp_in = np.clip(tau / max(c1, 1e-3), 0.0, 1.0)
-                    ramp_out = np.clip(1.0 - (tau - c4) / max(cycle_s - c4, 1e-3), 0.0, 1.0)
-                    v = (in_close * force * ramp_in + clamped * (force + 0.04 * in_inj * inj_peak)
-                         + in_open * force * ramp_out * 0.2 + 5.0 * e)
-                    v = np.maximum(v, 0.0)
-                elif sname == "vibration_mm_s":
-                    v = np.abs(1.1 + 0.9 * wear_frac + 2.5 * (in_close | in_open) + 0.6 * in_inj + 0.15 * e)
-                else:  # pragma: no cover - table and code out of sync
-                    raise KeyError(sname)
-                v = np.asarray(v, dtype=np.float64)
-                if sc.stuck_signal == sname:
-                    stuck = self._stuck_value.setdefault(sname, self._last_value.get(sname, float(v[0]) if n else 0.0))
-                    v = np.full(n, stuck)
-                else:
-                    self._stuck_value.pop(sname, None)
-                if n:
-                    self._last_value[sname] = float(v[-1])
-                status = None
-                code = bad_status.get(sname)
-                if code:
-                    status = np.full(n, code, dtype=np.uint32)
-                    if is_bad(code):
-                        v = np.full(n, np.nan)
-                cont.append(ContSamples(sname, t_us, v, status))
+                v = self._signal(sname, tau, noise[i], ctx, dev, proc, ph, drift)
+                cont.append(self._finish_signal(sname, sc, t_us, v, bad_status))
+        return cont
 
-        # -- values written at cycle end, in write order
-        def st(name: str) -> int:
-            return bad_status.get(name, GOOD)
+    def _signal(self, sname: str, tau: np.ndarray, e: np.ndarray, ctx: _Context, dev: tuple[float, ...],
+                proc: _Process, ph: _Phases, drift: float) -> np.ndarray:
+        """One continuous signal's values at ``tau`` seconds into the cycle (``e``: its unit noise)."""
+        p = self.product
+        d_melt = dev[0]
+        wear_frac = ctx.wear / 30000.0
+        in_close = tau < ph.c1
+        in_inj = (tau >= ph.c1) & (tau < ph.c2)
+        in_hold = (tau >= ph.c2) & (tau < ph.c3)
+        in_rec = (tau >= ph.c3) & (tau < ph.rec_end)
+        in_open = tau >= ph.c4
+        clamped = (tau >= ph.c1) & (tau < ph.c4)
+        zone = ENV_ZONE_SHARE * proc.melt_env
+        if sname == "barrel_zone1_temp_c":
+            v = proc.melt_sp - 18.0 + 0.3 * d_melt + zone + 0.4 * e
+        elif sname == "barrel_zone2_temp_c":
+            v = proc.melt_sp - 10.0 + 0.8 * d_melt + zone + 0.4 * e
+        elif sname == "barrel_zone3_temp_c":
+            v = proc.melt_sp - 4.0 + 0.5 * d_melt + zone + 0.4 * e
+        elif sname == "nozzle_temp_c":
+            v = proc.melt_sp + 3.0 + 0.6 * d_melt + zone + 0.3 * e
+        elif sname == "melt_temp_c":
+            v = proc.melt_real - 1.5 * in_inj + 0.5 * e + drift
+        elif sname == "mould_temp_c":
+            since = np.where(tau >= ph.c1, tau - ph.c1, tau + ph.cycle_s - ph.c1)
+            v = proc.mould_real + 3.5 * np.exp(-since / 6.0) + 0.25 * e
+        elif sname == "injection_pressure_bar":
+            u = np.clip((tau - ph.c1) / ph.inj_s, 0.0, 1.0)
+            v = (in_inj * proc.inj_peak * u**0.7 + in_hold * proc.hold_act + in_rec * 60.0
+                 + (in_inj * 6.0 + 1.0) * e)
+            v = np.maximum(v, 0.0)
+        elif sname == "hold_pressure_bar":
+            v = np.maximum(in_hold * (proc.hold_act + 3.0 * e) + (~in_hold) * 0.4 * np.abs(e), 0.0)
+        elif sname == "screw_speed_rpm":
+            v = np.maximum(in_rec * (p.screw_rpm + 0.04 * proc.hum_dev + 1.5 * e) + (~in_rec) * 0.2 * np.abs(e), 0.0)
+        elif sname == "clamp_force_kn":
+            force = p.clamp_kn * (1.0 - 0.05 * wear_frac)
+            ramp_in = np.clip(tau / max(ph.c1, 1e-3), 0.0, 1.0)
+            ramp_out = np.clip(1.0 - (tau - ph.c4) / max(ph.cycle_s - ph.c4, 1e-3), 0.0, 1.0)
+            v = (in_close * force * ramp_in + clamped * (force + 0.04 * in_inj * proc.inj_peak)
+                 + in_open * force * ramp_out * 0.2 + 5.0 * e)
+            v = np.maximum(v, 0.0)
+        elif sname == "vibration_mm_s":
+            v = np.abs(1.1 + 0.9 * wear_frac + 2.5 * (in_close | in_open) + 0.6 * in_inj + 0.15 * e)
+        else:  # pragma: no cover - table and code out of sync
+            raise KeyError(sname)
+        return np.asarray(v, dtype=np.float64)
 
-        ambient_r = round(ambient, 2)
+    def _finish_signal(self, sname: str, sc: Scenario, t_us: np.ndarray, v: np.ndarray,
+                       bad_status: dict[str, int]) -> ContSamples:
+        """A stuck sensor's frozen reading and a scenario's bad status codes applied to a signal."""
+        n = len(t_us)
+        if sc.stuck_signal == sname:
+            stuck = self._stuck_value.setdefault(sname, self._last_value.get(sname, float(v[0]) if n else 0.0))
+            v = np.full(n, stuck)
+        else:
+            self._stuck_value.pop(sname, None)
+        if n:
+            self._last_value[sname] = float(v[-1])
+        status = None
+        code = bad_status.get(sname)
+        if code:
+            status = np.full(n, code, dtype=np.uint32)
+            if is_bad(code):
+                v = np.full(n, np.nan)
+        return ContSamples(sname, t_us, v, status)
+
+    def _publish(self, t0: int, name: str, ctx: _Context, proc: _Process, ph: _Phases, bad_status: dict[str, int],
+                 cont: list[ContSamples], probs: dict[str, float], p_defect: float, defect: bool,
+                 mechanism: str | None) -> Cycle:
+        """The values written at cycle end, in write order, the part row, its ground truth, and the
+        inspection result of the part made ``label_delay`` cycles ago."""
+        p, lot, idx = self.product, ctx.lot, self.index
+        serial = f"{self.prefix}-{idx:06d}"
+        t_end = ph.t_end
+        defect_code = DEFECT_CODES[mechanism] if mechanism else None
+        ambient_r = round(ctx.ambient, 2)
         per_cycle = [
-            ("injection_time_s", round(inj_s, 3)),
-            ("cushion_mm", round(cushion + 0.12 * nz[4], 3)),
-            ("cooling_time_s", round(cool_s, 3)),
-            ("cycle_time_s", round(cycle_s, 3)),
+            ("injection_time_s", round(ph.inj_s, 3)),
+            ("cushion_mm", round(proc.cushion + 0.12 * ph.cushion_noise, 3)),
+            ("cooling_time_s", round(ph.cool_s, 3)),
+            ("cycle_time_s", round(ph.cycle_s, 3)),
             ("ambient_temp_c", ambient_r),
-            ("humidity_pct", round(humidity, 2)),
+            ("humidity_pct", round(ctx.humidity, 2)),
             ("material_lot", lot.lot_id),
             ("supplier", lot.supplier.name),
             ("lot_moisture_pct", lot.moisture),
             ("lot_mfi_g10min", lot.mfi),
-            ("dryer_dew_point_c", round(dew_point, 2)),
-            ("tool_wear_shots", wear),
-            ("shift", shift),
+            ("dryer_dew_point_c", round(proc.dew_point, 2)),
+            ("tool_wear_shots", ctx.wear),
+            ("shift", ctx.shift),
             ("product", p.name),
         ]
         events: list[tuple[str, object, int]] = []
         for nm, val in per_cycle:
-            code = st(nm)
+            code = bad_status.get(nm, GOOD)
             events.append((nm, float("nan") if is_bad(code) else val, code))
-        start_dt = self.datetime_at(t0)
-        end_dt = self.datetime_at(t_end)
         events += [
-            ("cycle_start_time", start_dt, GOOD),
-            ("cycle_end_time", end_dt, GOOD),
+            ("cycle_start_time", self.datetime_at(t0), GOOD),
+            ("cycle_end_time", self.datetime_at(t_end), GOOD),
             ("part_serial", serial, GOOD),
             ("part_counter", idx, GOOD),
             ("cycle_complete", bool(idx % 2), GOOD),
         ]
         part = {
-            "line_id": self.line_id,
-            "serial": serial,
-            "cycle_start_us": t0,
-            "cycle_end_us": t_end,
-            "product": p.name,
-            "material_lot": lot.lot_id,
-            "supplier": lot.supplier.name,
-            "shift": shift,
-            "ambient_temp_c": ambient_r,
-            "humidity_pct": round(humidity, 2),
-            "lot_moisture_pct": lot.moisture,
-            "lot_mfi_g10min": lot.mfi,
-            "dryer_dew_point_c": round(dew_point, 2),
-            "tool_wear_shots": wear,
-            "scenario": name,
-            "defect": defect,
-            "defect_code": defect_code,
-            "inspected_at_us": None,
+            "line_id": self.line_id, "serial": serial, "cycle_start_us": t0, "cycle_end_us": t_end,
+            "product": p.name, "material_lot": lot.lot_id, "supplier": lot.supplier.name, "shift": ctx.shift,
+            "ambient_temp_c": ambient_r, "humidity_pct": round(ctx.humidity, 2), "lot_moisture_pct": lot.moisture,
+            "lot_mfi_g10min": lot.mfi, "dryer_dew_point_c": round(proc.dew_point, 2), "tool_wear_shots": ctx.wear,
+            "scenario": name, "defect": defect, "defect_code": defect_code, "inspected_at_us": None,
         }
         truth = {
-            "line_id": self.line_id,
-            "serial": serial,
-            "mechanism": mechanism,
-            "defect_prob": p_defect,
-            "defect": defect,
-            "defect_code": defect_code,
-            "scenario": name,
+            "line_id": self.line_id, "serial": serial, "mechanism": mechanism, "defect_prob": p_defect,
+            "defect": defect, "defect_code": defect_code, "scenario": name,
             **{f"p_{m}": probs[m] for m in MECHANISMS},
         }
         self._pending.append(part)
