@@ -31,6 +31,9 @@ short a window say the path works, not how fast it is).
 Example::
 
     pq bench connect --lines 2 --hz 10 --duration 20 --json
+
+Why one file of ~600 lines: one benchmark run (simulator child, the connector, a bare client as
+the ceiling, the JSON contract) whose steps share the measured figures.
 """
 
 from __future__ import annotations

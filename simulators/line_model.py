@@ -15,6 +15,9 @@ Example::
     m = LineModel("line-1", seed=7, start=datetime(2025, 6, 1, tzinfo=timezone.utc))
     c = m.next_cycle()
     c.serial, c.truth["defect_prob"], c.cont[0].name
+
+Why one file of ~740 lines: the process model's constants, its state and the steps of a cycle are
+one model; each step of ``next_cycle`` is a method of its own, in the order of its random draws.
 """
 
 from __future__ import annotations

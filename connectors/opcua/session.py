@@ -23,6 +23,10 @@ watchdog recreates a subscription whose keep-alives stop (``keepalive_s`` in the
 session watches the client's state: one warning when the connection is lost, one info when it is
 back, a ``connection_lost`` and a ``gap`` line event per line (never interpolated), and a health row.
 If the first connection fails the session retries with the same backoff.
+
+Why one file of ~760 lines: connect, reconnect, subscribe, the notification hot path and the
+flush to the spool share one connection's state and one event loop; split across modules they would
+reach into each other's private fields (conversion and events already live in their own modules).
 """
 
 from __future__ import annotations

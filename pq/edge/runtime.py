@@ -17,6 +17,9 @@ Example::
     rt = LineRuntime("line-1", scorers=watcher, feature_factory=make_features, sink=spool,
                      outputs=[mqtt], playbook=PlaybookLoader(), settings=settings)
     rt.handle(batch)                # a batch of Samples / SampleBatch / PartEvents; or as a connector listener
+
+Why one file of ~460 lines: it is the decision path only (input, features, checks, score, alert,
+hand-over); state, checks, the spool writer and housekeeping already live in their own modules.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Array conventions (checked by the wrappers, not here):
 Output row of `window_stats` (column indices mirrored in spec.K_*):
     0 n_good, 1 n_bad, 2 mean, 3 std, 4 min, 5 max, 6 first, 7 last, 8 range, 9 slope,
     10 time_above, 11 time_below, 12 ewma
+
+Why one file of ~600 lines: Numba caches and compiles per module; the kernels call each other and
+must be compiled together, so they stay in one compilation unit.
 """
 
 from __future__ import annotations
