@@ -75,7 +75,7 @@ def run_bench(n_parts: int = 2000, n_signals: int = 20, samples_per_part: int = 
     import pandas as pd
 
     from pq.features.batch import compute_batch, compute_prepared, prepare_samples
-    from pq.features.reference import reference_features
+    from benchmarks.feature_reference import reference_features
     from pq.features.streaming import StreamingFeatures
     from benchmarks.synthetic_samples import synthetic_feature_set, synthetic_sample_history
     from pq.features.warmup import warmup

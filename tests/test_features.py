@@ -15,7 +15,7 @@ from benchmarks.synthetic_samples import synthetic_feature_set, synthetic_sample
 from pq.features import _kernels as K
 from pq.features.baseline import ContextBaseline
 from pq.features.batch import compute_batch
-from pq.features.reference import reference_features
+from benchmarks.feature_reference import reference_features
 from pq.features.spec import (
     N_KERNEL_COLS, STATS, FeatureSpecError, UnknownTagError, load_feature_set, parse_feature_set,
 )

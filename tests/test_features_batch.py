@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.synthetic_samples import synthetic_feature_set, synthetic_sample_history
 from pq.features.batch import _split_ok, compute_batch, compute_prepared, prepare_samples
-from pq.features.reference import reference_features
+from benchmarks.feature_reference import reference_features
 from pq.features.spec import parse_feature_set
 from pq.features.streaming import StreamingFeatures
 

@@ -2,9 +2,9 @@
 
 Owns everything between raw samples and a part's feature vector: the spec (`spec.py`,
 `default_spec.toml`), the kernels (`_kernels.py`), the batch path (`batch.py`), the streaming edge
-path (`streaming.py`), the context baseline (`baseline.py`), the pandas reference (`reference.py`),
-store integration (`backfill.py`), the CLI (`cli.py`). It must not import connectors/,
-models/, ui/ or simulators/.
+path (`streaming.py`), the context baseline (`baseline.py`) and store integration (`backfill.py`)
+(the pandas parity oracle lives in `benchmarks/feature_reference.py`, the CLI in `pq/cli/features.py`).
+It must not import connectors/, models/, ui/ or simulators/.
 
 Imports are lazy: `import pq.features` does not import numba or pandas; the first use of
 `compute_batch` or `StreamingFeatures` does (warm start: ~1 s, see README).
@@ -24,7 +24,7 @@ from typing import Any
 __all__ = [
     "FeatureSet", "FeatureSpecError", "UnknownTagError", "FeatureInputError", "STATS",
     "load_feature_set", "parse_feature_set",
-    "compute_batch", "StreamingFeatures", "ContextBaseline", "reference_features",
+    "compute_batch", "StreamingFeatures", "ContextBaseline",
     "log_served_features", "backfill", "warmup",
 ]
 
@@ -34,7 +34,7 @@ _LAZY = {
     "STATS": "pq.features.spec", "load_feature_set": "pq.features.spec",
     "parse_feature_set": "pq.features.spec",
     "compute_batch": "pq.features.batch", "StreamingFeatures": "pq.features.streaming",
-    "ContextBaseline": "pq.features.baseline", "reference_features": "pq.features.reference",
+    "ContextBaseline": "pq.features.baseline",
     "log_served_features": "pq.features.backfill", "backfill": "pq.features.backfill",
     "warmup": "pq.features.warmup",
 }

@@ -3,8 +3,8 @@
 Written the way a data scientist would (merge_asof to assign samples to parts, boolean filters
 for sub-windows, groupby + agg / transform / ewm), independent of the Numba kernels; it shares only
 the spec (and the baseline model and the derived-expression parser, which are not statistics).
-Assumes the cycles of one line do not overlap (true on a real machine). Must not import
-connectors/, models/, ui/ or simulators/.
+Assumes the cycles of one line do not overlap (true on a real machine). Test and benchmark support,
+not product code: it lives beside the suites, and the tests import it from here.
 
 Example::
 
