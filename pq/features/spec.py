@@ -468,45 +468,29 @@ def _as_list(v: Any, what: str) -> list[Any]:
     raise FeatureSpecError(f"{what} must be a string or a list, got {v!r}")
 
 
-def parse_feature_set(d: Mapping[str, Any]) -> FeatureSet:
-    """Build a FeatureSet from a parsed TOML mapping, validating every entry."""
-    allowed_top = {
-        "version", "description", "min_good", "ewma_alpha", "stats", "accept_uncertain",
-        "windows", "signals", "context", "derived", "limits",
-    }
-    extra = set(d) - allowed_top
-    if extra:
-        raise FeatureSpecError(f"spec: unknown top-level keys {sorted(extra)}")
-    version = d.get("version")
-    if not isinstance(version, str) or not version.strip():
-        raise FeatureSpecError(f"spec: version must be a non-empty string, got {version!r}")
+def _min_good(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise FeatureSpecError(f"{where}: min_good must be an integer >= 1, got {v!r}")
+    return v
 
-    def _min_good(v: Any, where: str) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise FeatureSpecError(f"{where}: min_good must be an integer >= 1, got {v!r}")
-        return v
 
-    def _alpha(v: Any, where: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
-            raise FeatureSpecError(f"{where}: ewma_alpha must be in (0, 1], got {v!r}")
-        return float(v)
+def _alpha(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
+        raise FeatureSpecError(f"{where}: ewma_alpha must be in (0, 1], got {v!r}")
+    return float(v)
 
-    def _stats(v: Any, where: str) -> tuple[str, ...]:
-        lst = _as_list(v, f"{where}: stats")
-        bad = [s for s in lst if s not in STATS]
-        if bad:
-            raise FeatureSpecError(f"{where}: unknown statistics {bad}, expected some of {list(STATS)}")
-        if len(set(lst)) != len(lst):
-            raise FeatureSpecError(f"{where}: duplicated statistics in {lst}")
-        return tuple(lst)
 
-    min_good = _min_good(d.get("min_good", 3), "spec")
-    alpha = _alpha(d.get("ewma_alpha", 0.2), "spec")
-    default_stats = _stats(d.get("stats", [s for s in STATS]), "spec")
-    accept_uncertain = d.get("accept_uncertain", False)
-    if not isinstance(accept_uncertain, bool):
-        raise FeatureSpecError(f"spec: accept_uncertain must be true/false, got {accept_uncertain!r}")
+def _stats(v: Any, where: str) -> tuple[str, ...]:
+    lst = _as_list(v, f"{where}: stats")
+    bad = [s for s in lst if s not in STATS]
+    if bad:
+        raise FeatureSpecError(f"{where}: unknown statistics {bad}, expected some of {list(STATS)}")
+    if len(set(lst)) != len(lst):
+        raise FeatureSpecError(f"{where}: duplicated statistics in {lst}")
+    return tuple(lst)
 
+
+def _parse_windows(d: Mapping[str, Any]) -> dict[str, WindowDef]:
     windows: dict[str, WindowDef] = {"cycle": CYCLE}
     for wname, wd in (d.get("windows") or {}).items():
         if wname == "cycle":
@@ -514,14 +498,19 @@ def parse_feature_set(d: Mapping[str, Any]) -> FeatureSet:
         if not isinstance(wd, Mapping):
             raise FeatureSpecError(f"window {wname!r} must be a table, got {wd!r}")
         windows[wname] = WindowDef.from_toml(wname, wd)
+    return windows
 
+
+def _parse_signals(d: Mapping[str, Any], windows: Mapping[str, WindowDef], default_stats: tuple[str, ...],
+                   min_good: int, alpha: float) -> list[SignalGroup]:
+    """Every (tag, window) group of ``[[signals]]``, each declared once."""
     groups: list[SignalGroup] = []
     seen: set[tuple[str, str]] = set()
+    allowed = {"tag", "tags", "window", "windows", "stats", "min_good", "ewma_alpha"}
     for i, sd in enumerate(d.get("signals") or []):
         where = f"signals[{i}]"
         if not isinstance(sd, Mapping):
             raise FeatureSpecError(f"{where} must be a table, got {sd!r}")
-        allowed = {"tag", "tags", "window", "windows", "stats", "min_good", "ewma_alpha"}
         extra = set(sd) - allowed
         if extra:
             raise FeatureSpecError(f"{where}: unknown keys {sorted(extra)}, expected some of {sorted(allowed)}")
@@ -543,13 +532,19 @@ def parse_feature_set(d: Mapping[str, Any]) -> FeatureSet:
                 groups.append(SignalGroup(t, w, stats, mg, al))
     if not groups:
         raise FeatureSpecError("spec: no [[signals]] entries; a feature set needs at least one signal")
+    return groups
 
+
+def _parse_limits(d: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     limits: dict[str, tuple[float, float]] = {}
     for tag, lim in (d.get("limits") or {}).items():
         if not isinstance(lim, Mapping) or set(lim) - {"low", "high"}:
             raise FeatureSpecError(f"limits.{tag}: expected a table with low and/or high, got {lim!r}")
         limits[tag] = (float(lim.get("low", math.nan)), float(lim.get("high", math.nan)))
+    return limits
 
+
+def _parse_context(d: Mapping[str, Any]) -> list[ContextFeature]:
     context: list[ContextFeature] = []
     for i, cd in enumerate(d.get("context") or []):
         where = f"context[{i}]"
@@ -572,6 +567,31 @@ def parse_feature_set(d: Mapping[str, Any]) -> FeatureSet:
             if enc == "onehot" and len({_slug(c) for c in cats}) != len(cats):
                 raise FeatureSpecError(f"{where} ({name}): categories collide after slugging: {cats}")
         context.append(ContextFeature(name, kind, cats, enc))
+    return context
+
+
+_TOP_KEYS = {"version", "description", "min_good", "ewma_alpha", "stats", "accept_uncertain",
+             "windows", "signals", "context", "derived", "limits"}
+
+
+def parse_feature_set(d: Mapping[str, Any]) -> FeatureSet:
+    """Build a FeatureSet from a parsed TOML mapping, validating every entry."""
+    extra = set(d) - _TOP_KEYS
+    if extra:
+        raise FeatureSpecError(f"spec: unknown top-level keys {sorted(extra)}")
+    version = d.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise FeatureSpecError(f"spec: version must be a non-empty string, got {version!r}")
+    min_good = _min_good(d.get("min_good", 3), "spec")
+    alpha = _alpha(d.get("ewma_alpha", 0.2), "spec")
+    default_stats = _stats(d.get("stats", [s for s in STATS]), "spec")
+    accept_uncertain = d.get("accept_uncertain", False)
+    if not isinstance(accept_uncertain, bool):
+        raise FeatureSpecError(f"spec: accept_uncertain must be true/false, got {accept_uncertain!r}")
+    windows = _parse_windows(d)
+    groups = _parse_signals(d, windows, default_stats, min_good, alpha)
+    limits = _parse_limits(d)
+    context = _parse_context(d)
 
     names: list[str] = []
     for g in groups:
