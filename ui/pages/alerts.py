@@ -140,7 +140,9 @@ def _run(fn, *args, **kwargs):
     return html.Span(result.message.capitalize() + ".", className="pq-ok")
 
 
-def register(app, ctx):
+def _register_list(app, ctx):
+    """The alert list and its live refresh."""
+
     @secured_callback(app, "operator", Output("alerts-list", "children"), Output("alerts-shelved", "children"),
                       Output("alerts-signature", "data"),
                       Input("alerts-interval", "n_intervals"), Input("alerts-line", "value"),
@@ -150,6 +152,10 @@ def register(app, ctx):
         if sig == previous:
             return no_update, no_update, no_update
         return cards, shelved_box, sig
+
+
+def _register_acknowledge_and_feedback(app, ctx):
+    """Acknowledge and one-tap feedback (confirmed defect / false alarm)."""
 
     @secured_callback(app, "operator", Output("alerts-message", "children", allow_duplicate=True),
                       Output("alerts-changed", "data", allow_duplicate=True),
@@ -176,6 +182,10 @@ def register(app, ctx):
         verdict = trig["type"].removeprefix("alerts-fb-")
         msg = _run(actions.give_feedback, ctx.store, trig["index"], actor=current_actor(), verdict=verdict)
         return msg, (changed or 0) + 1
+
+
+def _register_shelving(app, ctx):
+    """Shelve with a reason and an expiry, and unshelve."""
 
     @secured_callback(app, "operator", Output("alerts-shelve-dialog", "hidden", allow_duplicate=True),
                       Output("alerts-shelve-target", "data"), Output("alerts-shelve-title", "children"),
@@ -223,6 +233,11 @@ def register(app, ctx):
             return no_update, no_update
         msg = _run(actions.unshelve, ctx.store, trig["index"], actor=current_actor())
         return msg, (changed or 0) + 1
+
+def register(app, ctx):
+    _register_list(app, ctx)
+    _register_acknowledge_and_feedback(app, ctx)
+    _register_shelving(app, ctx)
 
 
 PAGE = Page(path="/alerts", title="Alerts", role="operator", layout=layout, register=register)

@@ -230,8 +230,8 @@ def _compare_view(ctx, cand: int, prod: int):
         html.Details([html.Summary("Per condition, side by side"), html.Table(reg_rows, className="pq-table")], open=True)])
 
 
-def register(app, ctx):
-    runner = ctx.extras.setdefault("training_runner", TrainingRunner(ctx.store))
+def _register_lists(app, ctx):
+    """The job list and the version table, refreshed as jobs finish."""
 
     @secured_callback(app, "engineer", Output("models-jobs", "children"), Input("models-interval", "n_intervals"),
                       prevent_initial_call=True)
@@ -245,6 +245,20 @@ def register(app, ctx):
     def refresh_versions(_changed):
         opts, scopes, prod_opts = _options(ctx)
         return _versions_box(ctx), opts, opts, prod_opts or opts, scopes
+
+    @secured_callback(app, "engineer", Output("models-changed", "data", allow_duplicate=True),
+                      Input("models-jobs", "children"), State("models-changed", "data"), prevent_initial_call=True)
+    def versions_after_job(_jobs, changed):
+        # A finished job registers a version: refresh the lists once when the newest job is done.
+        jobs = recent_jobs(ctx.store, 1)
+        if jobs and jobs[0]["status"] == "done" and ctx.extras.get("last_done_job") != jobs[0]["id"]:
+            ctx.extras["last_done_job"] = jobs[0]["id"]
+            return (changed or 0) + 1
+        return no_update
+
+
+def _register_retrain(app, ctx, runner):
+    """Retraining from the page: a background job with progress."""
 
     @secured_callback(app, "engineer", Output("models-retrain-message", "children"),
                       Output("models-changed", "data", allow_duplicate=True),
@@ -275,15 +289,9 @@ def register(app, ctx):
             return html.Span(str(exc), className="pq-error"), no_update
         return html.Span(f"Retraining started (job {job_id}). You may leave this page.", className="pq-ok"), (changed or 0) + 1
 
-    @secured_callback(app, "engineer", Output("models-changed", "data", allow_duplicate=True),
-                      Input("models-jobs", "children"), State("models-changed", "data"), prevent_initial_call=True)
-    def versions_after_job(_jobs, changed):
-        # A finished job registers a version: refresh the lists once when the newest job is done.
-        jobs = recent_jobs(ctx.store, 1)
-        if jobs and jobs[0]["status"] == "done" and ctx.extras.get("last_done_job") != jobs[0]["id"]:
-            ctx.extras["last_done_job"] = jobs[0]["id"]
-            return (changed or 0) + 1
-        return no_update
+
+def _register_compare(app, ctx):
+    """Candidate against production, per regime."""
 
     @secured_callback(app, "engineer", Output("models-compare-result", "children"), Input("models-compare", "n_clicks"),
                       State("models-compare-candidate", "value"), State("models-compare-production", "value"),
@@ -297,6 +305,10 @@ def register(app, ctx):
             return _compare_view(ctx, int(cand), int(prod) if prod else None)
         except PQError as exc:
             return html.P(str(exc), className="pq-error")
+
+
+def _register_promotion(app, ctx):
+    """Promotion and rollback: named approver, reason, audited."""
 
     @secured_callback(app, "engineer", Output("models-promote-message", "children"),
                       Output("models-changed", "data", allow_duplicate=True),
@@ -338,6 +350,13 @@ def register(app, ctx):
             return html.Span(str(exc), className="pq-error"), no_update
         return (html.Span(f"Rolled back {dep.scope} to version #{dep.model_version_id}.", className="pq-ok"),
                 (changed or 0) + 1)
+
+def register(app, ctx):
+    runner = ctx.extras.setdefault("training_runner", TrainingRunner(ctx.store))
+    _register_lists(app, ctx)
+    _register_retrain(app, ctx, runner)
+    _register_compare(app, ctx)
+    _register_promotion(app, ctx)
 
 
 PAGE = Page(path="/models", title="Models", role="engineer", layout=layout, register=register)
