@@ -32,34 +32,14 @@ import numpy as np
 from asyncua import Server, ua
 from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 
+from .address_space import VTYPE, NodeBatch, add_line, add_simulator_object
 from .line_model import US, Cycle, LineModel, is_bad
 from .scenarios import get_scenario, parse_schedule
 from .security import APPLICATION_URI, PasswordUserManager, ensure_certificate, policies_for
-from .signals import (FOLDERS, GATE_FOLDER, NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER,
-                      gate_node_ids, line_id)
+from .signals import NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER, gate_node_ids, line_id
 
 logger = logging.getLogger(__name__)
 
-_VTYPE = {
-    "double": ua.VariantType.Double,
-    "int": ua.VariantType.Int64,
-    "bool": ua.VariantType.Boolean,
-    "string": ua.VariantType.String,
-    "datetime": ua.VariantType.DateTime,
-}
-_DATATYPE = {
-    "double": ua.ObjectIds.Double,
-    "int": ua.ObjectIds.Int64,
-    "bool": ua.ObjectIds.Boolean,
-    "string": ua.ObjectIds.String,
-    "datetime": ua.ObjectIds.DateTime,
-}
-GATE_VARIABLES = (  # one per signals.GATE_NAMES: name, initial value, types, description
-    ("Quarantine", False, ua.VariantType.Boolean, ua.ObjectIds.Boolean, "True: divert the part to quarantine"),
-    ("RiskScore", 0.0, ua.VariantType.Double, ua.ObjectIds.Double, "Defect risk of the part, 0..1"),
-    ("RiskSerial", "", ua.VariantType.String, ua.ObjectIds.String, "Serial of the part the request is about"),
-)
-_INITIAL = {"double": 0.0, "int": 0, "bool": False, "string": "", "datetime": datetime(1970, 1, 1, tzinfo=timezone.utc)}
 _SIG_INDEX = {s.name: i for i, s in enumerate(SIGNALS)}
 _NULL = ua.Variant(None, ua.VariantType.Null)
 _DISABLED = ua.MonitoringMode.Disabled
@@ -67,15 +47,6 @@ _DISABLED = ua.MonitoringMode.Disabled
 # benchmark measures delivery, not how fast queues overflow
 FLAT_OUT_MAX_PENDING = 10_000
 YIELD_EVERY = 1000  # values written between two yields to the event loop
-
-
-def _unece_id(code: str | None) -> int:
-    if not code:
-        return -1
-    v = 0
-    for ch in code:
-        v = (v << 8) | ord(ch)
-    return v
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -369,7 +340,7 @@ class SimulatorServer:
             self._resume.set()
         self._runners = [_LineRunner(m) for m in self.models]
         self._slots = [
-            [_NodeSlot(ua.NodeId(s.node_id_string(lid), 2), _VTYPE[s.dtype], s.dtype) for s in SIGNALS]
+            [_NodeSlot(ua.NodeId(s.node_id_string(lid), 2), VTYPE[s.dtype], s.dtype) for s in SIGNALS]
             for lid in self.line_ids
         ]
         await self._start_ua()
@@ -557,130 +528,38 @@ class SimulatorServer:
             await server.stop()
 
     async def _build_address_space(self, server: Server) -> None:
-        ns = self._ns
-        items: list[ua.AddNodesItem] = []
-        initial: dict[ua.NodeId, ua.DataValue] = {}
-        objects = ua.NodeId(ua.ObjectIds.ObjectsFolder)
-
-        def obj(sid: str, name: str, parent: ua.NodeId, desc: str = "") -> ua.NodeId:
-            nid = ua.NodeId(sid, ns)
-            attrs = ua.ObjectAttributes()
-            attrs.DisplayName = ua.LocalizedText(name)
-            attrs.Description = ua.LocalizedText(desc)
-            attrs.EventNotifier = 0
-            item = ua.AddNodesItem()
-            item.RequestedNewNodeId = nid
-            item.BrowseName = ua.QualifiedName(name, ns)
-            item.NodeClass = ua.NodeClass.Object
-            item.ParentNodeId = parent
-            item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.Organizes if parent == objects else ua.ObjectIds.HasComponent)
-            item.TypeDefinition = ua.NodeId(ua.ObjectIds.BaseObjectType)
-            item.NodeAttributes = attrs
-            items.append(item)
-            return nid
-
-        def var(sid: str, name: str, parent: ua.NodeId, dv: ua.DataValue, datatype: int, desc: str = "",
-                writable: bool = False, prop: bool = False, typedef: int = ua.ObjectIds.BaseDataVariableType,
-                bname_ns: int | None = None) -> ua.NodeId:
-            nid = ua.NodeId(sid, ns)
-            attrs = ua.VariableAttributes()
-            attrs.DisplayName = ua.LocalizedText(name)
-            attrs.Description = ua.LocalizedText(desc)
-            attrs.Value = dv.Value
-            initial[nid] = dv
-            attrs.DataType = ua.NodeId(datatype)
-            attrs.ValueRank = -1
-            level = ua.AccessLevel.CurrentRead.mask | (ua.AccessLevel.CurrentWrite.mask if writable else 0)
-            attrs.AccessLevel = level
-            attrs.UserAccessLevel = level
-            item = ua.AddNodesItem()
-            item.RequestedNewNodeId = nid
-            item.BrowseName = ua.QualifiedName(name, ns if bname_ns is None else bname_ns)
-            item.NodeClass = ua.NodeClass.Variable
-            item.ParentNodeId = parent
-            item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HasProperty if prop else ua.ObjectIds.HasComponent)
-            item.TypeDefinition = ua.NodeId(ua.ObjectIds.PropertyType if prop else typedef)
-            item.NodeAttributes = attrs
-            items.append(item)
-            return nid
-
-        def dv_of(value, vtype) -> ua.DataValue:
-            return ua.DataValue(ua.Variant(value, vtype))
-
+        nodes = NodeBatch(self._ns)
+        sim, self._sim_nodes = add_simulator_object(
+            nodes, scenario=self._scenario, speed=self.speed, paused=self._paused,
+            values_published=self._stats.values_published, values_written=self._stats.values_written,
+            lines=self.lines, seed=self.seed)
         gate_nodes: list[tuple[str, str, ua.NodeId]] = []
-        # Simulator control object
-        sim = obj(SIMULATOR_FOLDER, SIMULATOR_FOLDER, objects, "Simulator control (not part of a real machine)")
-        self._sim_nodes = {
-            "Scenario": var(f"{SIMULATOR_FOLDER}.Scenario", "Scenario", sim,
-                            dv_of(self._scenario, ua.VariantType.String), ua.ObjectIds.String,
-                            "Active scenario; write a scenario name to switch all lines", writable=True),
-            "Speed": var(f"{SIMULATOR_FOLDER}.Speed", "Speed", sim, dv_of(self.speed, ua.VariantType.Double),
-                         ua.ObjectIds.Double, "Simulated seconds per wall second (0 = flat out)", writable=True),
-            "Paused": var(f"{SIMULATOR_FOLDER}.Paused", "Paused", sim, dv_of(self._paused, ua.VariantType.Boolean),
-                          ua.ObjectIds.Boolean, "Write True to stop the simulated clock", writable=True),
-            "ValuesPublished": var(f"{SIMULATOR_FOLDER}.ValuesPublished", "ValuesPublished", sim,
-                                   dv_of(self._stats.values_published, ua.VariantType.UInt64), ua.ObjectIds.UInt64,
-                                   "Value changes written so far (what a StatusValue subscriber receives)"),
-            "ValuesWritten": var(f"{SIMULATOR_FOLDER}.ValuesWritten", "ValuesWritten", sim,
-                                 dv_of(self._stats.values_written, ua.VariantType.UInt64), ua.ObjectIds.UInt64,
-                                 "Values written so far"),
-            "Lines": var(f"{SIMULATOR_FOLDER}.Lines", "Lines", sim, dv_of(self.lines, ua.VariantType.Int32),
-                         ua.ObjectIds.Int32, "Number of lines"),
-            "Seed": var(f"{SIMULATOR_FOLDER}.Seed", "Seed", sim, dv_of(self.seed, ua.VariantType.Int64),
-                        ua.ObjectIds.Int64, "Random seed"),
-        }
         for i, lid in enumerate(self.line_ids):
-            line = obj(lid, lid, objects, f"Injection moulding machine {lid} (OPC 40077 spirit)")
-            ident = obj(f"{lid}.Identification", "Identification", line, "Machine identification")
-            for pname, pval in (("Manufacturer", "pq simulator"), ("Model", "IMM-sim 1100"),
-                                ("SerialNumber", f"SIM-{self.seed}-{i + 1:03d}"),
-                                ("ProductInstanceUri", f"{APPLICATION_URI}:{lid}")):
-                var(f"{lid}.Identification.{pname}", pname, ident, dv_of(pval, ua.VariantType.String),
-                    ua.ObjectIds.String, prop=True)
-            self._sim_nodes[f"{lid}.Scenario"] = var(
-                f"{lid}.Scenario", "Scenario", line,
-                dv_of(self._line_override.get(lid) or "", ua.VariantType.String), ua.ObjectIds.String,
-                "Per-line scenario override; '' follows Simulator.Scenario", writable=True)
-            gate = obj(f"{lid}.{GATE_FOLDER}", GATE_FOLDER, line,
-                       "Quality gate: a quality system writes here to divert (quarantine) a part")
-            for gname, gvalue, gvtype, gdtype, gdesc in GATE_VARIABLES:
-                gate_nodes.append((lid, gname, var(f"{lid}.{GATE_FOLDER}.{gname}", gname, gate, dv_of(gvalue, gvtype),
-                                                   gdtype, gdesc, writable=True)))
-            folders = {name: obj(f"{lid}.{name}", name, line, desc) for name, desc in FOLDERS}
-            for j, s in enumerate(SIGNALS):
-                slot = self._slots[i][j]
-                slot.nodeid = ua.NodeId(s.node_id_string(lid), ns)
-                dv = slot.last_dv or ua.DataValue(ua.Variant(_INITIAL[s.dtype], _VTYPE[s.dtype]),
-                                                  StatusCode=ua.StatusCode(ua.StatusCodes.UncertainInitialValue))
-                analog = s.dtype == "double" and s.low is not None
-                nid = var(s.node_id_string(lid), s.name, folders[s.folder], dv, _DATATYPE[s.dtype],
-                          f"{s.description} [{s.unit}]" if s.unit else s.description,
-                          typedef=ua.ObjectIds.AnalogItemType if analog else ua.ObjectIds.BaseDataVariableType)
-                if s.unit:
-                    eu = ua.EUInformation(NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
-                                          UnitId=_unece_id(s.unece), DisplayName=ua.LocalizedText(s.unit),
-                                          Description=ua.LocalizedText(s.unit))
-                    var(f"{s.node_id_string(lid)}.EngineeringUnits", "EngineeringUnits", nid,
-                        dv_of(eu, ua.VariantType.ExtensionObject), ua.ObjectIds.EUInformation, prop=True, bname_ns=0)
-                if s.low is not None:
-                    rng = ua.Range(Low=float(s.low), High=float(s.high))
-                    var(f"{s.node_id_string(lid)}.EURange", "EURange", nid,
-                        dv_of(rng, ua.VariantType.ExtensionObject), ua.ObjectIds.Range, prop=True, bname_ns=0)
-        results = await server.iserver.isession.add_nodes(items)
-        bad = [(it.RequestedNewNodeId, r.StatusCode) for it, r in zip(items, results) if not r.StatusCode.is_good()]
-        if bad:
-            raise RuntimeError(f"could not create {len(bad)} nodes, first: {bad[0]}")
-        aspace = server.iserver.aspace
-        for nid, dv in initial.items():
-            aspace._nodes[nid].attributes[ua.AttributeIds.Value].value = dv
+            # a restarted endpoint comes back with the values (and overrides) it had
+            line = add_line(nodes, i, lid, seed=self.seed, scenario_override=self._line_override.get(lid) or "",
+                            last_values=[slot.last_dv for slot in self._slots[i]])
+            self._sim_nodes[f"{lid}.Scenario"] = line.scenario
+            gate_nodes += [(lid, gname, nid) for gname, nid in line.gate]
+            for slot, nid in zip(self._slots[i], line.signals):
+                slot.nodeid = nid
+        aspace = await nodes.add_to(server)
         for slots in self._slots:
             for slot in slots:
                 slot.attval = aspace._nodes[slot.nodeid].attributes[ua.AttributeIds.Value]
+        self._hook_gate_writes(aspace, gate_nodes)
+        await self._add_methods(server, sim)
+        self._hook_control_writes(aspace)
+
+    def _hook_gate_writes(self, aspace, gate_nodes: list[tuple[str, str, ua.NodeId]]) -> None:
+        """Record what clients write to each line's QualityGate (what :meth:`gate_writes` returns)."""
         for lid, gname, nid in gate_nodes:
             async def on_gate_write(_handle, dv, lid=lid, gname=gname):
                 self._gate_writes[lid].append((gname, dv.Value.Value if dv.Value is not None else None))
 
             aspace.add_datachange_callback(nid, ua.AttributeIds.Value, on_gate_write)
+
+    async def _add_methods(self, server: Server, sim: ua.NodeId) -> None:
+        ns = self._ns
         # method SetScenario(name) -> validates, unlike a plain write
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.SetScenario", ns), ua.QualifiedName("SetScenario", ns),
@@ -688,6 +567,9 @@ class SimulatorServer:
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.Restart", ns), ua.QualifiedName("Restart", ns),
             self._method_restart, [ua.VariantType.Double], [])
+
+    def _hook_control_writes(self, aspace) -> None:
+        """A client's write to a writable Simulator node (or a line's Scenario) acts on the simulator."""
         for key, nid in self._sim_nodes.items():
             if key in ("Scenario", "Speed", "Paused") or key.endswith(".Scenario"):
                 aspace.add_datachange_callback(nid, ua.AttributeIds.Value, self._make_control_callback(key))
