@@ -165,6 +165,23 @@ class _Stats:
     started_at: float = field(default_factory=time.time)
 
 
+def _check_arguments(*, lines: int, speed: float, sample_hz: float, port: int, write_mode: str,
+                     restart_every_s: float, restart_down_s: float) -> None:
+    """Refuse :class:`SimulatorServer` arguments it cannot run with, before anything is built."""
+    if lines < 1:
+        raise ValueError(f"lines must be >= 1, got {lines}")
+    if speed < 0:
+        raise ValueError(f"speed must be >= 0, got {speed}")
+    if sample_hz <= 0:
+        raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
+    if port < 0 or port > 65535:
+        raise ValueError(f"port must be in 0..65535, got {port}")
+    if write_mode not in ("fast", "naive"):
+        raise ValueError(f"write_mode must be 'fast' or 'naive', got {write_mode!r}")
+    if restart_down_s < 0 or restart_every_s <= 0:
+        raise ValueError("restart_every_s must be > 0 and restart_down_s >= 0")
+
+
 class SimulatorServer:
     """OPC UA server serving ``lines`` simulated injection-moulding lines.
 
@@ -203,18 +220,8 @@ class SimulatorServer:
         endpoint_path: str = "/pq/sim/",
         first_serial: int = 1,
     ) -> None:
-        if lines < 1:
-            raise ValueError(f"lines must be >= 1, got {lines}")
-        if speed < 0:
-            raise ValueError(f"speed must be >= 0, got {speed}")
-        if sample_hz <= 0:
-            raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
-        if port < 0 or port > 65535:
-            raise ValueError(f"port must be in 0..65535, got {port}")
-        if write_mode not in ("fast", "naive"):
-            raise ValueError(f"write_mode must be 'fast' or 'naive', got {write_mode!r}")
-        if restart_down_s < 0 or restart_every_s <= 0:
-            raise ValueError("restart_every_s must be > 0 and restart_down_s >= 0")
+        _check_arguments(lines=lines, speed=speed, sample_hz=sample_hz, port=port, write_mode=write_mode,
+                         restart_every_s=restart_every_s, restart_down_s=restart_down_s)
         self.policies = policies_for(security)
         self.schedule = parse_schedule(scenario)
         self.security = security
@@ -248,6 +255,11 @@ class SimulatorServer:
             )
             for i, lid in enumerate(self.line_ids)
         ]
+        self._init_runtime_state(paused, write_mode)
+
+    def _init_runtime_state(self, paused: bool, write_mode: str) -> None:
+        """What changes while the server runs; the asyncio objects wait for :meth:`start` (they need
+        the running loop)."""
         self._runners: list[_LineRunner] = []
         self._slots: list[list[_NodeSlot]] = []
         self._server: Server | None = None
@@ -255,7 +267,7 @@ class SimulatorServer:
         self._up = False
         self._running = False
         self._paused = bool(paused)
-        self._resume: asyncio.Event | None = None  # created in start(), inside the running loop
+        self._resume: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._restart_lock: asyncio.Lock | None = None
         self._stats = _Stats()
@@ -271,7 +283,6 @@ class SimulatorServer:
         self._sim_nodes: dict[str, ua.NodeId] = {}
         self.server_certificate_path: Path | None = None
         self.server_key_path: Path | None = None
-        self._nodes_dirty = False
 
     # -- public properties ---------------------------------------------------------------------------
     @property
