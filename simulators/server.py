@@ -1,11 +1,17 @@
 """The live OPC UA server: drives one :class:`~simulators.line_model.LineModel` per line against the
 wall clock and publishes every value with its simulated source timestamp and status code.
 
-Owns: the address space (OPC 40077 spirit: per line InjectionUnit, Mould, Clamping, Machine, Cycle,
-Environment, Material, Production, Inspection), pacing (``speed``), batched writes that avoid
-asyncua's per-value deep copy, scenario switching (writable ``Simulator.Scenario`` node, a
-``SetScenario`` method, ``set_scenario()``), the server-restart mechanism, security and users.
-Imports nothing of ``pq``.
+Owns: the endpoint's lifecycle, pacing (``speed``), batched writes, scenario switching (writable
+``Simulator.Scenario`` node, a ``SetScenario`` method, ``set_scenario()``), the server-restart
+mechanism, security and users. The node layout is :mod:`simulators.address_space`, the order of
+writes :mod:`simulators.write_groups`, the no-copy write :mod:`simulators.fast_write`. Imports
+nothing of ``pq``.
+
+Why this file is over 400 lines: :class:`SimulatorServer` is one state machine. Its lifecycle,
+control callbacks and publish loop share the same state (the clock anchor, the paused flag, the
+endpoint's up flag, the node slots and counters), and no method is over 60 lines; spreading the
+class over mixins would split that state across files without making any piece simpler. The parts
+that do not touch that state live in the modules named above.
 
 Example::
 
@@ -18,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import socket
 import tempfile
@@ -27,22 +32,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
-
 from asyncua import Server, ua
-from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 
 from .address_space import VTYPE, NodeBatch, add_line, add_simulator_object
-from .line_model import US, Cycle, LineModel, is_bad
+from .fast_write import fast_path_available, fast_write
+from .line_model import US, LineModel, is_bad
 from .scenarios import get_scenario, parse_schedule
 from .security import APPLICATION_URI, PasswordUserManager, ensure_certificate, policies_for
 from .signals import NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER, gate_node_ids, line_id
+from .write_groups import LineRunner
 
 logger = logging.getLogger(__name__)
 
-_SIG_INDEX = {s.name: i for i, s in enumerate(SIGNALS)}
 _NULL = ua.Variant(None, ua.VariantType.Null)
-_DISABLED = ua.MonitoringMode.Disabled
 # flat-out mode (speed 0) waits while more than this many notifications wait to be published, so a
 # benchmark measures delivery, not how fast queues overflow
 FLAT_OUT_MAX_PENDING = 10_000
@@ -64,82 +66,6 @@ def check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as e:
             raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-
-
-def _fast_path_available() -> bool:
-    """The no-copy write path relies on asyncua 2.x internals; verify them once."""
-    mv = MonitoredItemValues()
-    return (
-        hasattr(mv, "current_dvalue")
-        and hasattr(mv, "old_dvalue")
-        and hasattr(MonitoredItemService, "datachange_callback")
-        and hasattr(MonitoredItemService, "_is_data_changed")
-    )
-
-
-class _LineRunner:
-    """Flattens each cycle of one model into time-ordered write groups and hands out the due ones."""
-
-    def __init__(self, model: LineModel) -> None:
-        self.model = model
-        self.line_id = model.line_id
-        self.completed: list[dict] = []  # truth rows of parts whose serial was published
-        self.parts: list[dict] = []
-        self._group_t: list[int] = []
-        self._groups: list[list[tuple[int, object, int]]] = []
-        self._pos = 0
-        self._cycle: Cycle | None = None
-        self._load_next()
-
-    def _load_next(self) -> None:
-        c = self.model.next_cycle()
-        self._cycle = c
-        if c.cont:
-            t = np.concatenate([s.t_us for s in c.cont])
-            sig = np.concatenate([np.full(len(s.t_us), _SIG_INDEX[s.name], dtype=np.int64) for s in c.cont])
-            val = np.concatenate([s.values for s in c.cont])
-            st = np.concatenate(
-                [s.status if s.status is not None else np.zeros(len(s.t_us), dtype=np.uint32) for s in c.cont]
-            )
-            order = np.argsort(t, kind="stable")
-            t, sig, val, st = t[order].tolist(), sig[order].tolist(), val[order].tolist(), st[order].tolist()
-        else:
-            t, sig, val, st = [], [], [], []
-        group_t: list[int] = []
-        groups: list[list[tuple[int, object, int]]] = []
-        last = None
-        for ti, si, vi, sti in zip(t, sig, val, st):
-            if ti != last:
-                group_t.append(ti)
-                groups.append([])
-                last = ti
-            groups[-1].append((si, vi, sti))
-        group_t.append(c.t_end_us)
-        groups.append([(_SIG_INDEX[name], value, status) for name, value, status in c.events])
-        self._group_t, self._groups, self._pos = group_t, groups, 0
-
-    @property
-    def next_due_us(self) -> int:
-        return self._group_t[self._pos]
-
-    def pop_due(self, now_us: int, out: list) -> None:
-        """Append (line runner, t_us, items) for every group due at ``now_us`` (crossing cycles)."""
-        while True:
-            end = bisect.bisect_right(self._group_t, now_us, lo=self._pos)
-            for i in range(self._pos, end):
-                out.append((self, self._group_t[i], self._groups[i]))
-            finished = end == len(self._group_t)
-            self._pos = end
-            if not finished:
-                return
-            c = self._cycle
-            self.completed.append(c.truth)
-            self.parts.append(c.part)
-            self._load_next()
-
-    def pop_cycle(self, out: list) -> None:
-        """Append all remaining groups of the current cycle (flat-out mode)."""
-        self.pop_due(self._group_t[-1], out)
 
 
 @dataclass
@@ -260,7 +186,7 @@ class SimulatorServer:
     def _init_runtime_state(self, paused: bool, write_mode: str) -> None:
         """What changes while the server runs; the asyncio objects wait for :meth:`start` (they need
         the running loop)."""
-        self._runners: list[_LineRunner] = []
+        self._runners: list[LineRunner] = []
         self._slots: list[list[_NodeSlot]] = []
         self._server: Server | None = None
         self._ns = 2
@@ -277,7 +203,7 @@ class SimulatorServer:
         self._line_override: dict[str, str | None] = {}
         self._anchor_wall = 0.0
         self._anchor_sim_us = 0
-        self._fast = write_mode == "fast" and _fast_path_available()
+        self._fast = write_mode == "fast" and fast_path_available()
         if write_mode == "fast" and not self._fast:
             logger.warning("asyncua internals changed: falling back to write_attribute_value (slower)")
         self._sim_nodes: dict[str, ua.NodeId] = {}
@@ -349,7 +275,7 @@ class SimulatorServer:
         self._restart_lock = asyncio.Lock()
         if not self._paused:
             self._resume.set()
-        self._runners = [_LineRunner(m) for m in self.models]
+        self._runners = [LineRunner(m) for m in self.models]
         self._slots = [
             [_NodeSlot(ua.NodeId(s.node_id_string(lid), 2), VTYPE[s.dtype], s.dtype) for s in SIGNALS]
             for lid in self.line_ids
@@ -731,7 +657,7 @@ class SimulatorServer:
                     slot.published += 1
                     st.values_published += 1
                 if fast:
-                    self._fast_write(slot.attval, dv)
+                    fast_write(slot.attval, dv)
                 elif naive:
                     await self._server.get_node(slot.nodeid).write_value(dv)
                 else:
@@ -742,50 +668,6 @@ class SimulatorServer:
                 await asyncio.sleep(0)
                 up = self._up and self._server is not None
                 server_ts = datetime.now(timezone.utc)
-
-    def _fast_write(self, attval, dv: ua.DataValue) -> None:
-        """Store ``dv`` and queue it for every monitored item, without asyncua's per-item deep copy.
-
-        Our DataValues are fresh objects that are never mutated after this call, so the copy that
-        MonitoredItemValues.set_current_datavalue makes to protect against aliasing is not needed.
-        """
-        attval.value = dv
-        cbs = attval.datachange_callbacks
-        if not cbs:
-            return
-        for handle, cb in list(cbs.items()):
-            svc = getattr(cb, "__self__", None)
-            if not isinstance(svc, MonitoredItemService):
-                asyncio.ensure_future(cb(handle, dv))
-                continue
-            mid = svc._monitored_datachange.get(handle)
-            mdata = svc._monitored_items.get(mid) if mid is not None else None
-            if mdata is None or mdata.mode == _DISABLED:
-                continue
-            mv = mdata.mvalue
-            old = mv.current_dvalue
-            mv.old_dvalue = old
-            mv.current_dvalue = dv
-            flt = mdata.filter
-            if flt:
-                ok = svc._is_data_changed(mv, flt.Trigger) and svc._is_deadband_exceeded(mv, flt)
-            else:
-                ok = old is None or old.StatusCode != dv.StatusCode or old.Value != dv.Value
-            if not ok:
-                continue
-            isub = svc.isub
-            queue = isub._triggered_datachanges
-            ev = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=dv)
-            lst = queue.get(mid)
-            if lst is None:
-                queue[mid] = [ev]
-                if isub._task is None and isub.data.RevisedPublishingInterval <= 0.0:
-                    asyncio.ensure_future(isub._trigger_publish())
-            else:
-                size = mdata.queue_size
-                if size and len(lst) >= size:
-                    del lst[0]
-                lst.append(ev)
 
     async def _restart_loop(self) -> None:
         """Restart the endpoint periodically while a line runs the server-restart scenario."""
