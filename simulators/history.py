@@ -163,12 +163,7 @@ def generate_history(
     >>> res.parts.serial.iloc[0], res.samples.tag.dtype.name
     ('L1-000001', 'category')
     """
-    if days <= 0:
-        raise ValueError(f"days must be > 0, got {days}")
-    if lines < 1:
-        raise ValueError(f"lines must be >= 1, got {lines}")
-    if sample_hz <= 0:
-        raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
+    _check_arguments(days=days, lines=lines, sample_hz=sample_hz)
     schedule = parse_schedule(scenario)
     start = start or datetime(2025, 1, 6, tzinfo=timezone.utc)
     if start.tzinfo is None:
@@ -183,42 +178,15 @@ def generate_history(
     t_wall = time.perf_counter()
     all_parts: list[dict] = []
     truth: list[dict] = []
-    tables: list[pa.Table] = []
-    n_samples = 0
+    sink = _SampleSink(writer, keep_samples)
     try:
         for i in range(lines):
             lid = line_id(i)
             model = LineModel(lid, seed=seed, start=start, sample_hz=sample_hz, scenario=schedule,
                               label_delay=label_delay, signal_hz=signal_hz, line_index=i)
-            buf = _SampleBuffer(lid, model.start_epoch_us)
-            cycles = 0
-            while model.t_us < end_us:
-                c = model.next_cycle()
-                all_parts.append(c.part)
-                truth.append(c.truth)
-                buf.add_cycle(c)
-                cycles += 1
-                if cycles % chunk_cycles == 0:
-                    table = buf.flush()
-                    n_samples += table.num_rows
-                    if writer is not None:
-                        writer.write_table(table)
-                    if keep_samples:
-                        tables.append(table)
-                    frac = (i + min(1.0, model.t_us / end_us)) / lines
-                    progress(0.95 * frac, f"{lid}: {cycles:,} parts, {n_samples:,} samples")
-            # the last parts still need their inspection: keep the line running, keep only the labels
-            last_serial = c.serial if cycles else None
-            while last_serial and all_parts[-1]["inspected_at_us"] is None:
-                model.next_cycle()
-            table = buf.flush()
-            if table is not None:
-                n_samples += table.num_rows
-                if writer is not None:
-                    writer.write_table(table)
-                if keep_samples:
-                    tables.append(table)
-            progress(0.95 * (i + 1) / lines, f"{lid}: {cycles:,} parts, {n_samples:,} samples")
+            cycles = _run_line(model, end_us, sink, all_parts, truth, chunk_cycles,
+                               lambda frac, message, i=i: progress(0.95 * ((i + frac) / lines), message))
+            progress(0.95 * (i + 1) / lines, f"{lid}: {cycles:,} parts, {sink.rows:,} samples")
     finally:
         if writer is not None:
             writer.close()
@@ -226,26 +194,89 @@ def generate_history(
     parts = parts_frame(all_parts, start)
     gt = pd.DataFrame(truth)
     tags = signals_frame()
-    samples = None
-    if keep_samples:
-        table = pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
-        samples = table.to_pandas()
-        for col in ("line_id", "tag"):
-            samples[col] = samples[col].astype("category")
+    samples = _samples_frame(sink.tables) if keep_samples else None
     elapsed = time.perf_counter() - t_wall
     stats = {
         "days": days, "lines": lines, "seed": seed, "sample_hz": sample_hz, "label_delay": label_delay,
         "scenario": [[d, n] for d, n in schedule], "start": start.isoformat(), "parts": len(parts),
-        "samples": n_samples, "defect_rate": float(parts["defect"].mean()) if len(parts) else 0.0,
+        "samples": sink.rows, "defect_rate": float(parts["defect"].mean()) if len(parts) else 0.0,
         "elapsed_s": round(elapsed, 3), "x_realtime": round(days * 86400 * lines / max(elapsed, 1e-9), 1),
     }
     if out is not None:
         progress(0.97, "writing parts, ground truth and tags")
-        parts.to_parquet(out / "parts.parquet", index=False)
-        gt.to_parquet(out / "ground_truth.parquet", index=False)
-        tags.to_csv(out / "tags.csv", index=False)
-        (out / "manifest.json").write_text(json.dumps({"generator": "pq simulator", **stats}, indent=2) + "\n")
-    progress(1.0, f"{len(parts):,} parts, {n_samples:,} samples in {elapsed:.1f} s ({stats['x_realtime']:,}x real time)")
+        _write_tables(out, parts, gt, tags, stats)
+    progress(1.0, f"{len(parts):,} parts, {sink.rows:,} samples in {elapsed:.1f} s ({stats['x_realtime']:,}x real time)")
     logger.info("history: %d line(s) x %g day(s): %d parts, %d samples in %.1f s", lines, days, len(parts),
-                n_samples, elapsed)
+                sink.rows, elapsed)
     return HistoryResult(parts=parts, samples=samples, ground_truth=gt, tags=tags, out_dir=out, stats=stats)
+
+
+def _check_arguments(*, days: float, lines: int, sample_hz: float) -> None:
+    if days <= 0:
+        raise ValueError(f"days must be > 0, got {days}")
+    if lines < 1:
+        raise ValueError(f"lines must be >= 1, got {lines}")
+    if sample_hz <= 0:
+        raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
+
+
+class _SampleSink:
+    """Where each flushed chunk of samples goes: the Parquet file (if any) and, if kept, memory."""
+
+    def __init__(self, writer: pq_.ParquetWriter | None, keep: bool) -> None:
+        self.writer = writer
+        self.keep = keep
+        self.tables: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        if self.writer is not None:
+            self.writer.write_table(table)
+        if self.keep:
+            self.tables.append(table)
+
+
+def _run_line(model: LineModel, end_us: int, sink: _SampleSink, all_parts: list[dict], truth: list[dict],
+              chunk_cycles: int, progress: Progress) -> int:
+    """Run one line to ``end_us``, then on until its last part is inspected; return the parts made.
+
+    Samples go to ``sink`` every ``chunk_cycles`` cycles (memory stays bounded however long the
+    history); ``progress`` gets the fraction of this line done.
+    """
+    lid = model.line_id
+    buf = _SampleBuffer(lid, model.start_epoch_us)
+    cycles = 0
+    while model.t_us < end_us:
+        c = model.next_cycle()
+        all_parts.append(c.part)
+        truth.append(c.truth)
+        buf.add_cycle(c)
+        cycles += 1
+        if cycles % chunk_cycles == 0:
+            sink.add(buf.flush())
+            progress(min(1.0, model.t_us / end_us), f"{lid}: {cycles:,} parts, {sink.rows:,} samples")
+    # the last parts still need their inspection: keep the line running, keep only the labels
+    last_serial = c.serial if cycles else None
+    while last_serial and all_parts[-1]["inspected_at_us"] is None:
+        model.next_cycle()
+    table = buf.flush()
+    if table is not None:
+        sink.add(table)
+    return cycles
+
+
+def _samples_frame(tables: list[pa.Table]) -> pd.DataFrame:
+    table = pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
+    samples = table.to_pandas()
+    for col in ("line_id", "tag"):
+        samples[col] = samples[col].astype("category")
+    return samples
+
+
+def _write_tables(out: Path, parts: pd.DataFrame, gt: pd.DataFrame, tags: pd.DataFrame, stats: dict) -> None:
+    """The files besides ``samples.parquet`` (written chunk by chunk while the lines run)."""
+    parts.to_parquet(out / "parts.parquet", index=False)
+    gt.to_parquet(out / "ground_truth.parquet", index=False)
+    tags.to_csv(out / "tags.csv", index=False)
+    (out / "manifest.json").write_text(json.dumps({"generator": "pq simulator", **stats}, indent=2) + "\n")

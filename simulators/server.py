@@ -1,11 +1,17 @@
 """The live OPC UA server: drives one :class:`~simulators.line_model.LineModel` per line against the
 wall clock and publishes every value with its simulated source timestamp and status code.
 
-Owns: the address space (OPC 40077 spirit: per line InjectionUnit, Mould, Clamping, Machine, Cycle,
-Environment, Material, Production, Inspection), pacing (``speed``), batched writes that avoid
-asyncua's per-value deep copy, scenario switching (writable ``Simulator.Scenario`` node, a
-``SetScenario`` method, ``set_scenario()``), the server-restart mechanism, security and users.
-Imports nothing of ``pq``.
+Owns: the endpoint's lifecycle, pacing (``speed``), batched writes, scenario switching (writable
+``Simulator.Scenario`` node, a ``SetScenario`` method, ``set_scenario()``), the server-restart
+mechanism, security and users. The node layout is :mod:`simulators.address_space`, the order of
+writes :mod:`simulators.write_groups`, the no-copy write :mod:`simulators.fast_write`. Imports
+nothing of ``pq``.
+
+Why this file is over 400 lines: :class:`SimulatorServer` is one state machine. Its lifecycle,
+control callbacks and publish loop share the same state (the clock anchor, the paused flag, the
+endpoint's up flag, the node slots and counters), and no method is over 60 lines; spreading the
+class over mixins would split that state across files without making any piece simpler. The parts
+that do not touch that state live in the modules named above.
 
 Example::
 
@@ -18,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import socket
 import tempfile
@@ -27,55 +32,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
-
 from asyncua import Server, ua
-from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 
-from .line_model import US, Cycle, LineModel, is_bad
+from .address_space import VTYPE, NodeBatch, add_line, add_simulator_object
+from .fast_write import fast_path_available, fast_write
+from .line_model import US, LineModel, is_bad
 from .scenarios import get_scenario, parse_schedule
 from .security import APPLICATION_URI, PasswordUserManager, ensure_certificate, policies_for
-from .signals import (FOLDERS, GATE_FOLDER, NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER,
-                      gate_node_ids, line_id)
+from .signals import NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER, gate_node_ids, line_id
+from .write_groups import LineRunner
 
 logger = logging.getLogger(__name__)
 
-_VTYPE = {
-    "double": ua.VariantType.Double,
-    "int": ua.VariantType.Int64,
-    "bool": ua.VariantType.Boolean,
-    "string": ua.VariantType.String,
-    "datetime": ua.VariantType.DateTime,
-}
-_DATATYPE = {
-    "double": ua.ObjectIds.Double,
-    "int": ua.ObjectIds.Int64,
-    "bool": ua.ObjectIds.Boolean,
-    "string": ua.ObjectIds.String,
-    "datetime": ua.ObjectIds.DateTime,
-}
-GATE_VARIABLES = (  # one per signals.GATE_NAMES: name, initial value, types, description
-    ("Quarantine", False, ua.VariantType.Boolean, ua.ObjectIds.Boolean, "True: divert the part to quarantine"),
-    ("RiskScore", 0.0, ua.VariantType.Double, ua.ObjectIds.Double, "Defect risk of the part, 0..1"),
-    ("RiskSerial", "", ua.VariantType.String, ua.ObjectIds.String, "Serial of the part the request is about"),
-)
-_INITIAL = {"double": 0.0, "int": 0, "bool": False, "string": "", "datetime": datetime(1970, 1, 1, tzinfo=timezone.utc)}
-_SIG_INDEX = {s.name: i for i, s in enumerate(SIGNALS)}
 _NULL = ua.Variant(None, ua.VariantType.Null)
-_DISABLED = ua.MonitoringMode.Disabled
 # flat-out mode (speed 0) waits while more than this many notifications wait to be published, so a
 # benchmark measures delivery, not how fast queues overflow
 FLAT_OUT_MAX_PENDING = 10_000
 YIELD_EVERY = 1000  # values written between two yields to the event loop
-
-
-def _unece_id(code: str | None) -> int:
-    if not code:
-        return -1
-    v = 0
-    for ch in code:
-        v = (v << 8) | ord(ch)
-    return v
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,82 +66,6 @@ def check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as e:
             raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-
-
-def _fast_path_available() -> bool:
-    """The no-copy write path relies on asyncua 2.x internals; verify them once."""
-    mv = MonitoredItemValues()
-    return (
-        hasattr(mv, "current_dvalue")
-        and hasattr(mv, "old_dvalue")
-        and hasattr(MonitoredItemService, "datachange_callback")
-        and hasattr(MonitoredItemService, "_is_data_changed")
-    )
-
-
-class _LineRunner:
-    """Flattens each cycle of one model into time-ordered write groups and hands out the due ones."""
-
-    def __init__(self, model: LineModel) -> None:
-        self.model = model
-        self.line_id = model.line_id
-        self.completed: list[dict] = []  # truth rows of parts whose serial was published
-        self.parts: list[dict] = []
-        self._group_t: list[int] = []
-        self._groups: list[list[tuple[int, object, int]]] = []
-        self._pos = 0
-        self._cycle: Cycle | None = None
-        self._load_next()
-
-    def _load_next(self) -> None:
-        c = self.model.next_cycle()
-        self._cycle = c
-        if c.cont:
-            t = np.concatenate([s.t_us for s in c.cont])
-            sig = np.concatenate([np.full(len(s.t_us), _SIG_INDEX[s.name], dtype=np.int64) for s in c.cont])
-            val = np.concatenate([s.values for s in c.cont])
-            st = np.concatenate(
-                [s.status if s.status is not None else np.zeros(len(s.t_us), dtype=np.uint32) for s in c.cont]
-            )
-            order = np.argsort(t, kind="stable")
-            t, sig, val, st = t[order].tolist(), sig[order].tolist(), val[order].tolist(), st[order].tolist()
-        else:
-            t, sig, val, st = [], [], [], []
-        group_t: list[int] = []
-        groups: list[list[tuple[int, object, int]]] = []
-        last = None
-        for ti, si, vi, sti in zip(t, sig, val, st):
-            if ti != last:
-                group_t.append(ti)
-                groups.append([])
-                last = ti
-            groups[-1].append((si, vi, sti))
-        group_t.append(c.t_end_us)
-        groups.append([(_SIG_INDEX[name], value, status) for name, value, status in c.events])
-        self._group_t, self._groups, self._pos = group_t, groups, 0
-
-    @property
-    def next_due_us(self) -> int:
-        return self._group_t[self._pos]
-
-    def pop_due(self, now_us: int, out: list) -> None:
-        """Append (line runner, t_us, items) for every group due at ``now_us`` (crossing cycles)."""
-        while True:
-            end = bisect.bisect_right(self._group_t, now_us, lo=self._pos)
-            for i in range(self._pos, end):
-                out.append((self, self._group_t[i], self._groups[i]))
-            finished = end == len(self._group_t)
-            self._pos = end
-            if not finished:
-                return
-            c = self._cycle
-            self.completed.append(c.truth)
-            self.parts.append(c.part)
-            self._load_next()
-
-    def pop_cycle(self, out: list) -> None:
-        """Append all remaining groups of the current cycle (flat-out mode)."""
-        self.pop_due(self._group_t[-1], out)
 
 
 @dataclass
@@ -192,6 +89,23 @@ class _Stats:
     lag_s: float = 0.0
     restarts: int = 0
     started_at: float = field(default_factory=time.time)
+
+
+def _check_arguments(*, lines: int, speed: float, sample_hz: float, port: int, write_mode: str,
+                     restart_every_s: float, restart_down_s: float) -> None:
+    """Refuse :class:`SimulatorServer` arguments it cannot run with, before anything is built."""
+    if lines < 1:
+        raise ValueError(f"lines must be >= 1, got {lines}")
+    if speed < 0:
+        raise ValueError(f"speed must be >= 0, got {speed}")
+    if sample_hz <= 0:
+        raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
+    if port < 0 or port > 65535:
+        raise ValueError(f"port must be in 0..65535, got {port}")
+    if write_mode not in ("fast", "naive"):
+        raise ValueError(f"write_mode must be 'fast' or 'naive', got {write_mode!r}")
+    if restart_down_s < 0 or restart_every_s <= 0:
+        raise ValueError("restart_every_s must be > 0 and restart_down_s >= 0")
 
 
 class SimulatorServer:
@@ -232,18 +146,8 @@ class SimulatorServer:
         endpoint_path: str = "/pq/sim/",
         first_serial: int = 1,
     ) -> None:
-        if lines < 1:
-            raise ValueError(f"lines must be >= 1, got {lines}")
-        if speed < 0:
-            raise ValueError(f"speed must be >= 0, got {speed}")
-        if sample_hz <= 0:
-            raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
-        if port < 0 or port > 65535:
-            raise ValueError(f"port must be in 0..65535, got {port}")
-        if write_mode not in ("fast", "naive"):
-            raise ValueError(f"write_mode must be 'fast' or 'naive', got {write_mode!r}")
-        if restart_down_s < 0 or restart_every_s <= 0:
-            raise ValueError("restart_every_s must be > 0 and restart_down_s >= 0")
+        _check_arguments(lines=lines, speed=speed, sample_hz=sample_hz, port=port, write_mode=write_mode,
+                         restart_every_s=restart_every_s, restart_down_s=restart_down_s)
         self.policies = policies_for(security)
         self.schedule = parse_schedule(scenario)
         self.security = security
@@ -277,14 +181,19 @@ class SimulatorServer:
             )
             for i, lid in enumerate(self.line_ids)
         ]
-        self._runners: list[_LineRunner] = []
+        self._init_runtime_state(paused, write_mode)
+
+    def _init_runtime_state(self, paused: bool, write_mode: str) -> None:
+        """What changes while the server runs; the asyncio objects wait for :meth:`start` (they need
+        the running loop)."""
+        self._runners: list[LineRunner] = []
         self._slots: list[list[_NodeSlot]] = []
         self._server: Server | None = None
         self._ns = 2
         self._up = False
         self._running = False
         self._paused = bool(paused)
-        self._resume: asyncio.Event | None = None  # created in start(), inside the running loop
+        self._resume: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._restart_lock: asyncio.Lock | None = None
         self._stats = _Stats()
@@ -294,13 +203,12 @@ class SimulatorServer:
         self._line_override: dict[str, str | None] = {}
         self._anchor_wall = 0.0
         self._anchor_sim_us = 0
-        self._fast = write_mode == "fast" and _fast_path_available()
+        self._fast = write_mode == "fast" and fast_path_available()
         if write_mode == "fast" and not self._fast:
             logger.warning("asyncua internals changed: falling back to write_attribute_value (slower)")
         self._sim_nodes: dict[str, ua.NodeId] = {}
         self.server_certificate_path: Path | None = None
         self.server_key_path: Path | None = None
-        self._nodes_dirty = False
 
     # -- public properties ---------------------------------------------------------------------------
     @property
@@ -367,9 +275,9 @@ class SimulatorServer:
         self._restart_lock = asyncio.Lock()
         if not self._paused:
             self._resume.set()
-        self._runners = [_LineRunner(m) for m in self.models]
+        self._runners = [LineRunner(m) for m in self.models]
         self._slots = [
-            [_NodeSlot(ua.NodeId(s.node_id_string(lid), 2), _VTYPE[s.dtype], s.dtype) for s in SIGNALS]
+            [_NodeSlot(ua.NodeId(s.node_id_string(lid), 2), VTYPE[s.dtype], s.dtype) for s in SIGNALS]
             for lid in self.line_ids
         ]
         await self._start_ua()
@@ -557,130 +465,38 @@ class SimulatorServer:
             await server.stop()
 
     async def _build_address_space(self, server: Server) -> None:
-        ns = self._ns
-        items: list[ua.AddNodesItem] = []
-        initial: dict[ua.NodeId, ua.DataValue] = {}
-        objects = ua.NodeId(ua.ObjectIds.ObjectsFolder)
-
-        def obj(sid: str, name: str, parent: ua.NodeId, desc: str = "") -> ua.NodeId:
-            nid = ua.NodeId(sid, ns)
-            attrs = ua.ObjectAttributes()
-            attrs.DisplayName = ua.LocalizedText(name)
-            attrs.Description = ua.LocalizedText(desc)
-            attrs.EventNotifier = 0
-            item = ua.AddNodesItem()
-            item.RequestedNewNodeId = nid
-            item.BrowseName = ua.QualifiedName(name, ns)
-            item.NodeClass = ua.NodeClass.Object
-            item.ParentNodeId = parent
-            item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.Organizes if parent == objects else ua.ObjectIds.HasComponent)
-            item.TypeDefinition = ua.NodeId(ua.ObjectIds.BaseObjectType)
-            item.NodeAttributes = attrs
-            items.append(item)
-            return nid
-
-        def var(sid: str, name: str, parent: ua.NodeId, dv: ua.DataValue, datatype: int, desc: str = "",
-                writable: bool = False, prop: bool = False, typedef: int = ua.ObjectIds.BaseDataVariableType,
-                bname_ns: int | None = None) -> ua.NodeId:
-            nid = ua.NodeId(sid, ns)
-            attrs = ua.VariableAttributes()
-            attrs.DisplayName = ua.LocalizedText(name)
-            attrs.Description = ua.LocalizedText(desc)
-            attrs.Value = dv.Value
-            initial[nid] = dv
-            attrs.DataType = ua.NodeId(datatype)
-            attrs.ValueRank = -1
-            level = ua.AccessLevel.CurrentRead.mask | (ua.AccessLevel.CurrentWrite.mask if writable else 0)
-            attrs.AccessLevel = level
-            attrs.UserAccessLevel = level
-            item = ua.AddNodesItem()
-            item.RequestedNewNodeId = nid
-            item.BrowseName = ua.QualifiedName(name, ns if bname_ns is None else bname_ns)
-            item.NodeClass = ua.NodeClass.Variable
-            item.ParentNodeId = parent
-            item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HasProperty if prop else ua.ObjectIds.HasComponent)
-            item.TypeDefinition = ua.NodeId(ua.ObjectIds.PropertyType if prop else typedef)
-            item.NodeAttributes = attrs
-            items.append(item)
-            return nid
-
-        def dv_of(value, vtype) -> ua.DataValue:
-            return ua.DataValue(ua.Variant(value, vtype))
-
+        nodes = NodeBatch(self._ns)
+        sim, self._sim_nodes = add_simulator_object(
+            nodes, scenario=self._scenario, speed=self.speed, paused=self._paused,
+            values_published=self._stats.values_published, values_written=self._stats.values_written,
+            lines=self.lines, seed=self.seed)
         gate_nodes: list[tuple[str, str, ua.NodeId]] = []
-        # Simulator control object
-        sim = obj(SIMULATOR_FOLDER, SIMULATOR_FOLDER, objects, "Simulator control (not part of a real machine)")
-        self._sim_nodes = {
-            "Scenario": var(f"{SIMULATOR_FOLDER}.Scenario", "Scenario", sim,
-                            dv_of(self._scenario, ua.VariantType.String), ua.ObjectIds.String,
-                            "Active scenario; write a scenario name to switch all lines", writable=True),
-            "Speed": var(f"{SIMULATOR_FOLDER}.Speed", "Speed", sim, dv_of(self.speed, ua.VariantType.Double),
-                         ua.ObjectIds.Double, "Simulated seconds per wall second (0 = flat out)", writable=True),
-            "Paused": var(f"{SIMULATOR_FOLDER}.Paused", "Paused", sim, dv_of(self._paused, ua.VariantType.Boolean),
-                          ua.ObjectIds.Boolean, "Write True to stop the simulated clock", writable=True),
-            "ValuesPublished": var(f"{SIMULATOR_FOLDER}.ValuesPublished", "ValuesPublished", sim,
-                                   dv_of(self._stats.values_published, ua.VariantType.UInt64), ua.ObjectIds.UInt64,
-                                   "Value changes written so far (what a StatusValue subscriber receives)"),
-            "ValuesWritten": var(f"{SIMULATOR_FOLDER}.ValuesWritten", "ValuesWritten", sim,
-                                 dv_of(self._stats.values_written, ua.VariantType.UInt64), ua.ObjectIds.UInt64,
-                                 "Values written so far"),
-            "Lines": var(f"{SIMULATOR_FOLDER}.Lines", "Lines", sim, dv_of(self.lines, ua.VariantType.Int32),
-                         ua.ObjectIds.Int32, "Number of lines"),
-            "Seed": var(f"{SIMULATOR_FOLDER}.Seed", "Seed", sim, dv_of(self.seed, ua.VariantType.Int64),
-                        ua.ObjectIds.Int64, "Random seed"),
-        }
         for i, lid in enumerate(self.line_ids):
-            line = obj(lid, lid, objects, f"Injection moulding machine {lid} (OPC 40077 spirit)")
-            ident = obj(f"{lid}.Identification", "Identification", line, "Machine identification")
-            for pname, pval in (("Manufacturer", "pq simulator"), ("Model", "IMM-sim 1100"),
-                                ("SerialNumber", f"SIM-{self.seed}-{i + 1:03d}"),
-                                ("ProductInstanceUri", f"{APPLICATION_URI}:{lid}")):
-                var(f"{lid}.Identification.{pname}", pname, ident, dv_of(pval, ua.VariantType.String),
-                    ua.ObjectIds.String, prop=True)
-            self._sim_nodes[f"{lid}.Scenario"] = var(
-                f"{lid}.Scenario", "Scenario", line,
-                dv_of(self._line_override.get(lid) or "", ua.VariantType.String), ua.ObjectIds.String,
-                "Per-line scenario override; '' follows Simulator.Scenario", writable=True)
-            gate = obj(f"{lid}.{GATE_FOLDER}", GATE_FOLDER, line,
-                       "Quality gate: a quality system writes here to divert (quarantine) a part")
-            for gname, gvalue, gvtype, gdtype, gdesc in GATE_VARIABLES:
-                gate_nodes.append((lid, gname, var(f"{lid}.{GATE_FOLDER}.{gname}", gname, gate, dv_of(gvalue, gvtype),
-                                                   gdtype, gdesc, writable=True)))
-            folders = {name: obj(f"{lid}.{name}", name, line, desc) for name, desc in FOLDERS}
-            for j, s in enumerate(SIGNALS):
-                slot = self._slots[i][j]
-                slot.nodeid = ua.NodeId(s.node_id_string(lid), ns)
-                dv = slot.last_dv or ua.DataValue(ua.Variant(_INITIAL[s.dtype], _VTYPE[s.dtype]),
-                                                  StatusCode=ua.StatusCode(ua.StatusCodes.UncertainInitialValue))
-                analog = s.dtype == "double" and s.low is not None
-                nid = var(s.node_id_string(lid), s.name, folders[s.folder], dv, _DATATYPE[s.dtype],
-                          f"{s.description} [{s.unit}]" if s.unit else s.description,
-                          typedef=ua.ObjectIds.AnalogItemType if analog else ua.ObjectIds.BaseDataVariableType)
-                if s.unit:
-                    eu = ua.EUInformation(NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
-                                          UnitId=_unece_id(s.unece), DisplayName=ua.LocalizedText(s.unit),
-                                          Description=ua.LocalizedText(s.unit))
-                    var(f"{s.node_id_string(lid)}.EngineeringUnits", "EngineeringUnits", nid,
-                        dv_of(eu, ua.VariantType.ExtensionObject), ua.ObjectIds.EUInformation, prop=True, bname_ns=0)
-                if s.low is not None:
-                    rng = ua.Range(Low=float(s.low), High=float(s.high))
-                    var(f"{s.node_id_string(lid)}.EURange", "EURange", nid,
-                        dv_of(rng, ua.VariantType.ExtensionObject), ua.ObjectIds.Range, prop=True, bname_ns=0)
-        results = await server.iserver.isession.add_nodes(items)
-        bad = [(it.RequestedNewNodeId, r.StatusCode) for it, r in zip(items, results) if not r.StatusCode.is_good()]
-        if bad:
-            raise RuntimeError(f"could not create {len(bad)} nodes, first: {bad[0]}")
-        aspace = server.iserver.aspace
-        for nid, dv in initial.items():
-            aspace._nodes[nid].attributes[ua.AttributeIds.Value].value = dv
+            # a restarted endpoint comes back with the values (and overrides) it had
+            line = add_line(nodes, i, lid, seed=self.seed, scenario_override=self._line_override.get(lid) or "",
+                            last_values=[slot.last_dv for slot in self._slots[i]])
+            self._sim_nodes[f"{lid}.Scenario"] = line.scenario
+            gate_nodes += [(lid, gname, nid) for gname, nid in line.gate]
+            for slot, nid in zip(self._slots[i], line.signals):
+                slot.nodeid = nid
+        aspace = await nodes.add_to(server)
         for slots in self._slots:
             for slot in slots:
                 slot.attval = aspace._nodes[slot.nodeid].attributes[ua.AttributeIds.Value]
+        self._hook_gate_writes(aspace, gate_nodes)
+        await self._add_methods(server, sim)
+        self._hook_control_writes(aspace)
+
+    def _hook_gate_writes(self, aspace, gate_nodes: list[tuple[str, str, ua.NodeId]]) -> None:
+        """Record what clients write to each line's QualityGate (what :meth:`gate_writes` returns)."""
         for lid, gname, nid in gate_nodes:
             async def on_gate_write(_handle, dv, lid=lid, gname=gname):
                 self._gate_writes[lid].append((gname, dv.Value.Value if dv.Value is not None else None))
 
             aspace.add_datachange_callback(nid, ua.AttributeIds.Value, on_gate_write)
+
+    async def _add_methods(self, server: Server, sim: ua.NodeId) -> None:
+        ns = self._ns
         # method SetScenario(name) -> validates, unlike a plain write
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.SetScenario", ns), ua.QualifiedName("SetScenario", ns),
@@ -688,6 +504,9 @@ class SimulatorServer:
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.Restart", ns), ua.QualifiedName("Restart", ns),
             self._method_restart, [ua.VariantType.Double], [])
+
+    def _hook_control_writes(self, aspace) -> None:
+        """A client's write to a writable Simulator node (or a line's Scenario) acts on the simulator."""
         for key, nid in self._sim_nodes.items():
             if key in ("Scenario", "Speed", "Paused") or key.endswith(".Scenario"):
                 aspace.add_datachange_callback(nid, ua.AttributeIds.Value, self._make_control_callback(key))
@@ -838,7 +657,7 @@ class SimulatorServer:
                     slot.published += 1
                     st.values_published += 1
                 if fast:
-                    self._fast_write(slot.attval, dv)
+                    fast_write(slot.attval, dv)
                 elif naive:
                     await self._server.get_node(slot.nodeid).write_value(dv)
                 else:
@@ -849,50 +668,6 @@ class SimulatorServer:
                 await asyncio.sleep(0)
                 up = self._up and self._server is not None
                 server_ts = datetime.now(timezone.utc)
-
-    def _fast_write(self, attval, dv: ua.DataValue) -> None:
-        """Store ``dv`` and queue it for every monitored item, without asyncua's per-item deep copy.
-
-        Our DataValues are fresh objects that are never mutated after this call, so the copy that
-        MonitoredItemValues.set_current_datavalue makes to protect against aliasing is not needed.
-        """
-        attval.value = dv
-        cbs = attval.datachange_callbacks
-        if not cbs:
-            return
-        for handle, cb in list(cbs.items()):
-            svc = getattr(cb, "__self__", None)
-            if not isinstance(svc, MonitoredItemService):
-                asyncio.ensure_future(cb(handle, dv))
-                continue
-            mid = svc._monitored_datachange.get(handle)
-            mdata = svc._monitored_items.get(mid) if mid is not None else None
-            if mdata is None or mdata.mode == _DISABLED:
-                continue
-            mv = mdata.mvalue
-            old = mv.current_dvalue
-            mv.old_dvalue = old
-            mv.current_dvalue = dv
-            flt = mdata.filter
-            if flt:
-                ok = svc._is_data_changed(mv, flt.Trigger) and svc._is_deadband_exceeded(mv, flt)
-            else:
-                ok = old is None or old.StatusCode != dv.StatusCode or old.Value != dv.Value
-            if not ok:
-                continue
-            isub = svc.isub
-            queue = isub._triggered_datachanges
-            ev = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=dv)
-            lst = queue.get(mid)
-            if lst is None:
-                queue[mid] = [ev]
-                if isub._task is None and isub.data.RevisedPublishingInterval <= 0.0:
-                    asyncio.ensure_future(isub._trigger_publish())
-            else:
-                size = mdata.queue_size
-                if size and len(lst) >= size:
-                    del lst[0]
-                lst.append(ev)
 
     async def _restart_loop(self) -> None:
         """Restart the endpoint periodically while a line runs the server-restart scenario."""
