@@ -250,16 +250,8 @@ def _numeric(frame: pd.DataFrame, col: str, result: ImportResult) -> np.ndarray:
     return v.to_numpy(dtype=float)
 
 
-def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool = False,
-                   progress: Callable[[float, str], None] | None = None) -> ImportResult:
-    """Load the file into the store (idempotent: re-importing updates, never duplicates)."""
-    from pq.storage import schema
-    from pq.storage.catalog import TagDef, ensure_tags
-    from pq.storage.parts import upsert_inspections, upsert_parts
-
-    progress = progress or (lambda f, m: None)
-    df = read_history_file(path)
-    result = ImportResult(rows=len(df), feature_set_version=mapping.feature_set_version)
+def _check_columns(df: pd.DataFrame, path: Path, mapping: ImportMapping) -> None:
+    """ConfigError if a column the mapping names is missing; columns it leaves unmapped are logged."""
     needed = [mapping.serial, mapping.label_column, *mapping.signals, *mapping.context, *mapping.parts.values(),
               *mapping.defect_code_columns] + ([mapping.time_column] if mapping.time_column else []) + \
         ([mapping.defect_code_column] if mapping.defect_code_column else [])
@@ -270,6 +262,50 @@ def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool =
     unmapped = [c for c in df.columns if c not in needed and c not in mapping.drop]
     if unmapped:
         logger.info("import %s: columns not mapped (ignored): %s", path, ", ".join(map(str, unmapped)))
+
+
+@dataclass
+class _Rows:
+    """The file parsed for writing, one entry per row of it; ``ok`` marks the rows to import."""
+
+    cycle_end: pd.Series
+    serial: pd.Series
+    ok: np.ndarray
+    is_pos: np.ndarray
+    has_label: np.ndarray
+    codes: np.ndarray  # a failed part's defect code, else None
+    signals: dict  # signal name -> values
+    ctx_num: dict  # context name -> numbers (a category's code)
+    ctx_raw: dict  # context name -> text (a category's text, context that is not numeric)
+    derived: dict  # derived feature name -> values
+
+
+def _context_values(df: pd.DataFrame, path: Path, mapping: ImportMapping, result: ImportResult) -> tuple[dict, dict]:
+    """({name: numbers}, {name: text}) of each context column: a category is stored as its code and
+    its text, a mostly numeric column as numbers, any other as text."""
+    ctx_num, ctx_raw = {}, {}
+    for col, name in mapping.context.items():
+        num = pd.to_numeric(df[col], errors="coerce")
+        if name in mapping.categories:
+            cats = mapping.categories[name]
+            text = df[col].astype(str).str.strip()
+            code = text.map({c: float(i) for i, c in enumerate(cats)})
+            unknown = df[col].notna() & code.isna()
+            if unknown.any():
+                logger.warning("import %s: %d values of %r are not among its categories %s and are stored as missing "
+                               "(first: %r)", path, int(unknown.sum()), col, list(cats), text[unknown].iloc[0])
+                result.non_numeric_values += int(unknown.sum())
+            ctx_num[name] = code.to_numpy(dtype=float)
+            ctx_raw[name] = text.where(df[col].notna(), None).to_numpy(dtype=object)
+        elif num.notna().sum() >= 0.9 * df[col].notna().sum():
+            ctx_num[name] = num.to_numpy(dtype=float)
+        else:
+            ctx_raw[name] = df[col].astype(str).to_numpy()
+    return ctx_num, ctx_raw
+
+
+def _parse_rows(df: pd.DataFrame, path: Path, mapping: ImportMapping, result: ImportResult) -> _Rows:
+    """Keys, labels, signals, context and derived features of every row; rejected rows are counted."""
     if mapping.time_column:
         cycle_end = pd.to_datetime(df[mapping.time_column], utc=True, errors="coerce")
     else:
@@ -292,24 +328,7 @@ def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool =
             flag = pd.to_numeric(df[c], errors="coerce").fillna(0).to_numpy() > 0
             codes = np.where(flag & is_pos, c, codes)
     sig = {name: _numeric(df, col, result) for col, name in mapping.signals.items()}
-    ctx_num, ctx_raw = {}, {}
-    for col, name in mapping.context.items():
-        num = pd.to_numeric(df[col], errors="coerce")
-        if name in mapping.categories:
-            cats = mapping.categories[name]
-            text = df[col].astype(str).str.strip()
-            code = text.map({c: float(i) for i, c in enumerate(cats)})
-            unknown = df[col].notna() & code.isna()
-            if unknown.any():
-                logger.warning("import %s: %d values of %r are not among its categories %s and are stored as missing "
-                               "(first: %r)", path, int(unknown.sum()), col, list(cats), text[unknown].iloc[0])
-                result.non_numeric_values += int(unknown.sum())
-            ctx_num[name] = code.to_numpy(dtype=float)
-            ctx_raw[name] = text.where(df[col].notna(), None).to_numpy(dtype=object)
-        elif num.notna().sum() >= 0.9 * df[col].notna().sum():
-            ctx_num[name] = num.to_numpy(dtype=float)
-        else:
-            ctx_raw[name] = df[col].astype(str).to_numpy()
+    ctx_num, ctx_raw = _context_values(df, path, mapping, result)
     cols = {f"{n}__value": v for n, v in sig.items()} | {f"ctx__{n}": v for n, v in ctx_num.items()}
     for d in mapping.derived:  # in declaration order: a derived feature may use an earlier one
         cols[d.name] = np.asarray(d.evaluate(cols), dtype=float)
@@ -317,9 +336,83 @@ def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool =
     if result.non_numeric_values:
         logger.warning("import %s: %d signal values were not numbers and are stored as missing", path,
                        result.non_numeric_values)
+    return _Rows(cycle_end, serial, ok, is_pos, has_label, codes, sig, ctx_num, ctx_raw, derived)
+
+
+def _insert(store):
+    """The dialect's INSERT, for its ON CONFLICT DO UPDATE (SQLite and PostgreSQL share the syntax)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return pg_insert if store.dialect == "postgresql" else sqlite_insert
+
+
+def _upsert_feature_set(store, mapping: ImportMapping, now: datetime) -> None:
+    """The feature set's definition, so training reads the same derived features, roles and hints."""
+    from pq.storage import schema
+
+    with store.engine.begin() as conn:
+        fs_stmt = _insert(store)(schema.feature_sets).values(version=mapping.feature_set_version, source="import",
+                                                             definition=mapping.definition(), updated_at=now)
+        conn.execute(fs_stmt.on_conflict_do_update(index_elements=["version"], set_={
+            "definition": fs_stmt.excluded.definition, "updated_at": fs_stmt.excluded.updated_at}))
+
+
+def _chunk_rows(df: pd.DataFrame, mapping: ImportMapping, parsed: _Rows,
+                rows: np.ndarray) -> tuple[list[dict], list[dict], dict[str, dict]]:
+    """(parts, inspections, {serial: feature vector}) of the given rows, ready to upsert."""
+    prows, irows, frows = [], [], {}
+    for i in rows:
+        serial = parsed.serial.iloc[i]
+        ce = parsed.cycle_end.iloc[i].to_pydatetime()
+        context = {k: (None if not np.isfinite(v[i]) else float(v[i])) for k, v in parsed.ctx_num.items()}
+        context |= {k: v[i] for k, v in parsed.ctx_raw.items()}  # a category's text, not its code
+        prow = {"line_id": mapping.line_id, "serial": serial, "cycle_end": ce, "context": context,
+                "cycle_start": ce - pd.Timedelta(seconds=mapping.cycle_s) if mapping.cycle_s else None}
+        for key, col in mapping.parts.items():
+            val = df[col].iloc[i]
+            prow[key] = None if pd.isna(val) else str(val)
+        prows.append(prow)
+        if parsed.has_label[i]:
+            irows.append({"line_id": mapping.line_id, "serial": serial, "defect": bool(parsed.is_pos[i]),
+                          "defect_code": parsed.codes[i], "inspected_at": ce, "source": "import"})
+        feats = {f"{n}__value": (None if not np.isfinite(v[i]) else float(v[i])) for n, v in parsed.signals.items()}
+        feats |= {f"ctx__{n}": (None if not np.isfinite(v[i]) else float(v[i])) for n, v in parsed.ctx_num.items()}
+        feats |= {n: (None if not np.isfinite(v[i]) else float(v[i])) for n, v in parsed.derived.items()}
+        frows[serial] = feats
+    return prows, irows, frows
+
+
+def _upsert_vectors(store, mapping: ImportMapping, frows: dict[str, dict], now: datetime) -> None:
+    """The ``part_features`` rows of parts already written, keyed by their serial."""
+    from pq.storage import schema
+
+    p, pf = schema.parts, schema.part_features
+    with store.engine.begin() as conn:
+        ids = dict(conn.execute(select(p.c.serial, p.c.id).where(
+            and_(p.c.line_id == mapping.line_id, p.c.serial.in_(list(frows))))).all())
+        stmt = _insert(store)(pf)
+        stmt = stmt.on_conflict_do_update(index_elements=["part_id", "feature_set_version"],
+                                          set_={"features": stmt.excluded.features, "computed_at": stmt.excluded.computed_at})
+        conn.execute(stmt, [{"part_id": ids[s], "feature_set_version": mapping.feature_set_version, "source": "import",
+                             "features": f, "reason": "", "computed_at": now} for s, f in frows.items()])
+
+
+def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool = False,
+                   progress: Callable[[float, str], None] | None = None) -> ImportResult:
+    """Load the file into the store (idempotent: re-importing updates, never duplicates)."""
+    from pq.storage.catalog import TagDef, ensure_tags
+    from pq.storage.parts import upsert_inspections, upsert_parts
+
+    progress = progress or (lambda f, m: None)
+    df = read_history_file(path)
+    result = ImportResult(rows=len(df), feature_set_version=mapping.feature_set_version)
+    _check_columns(df, path, mapping)
+    parsed = _parse_rows(df, path, mapping, result)
+    ok = parsed.ok
     if dry_run:
         result.parts = int(ok.sum())
-        result.inspections = int((ok & has_label).sum())
+        result.inspections = int((ok & parsed.has_label).sum())
         result.features = int(ok.sum())
         return result
     ensure_tags(store, mapping.line_id,
@@ -327,49 +420,15 @@ def import_history(store, path: Path, mapping: ImportMapping, *, dry_run: bool =
                 + [TagDef(n, n.rsplit("_", 1)[-1] if "_" in n else None, "context") for n in mapping.context.values()])
     idx = np.flatnonzero(ok)
     now = datetime.now(timezone.utc)
-    pf = schema.part_features
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    ins_fn = pg_insert if store.dialect == "postgresql" else sqlite_insert
-    with store.engine.begin() as conn:
-        fs_stmt = ins_fn(schema.feature_sets).values(version=mapping.feature_set_version, source="import",
-                                                      definition=mapping.definition(), updated_at=now)
-        conn.execute(fs_stmt.on_conflict_do_update(index_elements=["version"], set_={
-            "definition": fs_stmt.excluded.definition, "updated_at": fs_stmt.excluded.updated_at}))
+    _upsert_feature_set(store, mapping, now)
     for start in range(0, len(idx), _CHUNK):
         rows = idx[start:start + _CHUNK]
-        prows, irows, frows = [], [], {}
-        for i in rows:
-            ce = cycle_end.iloc[i].to_pydatetime()
-            context = {k: (None if not np.isfinite(v[i]) else float(v[i])) for k, v in ctx_num.items()}
-            context |= {k: v[i] for k, v in ctx_raw.items()}  # a category's text, not its code
-            prow = {"line_id": mapping.line_id, "serial": serial.iloc[i], "cycle_end": ce, "context": context,
-                    "cycle_start": ce - pd.Timedelta(seconds=mapping.cycle_s) if mapping.cycle_s else None}
-            for key, col in mapping.parts.items():
-                val = df[col].iloc[i]
-                prow[key] = None if pd.isna(val) else str(val)
-            prows.append(prow)
-            if has_label[i]:
-                irows.append({"line_id": mapping.line_id, "serial": serial.iloc[i], "defect": bool(is_pos[i]),
-                              "defect_code": codes[i], "inspected_at": ce, "source": "import"})
-            feats = {f"{n}__value": (None if not np.isfinite(v[i]) else float(v[i])) for n, v in sig.items()}
-            feats |= {f"ctx__{n}": (None if not np.isfinite(v[i]) else float(v[i])) for n, v in ctx_num.items()}
-            feats |= {n: (None if not np.isfinite(v[i]) else float(v[i])) for n, v in derived.items()}
-            frows[serial.iloc[i]] = feats
+        prows, irows, frows = _chunk_rows(df, mapping, parsed, rows)
         upsert_parts(store, prows)
         result.parts += len(prows)
         upsert_inspections(store, irows)
         result.inspections += len(irows)
-        p = schema.parts
-        with store.engine.begin() as conn:
-            ids = dict(conn.execute(select(p.c.serial, p.c.id).where(
-                and_(p.c.line_id == mapping.line_id, p.c.serial.in_(list(frows))))).all())
-            stmt = ins_fn(pf)
-            stmt = stmt.on_conflict_do_update(index_elements=["part_id", "feature_set_version"],
-                                              set_={"features": stmt.excluded.features, "computed_at": stmt.excluded.computed_at})
-            conn.execute(stmt, [{"part_id": ids[s], "feature_set_version": mapping.feature_set_version, "source": "import",
-                                 "features": f, "reason": "", "computed_at": now} for s, f in frows.items()])
+        _upsert_vectors(store, mapping, frows, now)
         result.features += len(frows)
         progress(min(1.0, (start + len(rows)) / max(len(idx), 1)), f"{start + len(rows)} of {len(idx)} parts")
     logger.info("imported %s: %d parts, %d inspections, %d vectors (%s); rejected %s", path, result.parts,

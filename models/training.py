@@ -396,12 +396,8 @@ def _normal_ranges(X: pd.DataFrame, y: np.ndarray) -> dict[str, list[float]]:
     return out
 
 
-def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = None) -> FitOutcome:
-    """Fit, validate, calibrate and choose the threshold; nothing touches the store."""
-    progress = progress or _noop
-    t0 = time.perf_counter()
-    if config.defect_code:
-        ds = ds.for_defect_code(config.defect_code)
+def _check_labels(ds: Dataset, config: TrainConfig) -> tuple[int, int]:
+    """(parts, defects), or a ModelError saying why the history is too small to train on."""
     n, n_pos = len(ds), int(ds.y.sum())
     if n < config.min_labelled:
         raise ModelError(
@@ -412,6 +408,11 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
         raise ModelError(
             f"training needs at least {config.min_defects} {what} and {config.min_defects} good parts, got "
             f"{n_pos} and {n - n_pos}; a single-class history cannot teach a defect model: widen the window")
+    return n, n_pos
+
+
+def _model_features(ds: Dataset, config: TrainConfig, progress: Progress) -> tuple[list[str], pd.DataFrame, object | None]:
+    """(feature names, training frame, context baseline or None) for a model of ``config.kind``."""
     feats = select_features(list(ds.X.columns), config.kind, config.exclude_features,
                             derived_refs=_derived_refs(ds.feature_set_version, ds.definition),
                             context_roles=ds.definition.get("context_roles"))
@@ -431,13 +432,13 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
         baseline = fit_baseline(ds)
         X = apply_baseline(ds.X, ds.meta, baseline)[feats]  # level columns may be excluded from the model
     DefectModel.check_training_frame(X, ds.y)  # NaN-only columns, labels: clear errors before any fitting
+    return feats, X, baseline
 
-    regimes = assign_regimes(ds.meta, config.regimes, ds.X)
-    y = ds.y.to_numpy()
-    w = _regime_weights(regimes) if config.reweight_regimes else np.ones(n)
-    hours = part_hours(ds.meta)
-    params = {"seed": config.seed, "n_threads": config.n_threads} | _training_hints(ds) | config.hyperparams
-    splits = cv_splits(ds, config)
+
+def _fold_sets(ds: Dataset, config: TrainConfig, splits, X: pd.DataFrame, feats: list[str], baseline,
+               y: np.ndarray, w: np.ndarray) -> tuple[list[pd.DataFrame], list[tuple]]:
+    """Each fold's feature frame, and its (fit X, y, w, early-stopping X, y, w) for :func:`_mean_curve_rounds`."""
+    n = len(y)
     fold_X, fold_sets = [], []
     for f, (train_rows, val_rows) in enumerate(splits):
         if len(train_rows) < 0.2 * n:
@@ -454,7 +455,22 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
                              "folds or widen the window")
         fold_X.append(Xf)
         fold_sets.append((Xf.iloc[fit_rows], y[fit_rows], w[fit_rows], Xf.iloc[es_rows], y[es_rows], w[es_rows]))
+    return fold_X, fold_sets
 
+
+@dataclass
+class _EarlyStopping:
+    """Where the folds' mean early-stopping AUC peaked, and the number of trees it sets."""
+
+    best_round: int
+    best_auc: float
+    curves: list[list[float]]
+    fold_best: list[int]  # where each fold's own curve peaks: for the card, the trees come from the mean curve
+    rounds: int  # trees of the fold refits and of the final model
+
+
+def _early_stopping(fold_sets: list[tuple], params: dict, config: TrainConfig, progress: Progress) -> _EarlyStopping:
+    """Boost the folds in step (:func:`_mean_curve_rounds`) and fix the trees of every model from here on."""
     progress(0.05, f"{config.folds} folds: boosting in step, early stopping on their mean AUC curve")
     best_round, best_auc, curves = _mean_curve_rounds(fold_sets, DefectModel(**params), progress)
     # the final model and the fold refits see the whole training side (the early-stopping part too)
@@ -462,12 +478,21 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     fold_best = [int(np.argmax(c)) + 1 for c in curves]
     logger.info("early stopping: mean AUC %.4f at %d trees (fold curves peak at %s); %d trees from here",
                 best_auc, best_round, fold_best, rounds)
+    return _EarlyStopping(best_round, best_auc, curves, fold_best, rounds)
 
-    # The calibrator and the threshold are fitted on out-of-fold margins but applied to the final
-    # model's margins, so both must come from boosters of the same size: a margin grows with the
-    # number of trees. Each fold is therefore refitted on its whole training side with the final
-    # number of trees before it scores its held-out parts; the final model uses the same number.
-    oof = np.full(n, np.nan)
+
+def _out_of_fold_margins(ds: Dataset, config: TrainConfig, params: dict, splits, fold_X: list[pd.DataFrame],
+                         y: np.ndarray, w: np.ndarray, stopping: _EarlyStopping,
+                         progress: Progress) -> tuple[np.ndarray, list[dict]]:
+    """(raw margin of every part from the fold that held it out, one card entry per fold).
+
+    The calibrator and the threshold are fitted on out-of-fold margins but applied to the final
+    model's margins, so both must come from boosters of the same size: a margin grows with the
+    number of trees. Each fold is therefore refitted on its whole training side with the final
+    number of trees before it scores its held-out parts; the final model uses the same number.
+    """
+    rounds = stopping.rounds
+    oof = np.full(len(y), np.nan)
     fold_info = []
     for f, ((train_rows, val_rows), Xf) in enumerate(zip(splits, fold_X)):
         progress(0.6 + 0.15 * f / config.folds, f"fold {f + 1}/{config.folds}: scoring with {rounds} trees")
@@ -477,8 +502,93 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
         t = ds.meta["cycle_end"].iloc[val_rows]
         fold_info.append({"fold": f + 1, "parts": len(val_rows), "defects": int(y[val_rows].sum()),
                           "from": t.min().isoformat(), "to": t.max().isoformat(), "trees": rounds,
-                          "early_stop_auc_peak_at": fold_best[f]})
+                          "early_stop_auc_peak_at": stopping.fold_best[f]})
         logger.info("fold %d/%d: %d parts held out, %d trees", f + 1, config.folds, len(val_rows), rounds)
+    return oof, fold_info
+
+
+def _conditions_seen(meta: pd.DataFrame) -> dict:
+    """Range (p1, p99) of the climate and the values of the categories met in training, for the card."""
+    cond = {}
+    for col in ("ambient_temp_c", "humidity_pct"):
+        if col in meta.columns and pd.to_numeric(meta[col], errors="coerce").notna().any():
+            v = pd.to_numeric(meta[col], errors="coerce")
+            cond[col] = [round(float(v.quantile(0.01)), 2), round(float(v.quantile(0.99)), 2)]
+    for col in ("supplier", "product", "shift"):
+        if col in meta.columns and meta[col].notna().any():
+            cond[col] = sorted(map(str, meta[col].dropna().unique()))[:20]
+    return cond
+
+
+def _model_card(ds: Dataset, config: TrainConfig, final: DefectModel, *, n_features: int, threshold: float,
+                rule: dict, metrics: dict, fold_info: list[dict], stopping: _EarlyStopping, elapsed: float,
+                baseline, comparison: dict | None) -> dict:
+    """The card stored with the version: data, validation, threshold, calibration, training, limits."""
+    import lightgbm
+
+    n, n_pos = len(ds), int(ds.y.sum())
+    window = ds.window
+    gain = pd.Series(final.booster_.feature_importance("gain"), index=final.feature_names_).sort_values(ascending=False)
+    return json_safe({
+        "name": config.name, "kind": config.kind, "defect_code": config.defect_code,
+        "scope": {"line_id": config.line_id, "product": config.product},
+        "feature_set_version": ds.feature_set_version, "features": n_features,
+        "data": {"parts": n, "defects": n_pos, "defect_rate": round(n_pos / n, 5),
+                 "unlabelled_left_out": ds.n_unlabelled, "label_sources": ds.label_sources,
+                 "label_precedence": config.label_precedence,
+                 "from": window[0], "to": window[1],
+                 "lines": sorted(map(str, ds.meta["line_id"].unique())) if "line_id" in ds.meta else [],
+                 "conditions_seen": _conditions_seen(ds.meta)},
+        "validation": {"cv": config.cv, "scheme": (
+            "contiguous time folds of day+lot groups; days and lots shared with the validation side are purged "
+            "from training; early stopping on the latest groups of the training side" if config.cv == "time" else
+            "stratified random folds (independent parts only); early stopping on a stratified random 20 % of the "
+            "training side"), "folds": fold_info},
+        "threshold": {"value": threshold, **rule,
+                      "meaning": (f"on validation this threshold raised {metrics['alerts_per_h']} alerts per hour "
+                                  f"per line, caught {metrics['recall']} of defects with a false-alarm rate of "
+                                  f"{metrics['far']} on good parts")},
+        "imbalance": {"defect_weight": round(final.pos_weight_, 3), "regime_reweighting": config.reweight_regimes},
+        "calibration": {"method": final.calibrator_.kind, "ece": metrics["ece"], "brier": metrics["brier"]},
+        "training": {"trees": stopping.rounds, "fold_trees": [stopping.rounds] * len(fold_info),
+                     "seconds": round(elapsed, 2), "seed": config.seed, "threads": config.n_threads,
+                     "lightgbm": lightgbm.__version__, "hyperparameters": final.get_params()},
+        "early_stopping": {
+            "rule": f"mean AUC curve of the folds' early-stopping sets, best round at or after {MIN_ROUNDS}, "
+                    f"patience {final.early_stopping_rounds}; x1.1 for the larger final training side",
+            "best_round": stopping.best_round, "mean_auc": round(stopping.best_auc, 4),
+            "fold_curve_peaks": stopping.fold_best,
+            "curves_every_10_rounds": [[round(v, 4) for v in c[9::10]] for c in stopping.curves]},
+        "baseline": "context baseline refitted on good training parts (per fold on its training side); deviation "
+                    "features recomputed with it" if baseline is not None else None,
+        "comparison": comparison,
+        "top_features": [{"feature": k, "gain": round(float(v), 2)} for k, v in gain.head(15).items()],
+        "limits": "Outside the conditions seen in training the model extrapolates; check the robustness report "
+                  "before trusting it in a new season or with a new supplier.",
+        "config": config.describe(),
+    })
+
+
+def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = None) -> FitOutcome:
+    """Fit, validate, calibrate and choose the threshold; nothing touches the store."""
+    progress = progress or _noop
+    t0 = time.perf_counter()
+    if config.defect_code:
+        ds = ds.for_defect_code(config.defect_code)
+    n, n_pos = _check_labels(ds, config)
+    feats, X, baseline = _model_features(ds, config, progress)
+
+    regimes = assign_regimes(ds.meta, config.regimes, ds.X)
+    y = ds.y.to_numpy()
+    w = _regime_weights(regimes) if config.reweight_regimes else np.ones(n)
+    hours = part_hours(ds.meta)
+    params = {"seed": config.seed, "n_threads": config.n_threads} | _training_hints(ds) | config.hyperparams
+    splits = cv_splits(ds, config)
+    fold_X, fold_sets = _fold_sets(ds, config, splits, X, feats, baseline, y, w)
+    stopping = _early_stopping(fold_sets, params, config, progress)
+    rounds = stopping.rounds
+    oof, fold_info = _out_of_fold_margins(ds, config, params, splits, fold_X, y, w, stopping, progress)
+
     progress(0.78, "calibrating probabilities on out-of-fold predictions")
     final = DefectModel(**params)
     calibrator_kind = final.calibration
@@ -500,60 +610,14 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
     final.calibrator_ = calibrator
     elapsed = time.perf_counter() - t0
     progress(0.95, "writing the model card")
-    window = ds.window
-    gain = pd.Series(final.booster_.feature_importance("gain"), index=final.feature_names_).sort_values(ascending=False)
-    cond = {}
-    for col in ("ambient_temp_c", "humidity_pct"):
-        if col in ds.meta.columns and pd.to_numeric(ds.meta[col], errors="coerce").notna().any():
-            v = pd.to_numeric(ds.meta[col], errors="coerce")
-            cond[col] = [round(float(v.quantile(0.01)), 2), round(float(v.quantile(0.99)), 2)]
-    for col in ("supplier", "product", "shift"):
-        if col in ds.meta.columns and ds.meta[col].notna().any():
-            cond[col] = sorted(map(str, ds.meta[col].dropna().unique()))[:20]
-    import lightgbm
-
-    card = json_safe({
-        "name": config.name, "kind": config.kind, "defect_code": config.defect_code,
-        "scope": {"line_id": config.line_id, "product": config.product},
-        "feature_set_version": ds.feature_set_version, "features": len(feats),
-        "data": {"parts": n, "defects": n_pos, "defect_rate": round(n_pos / n, 5),
-                 "unlabelled_left_out": ds.n_unlabelled, "label_sources": ds.label_sources,
-                 "label_precedence": config.label_precedence,
-                 "from": window[0], "to": window[1],
-                 "lines": sorted(map(str, ds.meta["line_id"].unique())) if "line_id" in ds.meta else [],
-                 "conditions_seen": cond},
-        "validation": {"cv": config.cv, "scheme": (
-            "contiguous time folds of day+lot groups; days and lots shared with the validation side are purged "
-            "from training; early stopping on the latest groups of the training side" if config.cv == "time" else
-            "stratified random folds (independent parts only); early stopping on a stratified random 20 % of the "
-            "training side"), "folds": fold_info},
-        "threshold": {"value": thr, **rule,
-                      "meaning": (f"on validation this threshold raised {metrics['alerts_per_h']} alerts per hour "
-                                  f"per line, caught {metrics['recall']} of defects with a false-alarm rate of "
-                                  f"{metrics['far']} on good parts")},
-        "imbalance": {"defect_weight": round(final.pos_weight_, 3), "regime_reweighting": config.reweight_regimes},
-        "calibration": {"method": calibrator.kind, "ece": metrics["ece"], "brier": metrics["brier"]},
-        "training": {"trees": rounds, "fold_trees": [rounds] * len(splits), "seconds": round(elapsed, 2),
-                     "seed": config.seed, "threads": config.n_threads, "lightgbm": lightgbm.__version__,
-                     "hyperparameters": final.get_params()},
-        "early_stopping": {
-            "rule": f"mean AUC curve of the folds' early-stopping sets, best round at or after {MIN_ROUNDS}, "
-                    f"patience {final.early_stopping_rounds}; x1.1 for the larger final training side",
-            "best_round": best_round, "mean_auc": round(best_auc, 4), "fold_curve_peaks": fold_best,
-            "curves_every_10_rounds": [[round(v, 4) for v in c[9::10]] for c in curves]},
-        "baseline": "context baseline refitted on good training parts (per fold on its training side); deviation "
-                    "features recomputed with it" if baseline is not None else None,
-        "comparison": comparison,
-        "top_features": [{"feature": k, "gain": round(float(v), 2)} for k, v in gain.head(15).items()],
-        "limits": "Outside the conditions seen in training the model extrapolates; check the robustness report "
-                  "before trusting it in a new season or with a new supplier.",
-        "config": config.describe(),
-    })
+    card = _model_card(ds, config, final, n_features=len(feats), threshold=thr, rule=rule, metrics=metrics,
+                       fold_info=fold_info, stopping=stopping, elapsed=elapsed, baseline=baseline,
+                       comparison=comparison)
     normal_ranges = _normal_ranges(ds.X, y)
     progress(0.97, "model fitted")
     logger.info("trained %s %s on %d parts (%d defects) in %.1f s: threshold %.4f, recall %s, FAR %s",
                 config.kind, config.name, n, n_pos, elapsed, thr, metrics["recall"], metrics["far"])
-    return FitOutcome(final, config, thr, rule, metrics, per_regime, card, p_oof, baseline, window, normal_ranges,
+    return FitOutcome(final, config, thr, rule, metrics, per_regime, card, p_oof, baseline, ds.window, normal_ranges,
                       _moving_signals(ds.X), comparison)
 
 

@@ -301,7 +301,6 @@ def robustness(train_history, eval_history, model_ids, eval_window, seed_sets, s
     """
     from pq.alerts.episodes import EpisodeRule
     from pq.cli import get_settings
-    from models.report import robustness_from_store, summary_table, write_protocol_report, write_report
     from models.thresholds import DEFAULT_DIVERSION_SHARE
 
     settings = get_settings()
@@ -324,66 +323,90 @@ def robustness(train_history, eval_history, model_ids, eval_window, seed_sets, s
                            min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects)
 
     if seed_sets:
-        from models.protocol import run_protocol, summary_rows
-        from pq.cli import simulator_history
-        from pq.features.spec import load_feature_set
-
-        fs = load_feature_set()
-        click.echo(f"protocol: {seed_sets} seed set(s) from seed {seed_base}, {train_days:g} training days + "
-                   f"{eval_days:g} days per held-out scenario at 1 Hz", err=True)
-        result = run_protocol(simulator_history(), out_dir / "protocol-histories", seed_sets=seed_sets,
-                              seed_base=seed_base, config=config(fs.version), feature_set=fs, train_days=train_days,
-                              eval_days=eval_days, diversion_share=share, episode_rule=rule,
-                              progress=_progress_printer())
-        html_path, json_path = write_protocol_report(result, out_dir)
-        for r in summary_rows(result["seed_sets"]):
-            click.echo(f"set {r['seed_set']} {r['scenario']:<22} alarms/h env {_fmt(r['alarms_per_h_env'], 2)} "
-                       f"(x{_fmt(r['alarm_ratio_env'], 2)} of validation) naive {_fmt(r['alarms_per_h_naive'], 2)} "
-                       f"(x{_fmt(r['alarm_ratio_naive'], 2)})  FAR@recall {_fmt(r['matched_recall'], 2)}: "
-                       f"{_fmt(r['far_at_matched_recall_env'])} vs {_fmt(r['far_at_matched_recall_naive'])}  "
-                       f"oracle ratio {_fmt(r['oracle_ratio_env'], 2)}  {'met' if r['met'] else 'NOT met'}")
-        click.echo(f"wrote {html_path} and {json_path}")
-        if as_json:
-            click.echo(json.dumps(result["summary"]))
+        _robustness_protocol(seed_sets, seed_base, train_days, eval_days, config, share, rule, out_dir, as_json)
         return
     if train_history:
-        from models.experiment import run_experiment
-        from models.history import dataset_from_history_dir
-        from pq.storage.history import read_table
-        from models.oracle import ground_truth_for
-        from pq.features.spec import load_feature_set
-
-        if not eval_history:
-            raise click.UsageError("--train-history needs at least one --eval-history NAME=DIR")
-        fs = load_feature_set()
-        click.echo(f"computing features ({fs.version}) for {train_history}", err=True)
-        train_ds = dataset_from_history_dir(train_history, fs)
-        evals, truths = {}, {}
-        for item in eval_history:
-            name, _, path = item.partition("=")
-            if not path:
-                raise click.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="--eval-history")
-            click.echo(f"computing features for {name} ({path})", err=True)
-            evals[name] = dataset_from_history_dir(Path(path), fs)
-            truths[name] = ground_truth_for(evals[name].meta, read_table(Path(path), "ground_truth", required=False))
-        result = run_experiment(train_ds, evals, config(fs.version), _progress_printer(), truths=truths,
-                                diversion_share=share, episode_rule=rule)
+        result = _robustness_experiment(train_history, eval_history, config, share, rule)
     elif model_ids:
-        from models.dataset import load_dataset
-        from models.registry import get_version
-
-        from pq.cli import open_store
-
-        store = open_store()
-        fsv = get_version(store, model_ids[0]).feature_set_version
-        evals = {}
-        for item in eval_window or ("all=..",):
-            name, _, span = item.partition("=")
-            a, _, b = span.partition("..")
-            evals[name] = load_dataset(store, fsv, start=iso_time(a or None), end=iso_time(b or None))
-        result = robustness_from_store(store, list(model_ids), evals, regimes)
+        result = _robustness_of_versions(model_ids, eval_window, regimes)
     else:
         raise click.UsageError("give --train-history with --eval-history, --model with --eval-window, or --seed-sets N")
+    _echo_robustness(result, out_dir, as_json)
+
+
+def _robustness_protocol(seed_sets, seed_base, train_days, eval_days, config, share, rule, out_dir, as_json) -> None:
+    """``--seed-sets``: the fixed protocol on simulated histories, one line per set and scenario."""
+    from models.protocol import run_protocol, summary_rows
+    from models.report import write_protocol_report
+    from pq.cli import simulator_history
+    from pq.features.spec import load_feature_set
+
+    fs = load_feature_set()
+    click.echo(f"protocol: {seed_sets} seed set(s) from seed {seed_base}, {train_days:g} training days + "
+               f"{eval_days:g} days per held-out scenario at 1 Hz", err=True)
+    result = run_protocol(simulator_history(), out_dir / "protocol-histories", seed_sets=seed_sets,
+                          seed_base=seed_base, config=config(fs.version), feature_set=fs, train_days=train_days,
+                          eval_days=eval_days, diversion_share=share, episode_rule=rule,
+                          progress=_progress_printer())
+    html_path, json_path = write_protocol_report(result, out_dir)
+    for r in summary_rows(result["seed_sets"]):
+        click.echo(f"set {r['seed_set']} {r['scenario']:<22} alarms/h env {_fmt(r['alarms_per_h_env'], 2)} "
+                   f"(x{_fmt(r['alarm_ratio_env'], 2)} of validation) naive {_fmt(r['alarms_per_h_naive'], 2)} "
+                   f"(x{_fmt(r['alarm_ratio_naive'], 2)})  FAR@recall {_fmt(r['matched_recall'], 2)}: "
+                   f"{_fmt(r['far_at_matched_recall_env'])} vs {_fmt(r['far_at_matched_recall_naive'])}  "
+                   f"oracle ratio {_fmt(r['oracle_ratio_env'], 2)}  {'met' if r['met'] else 'NOT met'}")
+    click.echo(f"wrote {html_path} and {json_path}")
+    if as_json:
+        click.echo(json.dumps(result["summary"]))
+
+
+def _robustness_experiment(train_history, eval_history, config, share, rule) -> dict:
+    """``--train-history``: train both kinds on one simulated history, evaluate on each held-out one."""
+    from models.experiment import run_experiment
+    from models.history import dataset_from_history_dir
+    from pq.storage.history import read_table
+    from models.oracle import ground_truth_for
+    from pq.features.spec import load_feature_set
+
+    if not eval_history:
+        raise click.UsageError("--train-history needs at least one --eval-history NAME=DIR")
+    fs = load_feature_set()
+    click.echo(f"computing features ({fs.version}) for {train_history}", err=True)
+    train_ds = dataset_from_history_dir(train_history, fs)
+    evals, truths = {}, {}
+    for item in eval_history:
+        name, _, path = item.partition("=")
+        if not path:
+            raise click.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="--eval-history")
+        click.echo(f"computing features for {name} ({path})", err=True)
+        evals[name] = dataset_from_history_dir(Path(path), fs)
+        truths[name] = ground_truth_for(evals[name].meta, read_table(Path(path), "ground_truth", required=False))
+    return run_experiment(train_ds, evals, config(fs.version), _progress_printer(), truths=truths,
+                          diversion_share=share, episode_rule=rule)
+
+
+def _robustness_of_versions(model_ids, eval_window, regimes) -> dict:
+    """``--model``: registered versions evaluated on labelled windows of the store (all of it by default)."""
+    from models.dataset import load_dataset
+    from models.registry import get_version
+    from models.report import robustness_from_store
+
+    from pq.cli import open_store
+
+    store = open_store()
+    fsv = get_version(store, model_ids[0]).feature_set_version
+    evals = {}
+    for item in eval_window or ("all=..",):
+        name, _, span = item.partition("=")
+        a, _, b = span.partition("..")
+        evals[name] = load_dataset(store, fsv, start=iso_time(a or None), end=iso_time(b or None))
+    return robustness_from_store(store, list(model_ids), evals, regimes)
+
+
+def _echo_robustness(result: dict, out_dir: Path, as_json: bool) -> None:
+    """Write the report, then one line per scenario and model, and the goals."""
+    from models.report import summary_table, write_report
+
     html_path, json_path = write_report(result, out_dir)
     for r in summary_table(result):
         click.echo(f"{r['scenario']:<14} {r['model']:<18} FAR {_fmt(r['far'])}  recall {_fmt(r['recall'])}  "
