@@ -2,6 +2,9 @@
 
 Thin wrappers: parse options, call models' Python API (imported inside the commands), print. Every
 PQError becomes one line on stderr in pq's root group.
+
+Why one file of ~450 lines: the command group over models/ (train, models, report, import); each
+command is a thin wrapper and the robustness command's three modes are functions of their own.
 """
 
 from __future__ import annotations
