@@ -247,6 +247,67 @@ class _Reasons:
         return self.text.tolist()
 
 
+def _sample_reasons(plan: Any, stats: np.ndarray, skip: np.ndarray, key_lim: tuple[np.ndarray, np.ndarray] | None,
+                    reasons: _Reasons) -> None:
+    """Too few good samples, per-statistic minimums, missing limits (vectorised over groups)."""
+    NG = stats[:, :, K_N_GOOD]
+    NB = stats[:, :, K_N_BAD]
+    live = ~skip[:, None]
+    few = (NG < plan.g_min[None, :]) & live
+    if few.any():
+        for p, j in zip(*np.nonzero(few)):
+            ng, nb = int(NG[p, j]), int(NB[p, j])
+            extra = f"; {nb} excluded" if nb else ""
+            reasons.add(p, f"{plan.labels[j]}: {_plural(ng, 'good sample')} "
+                           f"(needs {int(plan.g_min[j])}{extra})")
+    # per group (column) over all parts at once: a part's texts still come in group order
+    if plan.need2.any():
+        one = (NG == 1) & plan.need2[None, :] & live
+        for j in np.nonzero(one.any(axis=0))[0]:
+            reasons.add_mask(one[:, j], f"{plan.labels[j]}: {plan.need2_text[j]} need 2 good samples, got 1")
+    if key_lim is not None:
+        enough = (NG >= plan.g_min[None, :]) & live
+        for lim, need, stat in ((key_lim[0], plan.need_lo, "time_below"),
+                                (key_lim[1], plan.need_hi, "time_above")):
+            if need.any():
+                m = np.isnan(lim) & need[None, :] & enough
+                side = "low" if stat == "time_below" else "high"
+                for j in np.nonzero(m.any(axis=0))[0]:
+                    reasons.add_mask(m[:, j], f"{plan.labels[j]}: no {side} limit for {stat}")
+
+
+def _deviations(plan: Any, X: np.ndarray, flat: np.ndarray, baseline: Any, context: Mapping[str, Any], P: int,
+                reasons: _Reasons) -> None:
+    """Each baselined signal's window mean minus what the context baseline expects today."""
+    means = flat[:, plan.dev_mean_src]
+    if baseline is None:
+        X[:, plan.dev_dst] = np.nan
+        reasons.add_all("no context baseline fitted: dev_baseline features are NaN")
+        return
+    pred, why = baseline.predict_matrix(plan.dev_target, context, P)
+    X[:, plan.dev_dst] = means - pred
+    for mask, text in why:
+        reasons.add_mask(mask, text)
+
+
+def _derived(fs: FeatureSet, plan: Any, X: np.ndarray, P: int, reasons: _Reasons) -> None:
+    """Derived features from the columns already filled; a non-finite result from finite inputs is said."""
+    fix = plan.index
+    for d in fs.derived:
+        refs = d.refs
+        cols = {r: X[:, fix[r]] for r in refs}
+        v = np.asarray(d.evaluate(cols), np.float64)
+        if v.ndim == 0:
+            v = np.full(P, float(v))
+        inputs_ok = np.ones(P, bool)
+        for r in refs:
+            inputs_ok &= np.isfinite(cols[r])
+        nonfinite = ~np.isfinite(v)
+        v = np.where(nonfinite, np.nan, v)
+        X[:, fix[d.name]] = v
+        reasons.add_mask(nonfinite & inputs_ok, f"{d.name}: non-finite result")
+
+
 def assemble(
     fs: FeatureSet,
     stats: np.ndarray,
@@ -277,68 +338,15 @@ def assemble(
     if empty_cycle is not None and empty_cycle.any():
         reasons.add_mask(empty_cycle, "empty cycle window (cycle_end <= cycle_start)")
     skip = empty_cycle if empty_cycle is not None else np.zeros(P, bool)
-
-    # ---- too few good samples, per-statistic minimums, missing limits (vectorised over groups) --
-    NG = stats[:, :, K_N_GOOD]
-    NB = stats[:, :, K_N_BAD]
-    live = ~skip[:, None]
-    few = (NG < plan.g_min[None, :]) & live
-    if few.any():
-        for p, j in zip(*np.nonzero(few)):
-            ng, nb = int(NG[p, j]), int(NB[p, j])
-            extra = f"; {nb} excluded" if nb else ""
-            reasons.add(p, f"{plan.labels[j]}: {_plural(ng, 'good sample')} "
-                           f"(needs {int(plan.g_min[j])}{extra})")
-    # per group (column) over all parts at once: a part's texts still come in group order
-    if plan.need2.any():
-        one = (NG == 1) & plan.need2[None, :] & live
-        for j in np.nonzero(one.any(axis=0))[0]:
-            reasons.add_mask(one[:, j], f"{plan.labels[j]}: {plan.need2_text[j]} need 2 good samples, got 1")
-    if key_lim is not None:
-        enough = (NG >= plan.g_min[None, :]) & live
-        for lim, need, stat in ((key_lim[0], plan.need_lo, "time_below"),
-                                (key_lim[1], plan.need_hi, "time_above")):
-            if need.any():
-                m = np.isnan(lim) & need[None, :] & enough
-                side = "low" if stat == "time_below" else "high"
-                for j in np.nonzero(m.any(axis=0))[0]:
-                    reasons.add_mask(m[:, j], f"{plan.labels[j]}: no {side} limit for {stat}")
-
-    # ---- context ----------------------------------------------------------------------------------
+    _sample_reasons(plan, stats, skip, key_lim, reasons)
     if fs.context:
         c0 = plan.ctx_start
         C, issues = encode_context(fs, context, P)
         X[:, c0 : c0 + C.shape[1]] = C
         for mask, text in issues:
             reasons.add_mask(mask, text)
-
-    # ---- deviation from the context baseline --------------------------------------------------------
     if plan.dev_dst.size:
-        means = flat[:, plan.dev_mean_src]
-        if baseline is None:
-            X[:, plan.dev_dst] = np.nan
-            reasons.add_all("no context baseline fitted: dev_baseline features are NaN")
-        else:
-            pred, why = baseline.predict_matrix(plan.dev_target, context, P)
-            X[:, plan.dev_dst] = means - pred
-            for mask, text in why:
-                reasons.add_mask(mask, text)
-
-    # ---- derived -----------------------------------------------------------------------------------
+        _deviations(plan, X, flat, baseline, context, P, reasons)
     if fs.derived:
-        fix = plan.index
-        for d in fs.derived:
-            refs = d.refs
-            cols = {r: X[:, fix[r]] for r in refs}
-            v = np.asarray(d.evaluate(cols), np.float64)
-            if v.ndim == 0:
-                v = np.full(P, float(v))
-            inputs_ok = np.ones(P, bool)
-            for r in refs:
-                inputs_ok &= np.isfinite(cols[r])
-            nonfinite = ~np.isfinite(v)
-            v = np.where(nonfinite, np.nan, v)
-            X[:, fix[d.name]] = v
-            reasons.add_mask(nonfinite & inputs_ok, f"{d.name}: non-finite result")
-
+        _derived(fs, plan, X, P, reasons)
     return X, reasons.strings()
