@@ -9,11 +9,11 @@ Must not import connectors, models, ui or simulators.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["Sample", "PartEvent", "Source", "FeatureComputer", "FeatureFactory", "ScoreLike", "Scorer",
+__all__ = ["Sample", "PartEvent", "FeatureComputer", "FeatureFactory", "ScoreLike", "Scorer",
            "ScorerProvider", "Sink", "Output", "is_bad", "is_good"]
 
 
@@ -48,12 +48,6 @@ class PartEvent:
     cycle_end_ns: int
     received_s: float
     context: Mapping[str, Any] = field(default_factory=dict)  # product, material_lot, shift, station, ...
-
-
-class Source(Protocol):
-    """The connector's in-memory stream: batches of samples and part events in arrival order."""
-
-    def __aiter__(self) -> AsyncIterator[Sequence[Sample | PartEvent]]: ...
 
 
 class FeatureComputer(Protocol):

@@ -23,8 +23,6 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
-
 from pq.edge.interfaces import Sink
 
 __all__ = ["SpoolWriter"]
@@ -115,6 +113,3 @@ class SpoolWriter:
             self._outbox.put(None)
             self._thread.join(timeout_s)
             self._thread = None
-
-    def status(self) -> dict[str, Any]:
-        return {"queued_batches": self._outbox.qsize(), "dropped": self.dropped}
