@@ -32,58 +32,22 @@ import numpy as np
 
 import pandas as pd
 
-from models.dataset import Dataset, apply_baseline
+from models.dataset import Dataset
+from models.decisions import alarm_episodes, causes_of, decision_figures, prepared_features
 from models.metrics import binary_metrics, part_hours, regime_metrics
 from models.oracle import curves, oracle_figures
 from models.regimes import assign_regimes
 from models.scoring import Scorer
-from models.thresholds import DEFAULT_DIVERSION_SHARE, diversion_threshold, threshold_for_recall
+from models.thresholds import DEFAULT_DIVERSION_SHARE, threshold_for_recall
 from models.training import Progress, TrainConfig, train_frames
 from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule, episodes
 
-__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "validation_decisions",
-           "alarm_episodes", "prepared_features", "RECALL_TOLERANCE"]
+__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "RECALL_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
 # "Equal" recall: within one defect-in-a-hundred of the naive model's.
 RECALL_TOLERANCE = 0.01
-
-
-def prepared_features(scorer: Scorer, ds: Dataset):
-    """``ds.X`` as the model sees it: deviation features from the model's own baseline, as the edge computes them."""
-    return apply_baseline(ds.X, ds.meta, scorer.baseline) if scorer.baseline is not None else ds.X
-
-
-def alarm_episodes(meta, at_risk: np.ndarray, causes: np.ndarray, rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> np.ndarray:
-    """Index (into ``meta``) of the part that opened each operator alarm, line by line in production order."""
-    order = np.lexsort((pd.to_datetime(meta["cycle_end"], utc=True).to_numpy(), meta["line_id"].astype(str).to_numpy()))
-    lines = meta["line_id"].astype(str).to_numpy()[order]
-    opened = []
-    for line in pd.unique(lines):
-        rows = order[lines == line]
-        opened += [rows[e.start] for e in episodes(at_risk[rows], causes[rows], rule)]
-    return np.sort(np.asarray(opened, dtype=np.int64))
-
-
-def _causes(scorer: Scorer, X, at_risk: np.ndarray) -> np.ndarray:
-    causes = np.full(len(X), None, dtype=object)
-    causes[at_risk] = scorer.top_signals(X.loc[at_risk])
-    return causes
-
-
-def decision_figures(y, p, threshold: float, hours: np.ndarray, at_alarm_open: np.ndarray, truth=None) -> dict:
-    """Diversion at ``threshold``: diverted share, FAR, recall, operator alarms/h, oracle beside the model."""
-    y = np.asarray(y, dtype=int)
-    divert = p >= threshold
-    m = binary_metrics(y, p, threshold, float(hours.sum()))
-    h = float(hours.sum())
-    return {"threshold": threshold, "parts": len(y), "defects": int(y.sum()),
-            "diverted_share": round(float(divert.mean()), 5) if len(y) else None,
-            "far": m["far"], "recall": m["recall"], "precision": m["precision"],
-            "diverted_per_h": m["alerts_per_h"], "alarms": int(at_alarm_open.sum()),
-            "alarms_per_h": round(float(at_alarm_open.sum()) / h, 3) if h > 0 else None,
-            **{k: v for k, v in oracle_figures(y, p, divert, truth).items() if k.startswith("oracle") or k == "auc"}}
 
 
 def evaluate(scorer: Scorer, ds: Dataset, regimes=None, *, truth=None, diversion_threshold: float | None = None,
@@ -124,7 +88,7 @@ def evaluate(scorer: Scorer, ds: Dataset, regimes=None, *, truth=None, diversion
     if diversion_threshold is not None:
         divert = p >= diversion_threshold
         opened = np.zeros(len(y), bool)
-        opened[alarm_episodes(ds.meta, divert, _causes(scorer, X, divert), episode_rule)] = True
+        opened[alarm_episodes(ds.meta, divert, causes_of(scorer, X, divert), episode_rule)] = True
         div = decision_figures(y, p, diversion_threshold, hours, opened, truth)
         div["regimes"] = {name: {band: decision_figures(y[m], p[m], diversion_threshold, hours[m], opened[m],
                                                         None if truth is None else truth[m])
@@ -217,23 +181,6 @@ def _round(x, n: int = 3):
     return None if x is None else round(float(x), n)
 
 
-def validation_decisions(outcome, scorer: Scorer, train: Dataset, share: float,
-                         rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> dict:
-    """The diversion threshold from the out-of-fold probabilities, and what it did on validation:
-    diverted share, FAR, recall and operator alarms/h (the rate the held-out alarms are compared with).
-    Each part's at-risk decision is out of fold; its cause comes from the final model's TreeSHAP,
-    because the fold models are not kept."""
-    p = np.asarray(outcome.oof_proba, dtype=float)
-    thr = diversion_threshold(p, share)
-    divert = p >= thr
-    X = prepared_features(scorer, train)
-    opened = np.zeros(len(p), bool)
-    opened[alarm_episodes(train.meta, divert, _causes(scorer, X, divert), rule)] = True
-    out = decision_figures(train.y.to_numpy(), p, thr, part_hours(train.meta), opened)
-    return {k: v for k, v in out.items() if not k.startswith("oracle")} | {"share_budget": share,
-                                                                            "episode_rule": {"k": rule.k, "n": rule.n}}
-
-
 def run_experiment(train: Dataset, evals: dict[str, Dataset], config: TrainConfig,
                    progress: Progress | None = None, *, truths: dict | None = None,
                    diversion_share: float = DEFAULT_DIVERSION_SHARE,
@@ -248,10 +195,11 @@ def run_experiment(train: Dataset, evals: dict[str, Dataset], config: TrainConfi
     t0 = time.perf_counter()
     outcomes, scorers, validation = {}, {}, {}
     for i, kind in enumerate(("environment-aware", "naive")):
-        cfg = replace(config, kind=kind, name=f"defect-{kind}")
+        cfg = replace(config, kind=kind, name=f"defect-{kind}", diversion_share=diversion_share, diversion_recall=None,
+                      episode_k=episode_rule.k, episode_n=episode_rule.n)
         outcomes[kind] = train_frames(train, cfg, lambda f, m, i=i, kind=kind: progress(0.45 * (i + f), f"{kind}: {m}"))
         scorers[kind] = Scorer.from_bytes(outcomes[kind].artifact())
-        validation[kind] = validation_decisions(outcomes[kind], scorers[kind], train, diversion_share, episode_rule)
+        validation[kind] = outcomes[kind].decisions
     scenarios = {}
     for j, (name, ds) in enumerate(evals.items()):
         progress(0.9 + 0.1 * j / max(len(evals), 1), f"evaluating on {name}")

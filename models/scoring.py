@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from models.estimator import DefectModel, signal_of
+from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule
 from pq.errors import FeatureMismatch, ModelError
 
 __all__ = ["Scorer", "Score", "SignalContribution", "value_feature_candidates"]
@@ -89,6 +90,13 @@ class Scorer:
         self.feature_names: list[str] = list(model.feature_names_)
         self.feature_set_version: str = doc.get("feature_set_version", "")
         self.threshold: float = float(doc["threshold"])
+        # The part-diversion decision (models.decisions); None for artifacts trained before it existed,
+        # which the edge then serves with the single alert threshold.
+        self.decisions: dict = doc.get("decisions") or {}
+        self.diversion_threshold: float | None = (float(self.decisions["threshold"])
+                                                  if self.decisions.get("threshold") is not None else None)
+        rule = self.decisions.get("episode_rule") or {}
+        self.episode_rule = EpisodeRule(int(rule.get("k", DEFAULT_EPISODE_RULE.k)), int(rule.get("n", DEFAULT_EPISODE_RULE.n)))
         self.kind: str = doc.get("kind", "")
         self.name: str = doc.get("name", "")
         self.card: dict = doc.get("card") or {}
@@ -173,18 +181,21 @@ class Scorer:
 
     # -- scoring -------------------------------------------------------------------------------------
     def score(self, vector: Mapping[str, float] | np.ndarray, context: Mapping[str, Any] | None = None,
-              explain: bool | None = None) -> Score:
-        """Probability, decision and (for at-risk parts, or when ``explain``) per-signal reasons."""
+              explain: bool | None = None, threshold: float | None = None) -> Score:
+        """Probability, decision and (for at-risk parts, or when ``explain``) per-signal reasons.
+
+        ``threshold`` overrides the version's alert threshold (the edge passes the diversion threshold)."""
         row, flags = self._row(vector)
         X = row.reshape(1, -1)
         raw = self._booster.predict(X, raw_score=True, num_threads=1)
         p = float(self._calib(raw)[0])
-        at_risk = p >= self.threshold
+        threshold = self.threshold if threshold is None else float(threshold)
+        at_risk = p >= threshold
         contributions: tuple[SignalContribution, ...] = ()
         if explain or (explain is None and at_risk):
             contrib = self._booster.predict(X, pred_contrib=True, num_threads=1)[0, :-1]
             contributions = self._explain(row, contrib, context, vector if isinstance(vector, Mapping) else None)
-        return Score(p, self.threshold, bool(at_risk), contributions, tuple(flags), self.version_id)
+        return Score(p, threshold, bool(at_risk), contributions, tuple(flags), self.version_id)
 
     def _context_from_row(self, row: np.ndarray) -> dict[str, Any]:
         return {name: row[i] for name, i in self._ctx_features}

@@ -48,6 +48,8 @@ from models.dataset import Dataset, apply_baseline, fit_baseline, load_dataset
 from models.estimator import DefectModel, json_safe
 from models.metrics import THRESHOLD_RULES, binary_metrics, choose_threshold, part_hours, regime_metrics
 from models.regimes import DEFAULT_REGIMES, RegimeDef, assign_regimes, cv_groups, split_rows, time_folds
+from models.thresholds import DEFAULT_DIVERSION_SHARE
+from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule
 from pq.errors import ModelError, PQError
 
 __all__ = ["TrainConfig", "FitOutcome", "TrainResult", "train_frames", "train", "select_features", "context_role",
@@ -94,6 +96,13 @@ class TrainConfig:
     cv: str = "time"  # "stratified": random folds, only for independent parts (AI4I), never a plant's history
     threshold_rule: str = "budget"  # "f1": the threshold with the best out-of-fold F1 (metrics.f1_threshold)
     compare_plain: bool = False  # also score plain LightGBM on the same folds (card["comparison"])
+    # The part-diversion decision (models.decisions): divert at most this share of parts, or reach
+    # this recall (capped by the share when both are set); operator alarms: episode_k of the last
+    # episode_n parts at risk with one cause.
+    diversion_share: float | None = DEFAULT_DIVERSION_SHARE
+    diversion_recall: float | None = None
+    episode_k: int = DEFAULT_EPISODE_RULE.k
+    episode_n: int = DEFAULT_EPISODE_RULE.n
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -106,6 +115,18 @@ class TrainConfig:
             raise ModelError("give an alarm budget (alerts per hour per line) or a target recall")
         if self.folds < 2:
             raise ModelError(f"folds must be >= 2, got {self.folds}")
+        if self.diversion_share is not None and not 0 < self.diversion_share < 1:
+            raise ModelError(f"diversion_share must be in (0, 1), got {self.diversion_share}")
+        if self.diversion_recall is not None and not 0 < self.diversion_recall <= 1:
+            raise ModelError(f"diversion_recall must be in (0, 1], got {self.diversion_recall}")
+        try:
+            EpisodeRule(self.episode_k, self.episode_n)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+
+    @property
+    def episode_rule(self) -> EpisodeRule:
+        return EpisodeRule(self.episode_k, self.episode_n)
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -128,6 +149,8 @@ class FitOutcome:
     normal_ranges: dict = field(default_factory=dict)
     moving_signals: list = field(default_factory=list)
     comparison: dict | None = None  # plain LightGBM on the same folds (TrainConfig.compare_plain)
+    # the part-diversion threshold and episode rule with their validation figures (models.decisions)
+    decisions: dict = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
@@ -140,6 +163,7 @@ class FitOutcome:
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "normal_ranges": self.normal_ranges,
             "moving_signals": self.moving_signals,
+            "decisions": self.decisions,
             "card": self.card,
         })
 
@@ -618,11 +642,35 @@ def train_frames(ds: Dataset, config: TrainConfig, progress: Progress | None = N
                        fold_info=fold_info, stopping=stopping, elapsed=elapsed, baseline=baseline,
                        comparison=comparison)
     normal_ranges = _normal_ranges(ds.X, y)
+    outcome = FitOutcome(final, config, thr, rule, metrics, per_regime, card, p_oof, baseline, ds.window, normal_ranges,
+                         _moving_signals(ds.X), comparison)
+    progress(0.96, "part diversion and operator alarms on validation")
+    _add_decisions(outcome, ds, y)
     progress(0.97, "model fitted")
-    logger.info("trained %s %s on %d parts (%d defects) in %.1f s: threshold %.4f, recall %s, FAR %s",
-                config.kind, config.name, n, n_pos, elapsed, thr, metrics["recall"], metrics["far"])
-    return FitOutcome(final, config, thr, rule, metrics, per_regime, card, p_oof, baseline, ds.window, normal_ranges,
-                      _moving_signals(ds.X), comparison)
+    logger.info("trained %s %s on %d parts (%d defects) in %.1f s: threshold %.4f, recall %s, FAR %s; diverts "
+                "above %.4f (%s of parts), %s operator alarms/h on validation", config.kind, config.name, n, n_pos,
+                elapsed, thr, metrics["recall"], metrics["far"], outcome.decisions["threshold"],
+                outcome.decisions["diverted_share"], outcome.decisions["alarms_per_h"])
+    return outcome
+
+
+def _add_decisions(outcome: FitOutcome, ds: Dataset, y: np.ndarray) -> None:
+    """The diversion threshold and the episode alarms it raised on validation, into the outcome and its card."""
+    from models.decisions import validation_decisions
+    from models.scoring import Scorer
+
+    config = outcome.config
+    scorer = Scorer.from_bytes(outcome.artifact())  # the final model's TreeSHAP names each alarm's cause
+    block = validation_decisions(outcome.oof_proba, y, scorer, ds, config.diversion_share, config.episode_rule,
+                                 config.diversion_recall)
+    outcome.decisions = json_safe(block)
+    outcome.card["decisions"] = json_safe({
+        **block, "meaning": (
+            f"parts at or above {block['threshold']:.4f} are diverted for inspection ({block['diverted_share']} of "
+            f"validation parts, recall {block['recall']}); an operator alarm opens when {config.episode_k} of the "
+            f"last {config.episode_n} parts are at risk with one cause ({block['alarms_per_h']} alarms/h on "
+            f"validation). The alert threshold above serves the single-threshold mode "
+            f"(PQ_EDGE_DECISIONS=single).")})
 
 
 def train(store, config: TrainConfig, *, trained_by: str, progress: Progress | None = None,

@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     edge_health_interval_s: float = Field(
         5.0, gt=0, description="How often the edge writes its component_health row (and on every state change)"
     )
+    edge_decisions: Literal["two", "single"] = Field(
+        "two", description="two: parts above the model's diversion threshold are diverted for inspection and an "
+        "operator alarm opens for an episode (k of the last n parts at risk with one cause); single: every part above "
+        "the alert threshold is diverted and raises an alert (the behaviour before the two decisions)"
+    )
     edge_flood_limit: int = Field(
         10, gt=0, description="More new alerts than this within PQ_EDGE_FLOOD_WINDOW_S on a line = flood: one flood alert"
     )

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from benchmarks.processes import poll_until
 from connectors.outputs.mqtt import MqttOutput
+from pq.alerts.episodes import DEFAULT_EPISODE_RULE
 from pq.alerts.playbook import PlaybookLoader
 from pq.edge import records
 from pq.edge.interfaces import PartEvent, Sample
@@ -40,23 +41,26 @@ class RuleScorer:
     threshold = 0.5
     baseline = None
     moving_signals = frozenset()
+    episode_rule = DEFAULT_EPISODE_RULE
 
-    def __init__(self, version_id: int, ranges: dict | None = None):
+    def __init__(self, version_id: int, ranges: dict | None = None, diversion_threshold: float | None = None):
         self.version_id = version_id
         self.feature_names = list(FS.feature_names)
         self.feature_ranges = ranges or {}
+        self.diversion_threshold = diversion_threshold  # None: a version from before the two decisions
 
-    def score(self, vector, context=None, explain=None):
+    def score(self, vector, context=None, explain=None, threshold=None):
+        thr = self.threshold if threshold is None else threshold
         m = vector["melt_temp_c__mean"]
         if math.isnan(m):
-            return SimpleNamespace(probability=0.5, threshold=0.5, at_risk=False, flags=("nan_unseen:melt_temp_c__mean",),
+            return SimpleNamespace(probability=0.5, threshold=thr, at_risk=False, flags=("nan_unseen:melt_temp_c__mean",),
                                    contributions=())
         p = 1 / (1 + math.exp(-(m - 240.0)))
-        contrib = [SimpleNamespace(signal="melt_temp_c", contribution=m - 240.0, value=m, normal_lo=225.0,
+        contrib = [SimpleNamespace(signal="melt_temp_c", contribution=m - 235.0, value=m, normal_lo=225.0,
                                    normal_hi=235.0, direction="high"),
                    SimpleNamespace(signal="hold_pressure_bar", contribution=-0.1, value=600.0, normal_lo=550.0,
                                    normal_hi=650.0, direction="normal")]
-        return SimpleNamespace(probability=p, threshold=0.5, at_risk=p >= 0.5, flags=(), contributions=contrib)
+        return SimpleNamespace(probability=p, threshold=thr, at_risk=p >= thr, flags=(), contributions=contrib)
 
 
 def _cycle(i: int, melt: float, skip: tuple[str, ...] = (), bad: tuple[str, ...] = ()):
@@ -231,3 +235,64 @@ def test_promotion_while_decisions_lag_the_samples(settings_factory):
     assert [d.prediction["model_version_id"] for d in decisions] == [1] * 2 + [2] * 10
     assert all(d.decision == "ok" for d in decisions), [(d.prediction["serial"], d.prediction["reason"])
                                                        for d in decisions if d.decision != "ok"]
+
+
+def _melt_profile(n: int, marginal=(), defective=()):
+    return [239.0 if i in marginal else 250.0 if i in defective else 230.0 for i in range(n)]
+
+
+@pytest.mark.timeout(180)
+def test_two_decisions_divert_parts_and_call_the_operator_for_episodes(settings_factory):
+    """Two decisions (the default): every part above the diversion threshold is diverted and published
+    with divert=true, paging nobody; an operator alarm opens when 3 of the last 10 parts are at risk
+    with one cause, is updated while the episode lasts and clears when it ends (10 parts without it).
+    The same parts in the single-threshold mode alert per part above the alert threshold."""
+    topic = f"pqtest/{uuid.uuid4().hex[:8]}"
+    got, subscribed = [], threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{topic}/#", qos=1)
+    sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+    sub.on_message = lambda c, u, m: got.append((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
+    sub.connect("127.0.0.1", 1883)
+    sub.loop_start()
+    assert subscribed.wait(60), "the broker on 127.0.0.1:1883 did not acknowledge the subscription"
+    out = MqttOutput("mqtt", topic=f"{topic}/alerts", decisions_topic=f"{topic}/decisions").start()
+    # p = 0.27 at 239 °C (diverted: above 0.2, below the 0.5 alert threshold), 0.99995 at 250 °C
+    melts = _melt_profile(40, marginal={2}, defective={5, 20, 21, 22, 23})
+    try:
+        watcher = ModelWatcher(LINE, resolve=lambda product: 1,
+                               load=lambda vid: RuleScorer(vid, diversion_threshold=0.2))
+        watcher.poll_once()
+        rt = _runtime(settings_factory(), watcher, None, [out])
+        decisions = [d for i, m in enumerate(melts) for d in rt.handle(_cycle(i, m))]
+        diverted = {d.prediction["serial"] for d in decisions if d.decision == "at_risk"}
+        assert diverted == {f"S{i:05d}" for i in (2, 5, 20, 21, 22, 23)}
+        assert {d.prediction["threshold"] for d in decisions if d.decision != "not_scored"} == {0.2}
+        changes = [(d.prediction["serial"], ch) for d in decisions for ch in d.changes]
+        assert [(s, ch.event) for s, ch in changes] == [("S00022", "raised"), ("S00023", "updated"),
+                                                       ("S00033", "cleared")]
+        alarm = changes[0][1].alert
+        assert alarm["kind"] == "episode" and alarm["cause"] == "melt_temp_c"
+        assert alarm["title"].startswith("3 of the last 10 parts at risk, same cause") and "S00022" in alarm["title"]
+        assert changes[1][1].alert["repeat_count"] == 2 and changes[2][1].event_row["detail"]["episode_ended"]
+        # the diverted part carries its reason even though nobody was called
+        part2 = next(d for d in decisions if d.prediction["serial"] == "S00002")
+        assert part2.prediction["contributions"][0]["signal"] == "melt_temp_c" and not part2.changes
+
+        assert poll_until(lambda: sum(1 for k, _ in got if k == "decisions") == 40 and
+                          any(k == "alerts" and m["event"] == "cleared" for k, m in got), 60), got
+        published = {m["serial"]: m["divert"] for k, m in got if k == "decisions"}
+        assert {s for s, v in published.items() if v} == diverted
+        assert [m["event"] for k, m in got if k == "alerts"] == ["raised", "updated", "cleared"]
+
+        # the single-threshold configuration: one alert per part above 0.5, nothing for the marginal part
+        rt1 = _runtime(settings_factory(edge_decisions="single"), watcher, None)
+        single = [d for i, m in enumerate(melts) for d in rt1.handle(_cycle(i, m))]
+        assert {d.prediction["serial"] for d in single if d.decision == "at_risk"} == \
+            {f"S{i:05d}" for i in (5, 20, 21, 22, 23)}
+        raised = [(d.prediction["serial"], ch.alert["kind"]) for d in single for ch in d.changes if ch.event == "raised"]
+        assert raised == [("S00005", "part"), ("S00020", "part")]
+    finally:
+        out.close()
+        sub.loop_stop()
+        sub.disconnect()

@@ -166,9 +166,11 @@ class AlarmBoard:
         return a
 
     # -- rules -----------------------------------------------------------------------------------
-    def on_at_risk(self, cause: str, now: datetime, **fields_: Any) -> list[Change]:
+    def on_at_risk(self, cause: str, now: datetime, kind: str = "part", **fields_: Any) -> list[Change]:
         """An at-risk part with this cause: update the open alert for the cause or raise a new one.
 
+        ``kind``: "part" (an alert per at-risk part, cleared after ``clear_after_ok`` parts without the
+        cause) or "episode" (an operator alarm for an episode, cleared by :meth:`on_episode_cleared`).
         ``fields_``: severity, title, serial, station, product, material_lot, shift, score, action,
         explanation, model_version_id.
         """
@@ -193,10 +195,10 @@ class AlarmBoard:
         self._prune(now)
         self._raises.append(now.timestamp())
         if len(self._raises) <= self.flood_limit and not self.flooding:
-            a = self._new(cause, now, "active", "part", fields_)
+            a = self._new(cause, now, "active", kind, fields_)
             return [self._change("raised", a, now, publish=True, detail={"serial": a.serial, "score": a.score})]
 
-        a = self._new(cause, now, "suppressed", "part", fields_)
+        a = self._new(cause, now, "suppressed", kind, fields_)
         changes = [self._change("suppressed", a, now, publish=False, detail={"serial": a.serial, "reason": "flood"})]
         n = len(self._raises)
         minutes = self.flood_window_s / 60
@@ -218,7 +220,7 @@ class AlarmBoard:
         return changes
 
     def on_scored(self, now: datetime, causes: Iterable[str] = ()) -> list[Change]:
-        """A scored part (OK, or at risk for ``causes``): other open causes move towards clearing."""
+        """A scored part (OK, or at risk for ``causes``): other open part alerts move towards clearing."""
         seen = set(causes)
         changes = []
         for a in list(self._open.values()):
@@ -232,12 +234,22 @@ class AlarmBoard:
                                             detail={"after_ok_parts": a.ok_streak, "was": was}))
         return changes
 
+    def on_episode_cleared(self, cause: str, now: datetime) -> list[Change]:
+        """The episode of ``cause`` ended (its rule saw n parts without it): its alarm clears, whatever its state."""
+        a = self._open.get(cause)
+        if a is None or a.kind != "episode":
+            return []
+        was = a.state
+        self._close(a, now)
+        return [self._change("cleared", a, now, publish=was != "suppressed", detail={"episode_ended": True, "was": was})]
+
     def tick(self, now: datetime) -> list[Change]:
         """Time-driven rules: shelving expiry and the end of a flood."""
         changes = []
         for a in list(self._open.values()):
             if a.state == "shelved" and a.shelved_until is not None and now >= a.shelved_until:
-                if a.kind == "part" and a.ok_streak < self.clear_after_ok:
+                # an episode alarm still on the board means its episode is still open
+                if (a.kind == "part" and a.ok_streak < self.clear_after_ok) or a.kind == "episode":
                     a.state, a.updated_at = "active", now
                     changes.append(self._change("unshelved", a, now, publish=True, detail={"expired": True}))
                 else:

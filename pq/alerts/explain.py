@@ -221,3 +221,11 @@ def title_for(serial: str, probability: float, top: list[dict], cause_label: str
     if top:
         return f"Part {serial} at risk ({pct}): {top[0]['sentence']}"
     return f"Part {serial} at risk ({pct}){': ' + cause_label if cause_label else ''}"
+
+
+def episode_title(at_risk: int, of_parts: int, serial: str, top: list[dict], cause_label: str | None = None) -> str:
+    """An operator alarm's title: the episode (how many of the last parts, one cause), then the latest part's reason."""
+    head = f"{at_risk} of the last {of_parts} parts at risk, same cause"
+    if top:
+        return f"{head}: {top[0]['sentence']} (latest: part {serial})"
+    return f"{head}{': ' + cause_label if cause_label else ''} (latest: part {serial})"

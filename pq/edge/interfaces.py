@@ -80,18 +80,22 @@ class Scorer(Protocol):
 
     ``baseline``: the fitted context baseline the feature computer needs (or None); ``feature_ranges``:
     {feature: (min, max)} seen in training (the drift check; empty to skip it); ``moving_signals``:
-    signals that moved in every training cycle (the stuck-sensor check)."""
+    signals that moved in every training cycle (the stuck-sensor check); ``threshold``: the alert
+    threshold of the single-threshold mode; ``diversion_threshold`` (None: the version predates the
+    two decisions) and ``episode_rule`` (a ``pq.alerts.episodes.EpisodeRule``): the two decisions."""
 
     feature_names: Sequence[str]
     feature_set_version: str
     threshold: float
+    diversion_threshold: float | None
+    episode_rule: Any
     version_id: int | None
     baseline: Any
     feature_ranges: Mapping[str, Sequence[float]]
     moving_signals: frozenset[str]
 
     def score(self, vector: Mapping[str, float], context: Mapping[str, Any] | None = None,
-              explain: bool | None = None) -> ScoreLike: ...
+              explain: bool | None = None, threshold: float | None = None) -> ScoreLike: ...
 
 
 class ScorerProvider(Protocol):

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pq.alerts.discipline import AlarmBoard, Change
-from pq.alerts.explain import explain_contributions, fmt_reading, title_for
+from pq.alerts.episodes import EpisodeState, advance
+from pq.alerts.explain import episode_title, explain_contributions, fmt_reading, title_for
 from pq.alerts.playbook import PlaybookLoader
 from pq.config import Settings
 from pq.edge.checks import CycleChecks
@@ -99,6 +100,7 @@ class LineRuntime:
                                 flood_window_s=settings.edge_flood_window_s,
                                 clear_after_ok=settings.edge_clear_after_ok_parts)
         self.line_state = LineState(line_id, clock)
+        self.episodes = EpisodeState()  # the operator-alarm rule's memory (two decisions)
         self._writer = SpoolWriter(sink, line_id) if sink is not None else None
         self._computers: dict[tuple, FeatureComputer] = {}
         self._last_cycle_end_ns: int | None = None
@@ -283,7 +285,7 @@ class LineRuntime:
             pred["reason"] = reason
         self._publish(changes)
         for out in self.outputs:
-            out.on_decision({**pred, "station": ctx.get("station"), "product": product,
+            out.on_decision({**pred, "divert": pred["decision"] == "at_risk", "station": ctx.get("station"), "product": product,
                              "material_lot": ctx.get("material_lot"), "shift": ctx.get("shift")})
         latency_ms = (time.perf_counter() - ev.received_s) * 1000.0
         pred["latency_ms"] = latency_ms
@@ -327,8 +329,9 @@ class LineRuntime:
         problems = problems or self.checks.drift(scorer, vec)
         if problems:
             return "degraded", "; ".join(problems)
+        two = self.settings.edge_decisions == "two" and scorer.diversion_threshold is not None
         try:
-            s = scorer.score(vec, ctx, explain=None)
+            s = scorer.score(vec, ctx, explain=None, threshold=scorer.diversion_threshold if two else None)
         except PQError as exc:
             return "degraded", f"Scoring failed: {exc}"
         unseen = [f.split(":", 1)[1] for f in s.flags if f.startswith("nan_unseen:")]
@@ -337,18 +340,47 @@ class LineRuntime:
             return "degraded", f"No value for {', '.join(missing)} in this cycle" + (f" ({freason})" if freason else "")
         pred["score"], pred["threshold"] = float(s.probability), float(s.threshold)
         pred["decision"] = "at_risk" if s.at_risk else "ok"
-        if s.at_risk:
+        if two:
+            changes.extend(self._divert(ev, ctx, s, pred, now, scorer.episode_rule))
+        elif s.at_risk:
             changes.extend(self._alert(ev, ctx, s, pred, now))
             pred["contributions"] = changes[0].alert.get("explanation") if changes else None
         else:
             changes.extend(self.board.on_scored(now, ()))
         return "scoring", ""
 
-    def _alert(self, ev: PartEvent, ctx: Mapping[str, Any], s: Any, pred: dict, now: datetime) -> list[Change]:
+    def _divert(self, ev: PartEvent, ctx: Mapping[str, Any], s: Any, pred: dict, now: datetime, rule) -> list[Change]:
+        """Two decisions: an at-risk part is diverted (its decision, published to the outputs, pages
+        nobody); an operator alarm is raised or updated only while its cause has an open episode."""
+        if not s.at_risk:
+            self.episodes, _, ended = advance(self.episodes, False, None, rule)
+            return self._episodes_ended(ended, now) + self.board.on_scored(now, ())
         pb = self.playbook.current
         top = explain_contributions(s.contributions or (), pb, top_n=3)
+        pred["contributions"] = top or None
+        cause = pb.cause_for(top[0]["signal"]) if top else "model"
+        self.episodes, opened, ended = advance(self.episodes, True, cause, rule)
+        changes = self._episodes_ended(ended, now)
+        on_board = self.board.get(cause)
+        # A new episode raises an alarm; later parts update it while it is on the board. An alarm an
+        # operator cleared stays cleared until its episode ends and a new one opens.
+        if opened is not None or (on_board is not None and on_board.kind == "episode"):
+            recent = sum(1 for _, c in self.episodes.recent if c == cause)
+            return changes + self._alert(ev, ctx, s, pred, now, kind="episode", top=top, cause=cause,
+                                         title=episode_title(recent, rule.n, ev.serial, top, pb.label_for(cause)))
+        return changes + self.board.on_scored(now, {cause})
+
+    def _episodes_ended(self, ended, now: datetime) -> list[Change]:
+        return [ch for ep in ended for ch in self.board.on_episode_cleared(ep.cause, now)]
+
+    def _alert(self, ev: PartEvent, ctx: Mapping[str, Any], s: Any, pred: dict, now: datetime, *,
+               kind: str = "part", title: str | None = None, top: list | None = None, cause: str | None = None
+               ) -> list[Change]:
+        """Raise or update the alert of this part's cause (kind "part"), or of its episode (kind "episode")."""
+        pb = self.playbook.current
+        top = explain_contributions(s.contributions or (), pb, top_n=3) if top is None else top
         signal = top[0]["signal"] if top else None
-        cause = pb.cause_for(signal) if signal else "model"
+        cause = cause or (pb.cause_for(signal) if signal else "model")
         action_ctx = {**ctx, "serial": ev.serial, "line_id": self.line_id}
         if top:
             r = fmt_reading(top[0]["value"], top[0]["normal_lo"], top[0]["normal_hi"])  # as in the title
@@ -356,7 +388,8 @@ class LineRuntime:
         action = pb.action_for(signal or "", top[0]["direction"] if top else None, action_ctx)
         severity = "high" if s.probability >= pb.severity_high else "medium"
         changes = self.board.on_at_risk(
-            cause, now, severity=severity, title=title_for(ev.serial, float(s.probability), top, pb.label_for(cause)),
+            cause, now, kind=kind, severity=severity,
+            title=title or title_for(ev.serial, float(s.probability), top, pb.label_for(cause)),
             serial=ev.serial, station=ctx.get("station"), product=ctx.get("product"),
             material_lot=ctx.get("material_lot"), shift=ctx.get("shift"), score=float(s.probability),
             action=action, explanation=top, model_version_id=pred["model_version_id"])

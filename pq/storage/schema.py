@@ -159,7 +159,7 @@ alerts = Table(
     "alerts", metadata,
     Column("id", String(36), primary_key=True, comment="UUID minted at the edge"),
     Column("line_id", String(64), nullable=False),
-    Column("kind", String(16), nullable=False, default="part", comment="part | flood | system"),
+    Column("kind", String(16), nullable=False, default="part", comment="part | episode | flood | system"),
     Column("cause", String(200), nullable=False, comment="signal or mechanism key; one active alert per line+cause"),
     Column("state", String(16), nullable=False, comment="active | acknowledged | cleared | shelved | suppressed"),
     Column("severity", String(16), nullable=False, comment="low | medium | high"),
