@@ -57,6 +57,8 @@ _PRODUCTS = ("housing-A", "housing-B", "cover-C")
 _SHIFTS = ("A", "B", "C")
 _BATCH = 50_000
 FEATURE_SET = "default-1"
+# The part decision of the seeded predictions: about 1 part in 60 is diverted for inspection.
+DIVERSION_THRESHOLD = 0.2
 
 
 @dataclass(frozen=True)
@@ -212,10 +214,14 @@ def seed(store: Store, *, lines: int = 3, parts_per_line: int = 600, alerts: int
             for k in range(parts_per_line):
                 end = start + timedelta(seconds=cycle_s * (k + 1))
                 score = rng.betavariate(1.2, 20)
+                diverted = score >= DIVERSION_THRESHOLD  # the part decision: set aside, with its reason
+                why = _explanation(rng.choice(list(_SIG)), rng.choice(("low", "high")), rng) if diverted else None
                 yield {"id": str(uuid.uuid4()), "decided_at": end + timedelta(milliseconds=40), "line_id": lid,
                        "serial": f"{lid[-2:]}-{k:08d}", "model_version_id": None, "feature_set_version": FEATURE_SET,
-                       "score": round(score, 4), "threshold": 0.5, "decision": "at_risk" if score >= 0.5 else "ok",
-                       "reason": None, "contributions": None, "latency_ms": round(rng.uniform(5, 40), 1)}
+                       "score": round(score, 4), "threshold": DIVERSION_THRESHOLD,
+                       "decision": "at_risk" if diverted else "ok", "reason": None,
+                       "contributions": [dict(c, sentence=_title(c)) for c in why] if why else None,
+                       "latency_ms": round(rng.uniform(5, 40), 1)}
 
     n_pred = _copy(store, schema.predictions, prediction_rows(),
                    ["id", "decided_at", "line_id", "serial", "model_version_id", "feature_set_version", "score",

@@ -23,16 +23,11 @@ import pandas as pd
 from models.dataset import Dataset, apply_baseline
 from models.metrics import binary_metrics, part_hours
 from models.oracle import oracle_figures
-from models.thresholds import DEFAULT_DIVERSION_SHARE, diversion_threshold, threshold_for_recall
+from models.thresholds import ALARM_CEILING_PER_H, DEFAULT_DIVERSION_SHARE, diversion_threshold, threshold_for_recall
 from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule, episodes
 
 __all__ = ["ALARM_CEILING_PER_H", "prepared_features", "alarm_episodes", "causes_of", "decision_figures",
            "validation_decisions"]
-
-# ISA-18.2: about one alarm per 10 minutes per operator is the most a person can handle; a model
-# whose validation alarm rate is above it cannot be promoted without an override.
-ALARM_CEILING_PER_H = 6.0
-
 
 def prepared_features(scorer, ds: Dataset):
     """``ds.X`` as the model sees it: deviation features from the model's own baseline, as the edge computes them."""

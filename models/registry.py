@@ -12,7 +12,9 @@ Promotion refuses, with a message that says why:
 - a feature-set version different from the one the line's edge computes (never overridable: the
   edge could not score the model at all);
 - a candidate whose per-regime false-alarm rate or recall is worse than production's by more than
-  the margin (overridable with ``override=True`` and a reason; the override is recorded);
+  the margin, whose operator alarms on validation exceed the ISA-18.2 ceiling (6/h) or rise well
+  above production's, or whose diverted parts catch fewer defects than production's (overridable
+  with ``override=True`` and a reason; the override is recorded);
 - an approver who is an operator or inactive in ``users`` (engineers and admins promote).
 
 Example::
@@ -34,6 +36,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from models.estimator import json_safe
+from models.thresholds import ALARM_CEILING_PER_H
 from pq.errors import FeatureMismatch, ModelError
 from pq.storage import schema
 
@@ -254,7 +257,8 @@ def compare(store, candidate_id: int, production_id: int | None = None, margin: 
     cand = get_version(store, candidate_id)
     prod = get_version(store, production_id) if production_id is not None else None
     out = {"candidate": cand.label, "production": prod.label if prod else None, "margin": margin,
-           "overall": {}, "regimes": [], "worse": []}
+           "overall": {}, "regimes": [], "decisions": [], "worse": []}
+    _compare_decisions(out, cand, prod, margin)
     if prod is None:
         return out
     for metric in ("far", "recall", "precision", "alerts_per_h", "ece", "auc"):
@@ -280,6 +284,44 @@ def compare(store, candidate_id: int, production_id: int | None = None, margin: 
                 if worse:
                     out["worse"].append(row)
     return out
+
+
+# A candidate calls the operator too often when its validation alarm rate is this many times
+# production's (and at least ALARM_RISE_MIN_PER_H more): a doubled alarm load is what operators notice.
+ALARM_RISE_RATIO = 1.5
+ALARM_RISE_MIN_PER_H = 0.5
+
+
+def _compare_decisions(out: dict, cand: ModelVersion, prod: ModelVersion | None, margin: float) -> None:
+    """The two decisions on validation (card["decisions"]): the candidate's operator alarm rate against
+    the ISA-18.2 ceiling and against production's, its diverted-part recall against production's.
+    Versions trained before the two decisions have no block and are not judged on them."""
+    c = (cand.card or {}).get("decisions") or {}
+    p = ((prod.card or {}).get("decisions") or {}) if prod else {}
+    rows = []
+    if c.get("alarms_per_h") is not None:
+        rows.append({"metric": "alarms_per_h", "candidate": c["alarms_per_h"], "limit": ALARM_CEILING_PER_H,
+                     "production": p.get("alarms_per_h"),
+                     "worse": c["alarms_per_h"] > ALARM_CEILING_PER_H or (
+                         p.get("alarms_per_h") is not None and c["alarms_per_h"] > p["alarms_per_h"] * ALARM_RISE_RATIO
+                         and c["alarms_per_h"] - p["alarms_per_h"] >= ALARM_RISE_MIN_PER_H)})
+    if c.get("recall") is not None and p.get("recall") is not None:
+        rows.append({"metric": "diverted_recall", "candidate": c["recall"], "production": p["recall"],
+                     "worse": c["recall"] < p["recall"] - margin})
+    for r in rows:
+        r |= {"regime": "decisions", "band": "validation"}
+        out["decisions"].append(r)
+        if r["worse"]:
+            out["worse"].append(r)
+
+
+def _worse_words(w: dict) -> str:
+    if w["metric"] == "alarms_per_h":
+        return (f"operator alarms {w['candidate']}/h on validation (ceiling {w['limit']:g}/h"
+                + (f", production {w['production']}/h)" if w.get("production") is not None else ")"))
+    if w["metric"] == "diverted_recall":
+        return f"diverted parts catch {w['candidate']} of defects vs production's {w['production']}"
+    return f"{w['regime']}={w['band']}: {w['metric']} {w['candidate']} vs {w['production']}"
 
 
 def _edge_feature_sets(conn, line_id: str | None) -> dict[str, str]:
@@ -337,10 +379,9 @@ def promote(store, version_id: int, *, scope: str | None = None, approved_by: st
                                .order_by(d.c.at.desc(), d.c.id.desc()).limit(1)).scalar()
     if current == v.id:
         raise ModelError(f"{v.label} is already in production for {scope}")
-    checks = compare(store, v.id, current, margin) if current is not None else {"worse": []}
+    checks = compare(store, v.id, current, margin)
     if checks["worse"] and not override:
-        lines = "; ".join(f"{w['regime']}={w['band']}: {w['metric']} {w['candidate']} vs {w['production']}"
-                          for w in checks["worse"][:6])
+        lines = "; ".join(_worse_words(w) for w in checks["worse"][:6])
         raise ModelError(
             f"{v.label} is worse than production #{current} beyond the margin {margin} in "
             f"{len(checks['worse'])} regime band(s): {lines}; retrain, or promote with an explicit override "

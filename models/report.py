@@ -296,7 +296,9 @@ def robustness_from_store(store, version_ids: list[int], evals: dict, regimes=No
         scorers[key] = Scorer.from_version(store, vid)
     scenarios = {}
     for name, ds in evals.items():
-        scenarios[name] = {k: evaluate(s, ds, regimes) for k, s in scorers.items()}
+        # the two decisions as the version ships them (none for versions trained before them)
+        scenarios[name] = {k: evaluate(s, ds, regimes, diversion_threshold=s.diversion_threshold,
+                                       episode_rule=s.episode_rule) for k, s in scorers.items()}
         scenarios[name]["parts"] = len(ds)
         scenarios[name]["defects"] = int(ds.y.sum())
     result = {"models": {k: {"version_id": s.version_id, "threshold": s.threshold, "card": s.card}

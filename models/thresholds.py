@@ -25,11 +25,15 @@ import math
 
 import numpy as np
 
-__all__ = ["DEFAULT_DIVERSION_SHARE", "diversion_threshold", "threshold_for_recall"]
+__all__ = ["DEFAULT_DIVERSION_SHARE", "ALARM_CEILING_PER_H", "diversion_threshold", "threshold_for_recall"]
 
 # 3 % of parts: a second-look station or a quarantine cart handles a few parts per hour at a
 # 15-20 s cycle, about twice the defect rate of a healthy line.
 DEFAULT_DIVERSION_SHARE = 0.03
+
+# ISA-18.2: about one alarm per 10 minutes per operator is the most a person can handle; a model
+# whose validation alarm rate is above it is not promoted without an override (models.registry).
+ALARM_CEILING_PER_H = 6.0
 
 
 def diversion_threshold(p_validation, share: float = DEFAULT_DIVERSION_SHARE) -> float:

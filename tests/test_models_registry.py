@@ -98,6 +98,14 @@ def test_promotion_refusals(imported):
         registry.promote(store, bad.id, approved_by="bob", reason="try")
     dep = registry.promote(store, bad.id, approved_by="bob", reason="accepting more alarms for recall", override=True)
     assert dep.override
+    # the two decisions gate too: diverting 40 % of parts and calling the operator for every one of them
+    noisy = train(store, _cfg(diversion_share=0.4, episode_k=1, episode_n=1), trained_by="alice").version
+    rate = noisy.card["decisions"]["alarms_per_h"]
+    assert rate > registry.ALARM_CEILING_PER_H, noisy.card["decisions"]
+    with pytest.raises(ModelError, match=rf"operator alarms {rate}/h on validation \(ceiling 6/h"):
+        registry.promote(store, noisy.id, approved_by="bob", reason="more recall")
+    checks = registry.compare(store, noisy.id, bad.id)
+    assert [r["metric"] for r in checks["worse"] if r["regime"] == "decisions"][:1] == ["alarms_per_h"]
     with pytest.raises(FeatureMismatch, match="cannot be overridden"):
         registry.promote(store, good.id, approved_by="bob", reason="x", override=True, edge_feature_set_version="default-1")
     with store.engine.begin() as conn:  # an operator may not promote; role checked in the registry

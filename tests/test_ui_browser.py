@@ -8,6 +8,7 @@ log. Screenshots of each screen go to test-output/screenshots/.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,23 @@ def test_operator_live_alert_ack_feedback_leaves_queue(ui_any, browser):
     login(page, base, "op")
     page.wait_for_selector("#overview-tiles .pq-tile")
     shot(page, "operator-lines-overview")
+    # The part decision beside the alarms: each tile counts what was diverted in the last hour, as stored,
+    # and names the latest diverted parts with their reason.
+    hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    with store.engine.connect() as conn:
+        diverted = dict(conn.execute(
+            select(schema.predictions.c.line_id, func.count()).where(
+                schema.predictions.c.decision == "at_risk", schema.predictions.c.decided_at >= hour_ago)
+            .group_by(schema.predictions.c.line_id)).all())
+        latest = conn.execute(select(schema.predictions.c.line_id, schema.predictions.c.serial).where(
+            schema.predictions.c.decision == "at_risk").order_by(schema.predictions.c.decided_at.desc()).limit(1)).one()
+    assert sum(diverted.values()) > 0, "the seeded store diverts no part: the tile cannot be checked"
+    for line_id in ("line-01", "line-02", "line-03"):
+        # the tile was rendered before the query: since then a part may have left the hour, none arrived
+        shown = int(page.inner_text(f"#overview-diverted-{line_id}"))
+        assert diverted.get(line_id, 0) <= shown <= diverted.get(line_id, 0) + 2, (line_id, shown, diverted)
+    tile = page.inner_text(f"#overview-tile-{latest.line_id}")
+    assert "Set aside for inspection" in tile and latest.serial in tile
 
     page.click("#nav-alerts")
     page.wait_for_selector("#alerts-list .pq-card")

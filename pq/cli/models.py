@@ -60,6 +60,17 @@ def _fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
+def _episode_rule(_ctx, param, value: str):
+    """--episode K/N as an EpisodeRule, or a usage error that says what is wrong."""
+    from pq.alerts.episodes import EpisodeRule
+
+    k, _, n = str(value).partition("/")
+    try:
+        return EpisodeRule(int(k), int(n))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected K/N with 1 <= K <= N, got {value!r} ({exc})", param=param) from None
+
+
 # -- pq train ----------------------------------------------------------------------------------------
 
 @click.command()
@@ -89,14 +100,24 @@ def _fmt(v, digits: int = 4) -> str:
 @click.option("--compare-plain", is_flag=True,
               help="Also score plain LightGBM (defaults) on the same folds with the same threshold rule; "
                    "printed and stored in the card.")
+@click.option("--diversion-share", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Part decision: divert at most this share of parts for inspection (default 0.03).")
+@click.option("--diversion-recall", type=click.FloatRange(min=0, max=1, min_open=True),
+              help="Part decision: divert enough parts to reach this recall on validation (capped by "
+                   "--diversion-share when both are given).")
+@click.option("--episode", default="3/10", show_default=True, metavar="K/N", callback=_episode_rule,
+              help="Operator alarm: K of the last N parts at risk with the same cause.")
 @click.option("--user", help="Who trains (default: the OS user).")
 def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall, per_defect_code, reweight_regimes,
           folds, seed, since, until, label_precedence, exclude_feature, drop_empty_features, regime_specs, cv,
-          threshold_rule, compare_plain, user):
+          threshold_rule, compare_plain, diversion_share, diversion_recall, episode, user):
     """Train a defect model on the store's labelled history and register it as a new version.
 
-    The threshold is chosen for the alarm budget (or target recall) on validation folds grouped by
-    day and material lot; the model card states the rule and what it achieved.
+    Two decisions are chosen on validation folds grouped by day and material lot: the diversion
+    threshold (parts set aside for inspection, within a share of parts or for a recall) and the
+    operator alarm rule (an episode of parts at risk with one cause); the alert threshold for the
+    alarm budget (or target recall) serves the single-threshold mode. The model card states each
+    rule and what it achieved.
     """
     from models.dataset import load_dataset
     from models.training import TrainConfig, train as run_train
@@ -111,7 +132,9 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
         start=iso_time(since), end=iso_time(until), label_precedence=label_precedence or settings.model_label_precedence,
         min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects,
         drop_empty_features=drop_empty_features, exclude_features=tuple(exclude_feature),
-        regimes=_regimes(regime_specs), cv=cv, threshold_rule=threshold_rule, compare_plain=compare_plain)
+        regimes=_regimes(regime_specs), cv=cv, threshold_rule=threshold_rule, compare_plain=compare_plain,
+        diversion_share=diversion_share if diversion_share or not diversion_recall else None,
+        diversion_recall=diversion_recall, episode_k=episode.k, episode_n=episode.n)
     who = _user(user)
     progress = _progress_printer()
     ds = load_dataset(store, cfg.feature_set_version, line_id=line_id, product=product, start=cfg.start, end=cfg.end,
@@ -132,6 +155,10 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
                    f"validation ({c.cv} folds) F1 {_fmt(m['f1'])}, precision {_fmt(m['precision'])}, "
                    f"recall {_fmt(m['recall'])}, false-alarm rate {_fmt(m['far'])}, "
                    f"{_fmt(m['alerts_per_h'], 2)} alerts/h, AUC {_fmt(m['auc'])}, ECE {_fmt(m['ece'])}")
+        d = result.outcome.decisions
+        click.echo(f"  two decisions: diverts parts at or above {d['threshold']:.4f} ({_fmt(d['diverted_share'])} of "
+                   f"validation parts, recall {_fmt(d['recall'])}); operator alarms {_fmt(d['alarms_per_h'], 2)}/h "
+                   f"({episode.k} of {episode.n} parts at risk with one cause)")
         for plain, pm in (result.outcome.comparison or {}).items():
             click.echo(f"  same folds, {plain} ({pm['features']} features): F1 {_fmt(pm['f1'])}, precision "
                        f"{_fmt(pm['precision'])}, recall {_fmt(pm['recall'])}, {_fmt(pm['alerts_per_h'], 2)} alerts/h, "
@@ -188,7 +215,10 @@ def show(version_id, as_json):
     click.echo(f"trained by {v.trained_by} at {v.created_at:%Y-%m-%d %H:%M} UTC on {v.train_start} .. {v.train_end}")
     click.echo(f"artifact sha256 {v.artifact_sha256}")
     th = card.get("threshold", {})
-    click.echo(f"threshold {v.threshold:.4f}: {th.get('rule')} — {th.get('meaning', '')}")
+    click.echo(f"alert threshold {v.threshold:.4f} (single-threshold mode): {th.get('rule')} — {th.get('meaning', '')}")
+    dec = card.get("decisions")
+    click.echo(f"two decisions: {dec['meaning']}" if dec else
+               "two decisions: none (trained before them); the edge serves this version with its alert threshold")
     data = card.get("data", {})
     click.echo(f"data: {data.get('parts')} parts, {data.get('defects')} defects, {data.get('unlabelled_left_out')} "
                f"awaiting labels left out; labels {data.get('label_sources')}")
@@ -223,7 +253,7 @@ def compare(candidate_id, production_id, margin):
     click.echo(f"candidate {res['candidate']} vs {res['production']} (margin {res['margin']})")
     for k, row in res["overall"].items():
         click.echo(f"  {k:<14} {_fmt(row['candidate']):>8} vs {_fmt(row['production']):>8}")
-    for r in res["regimes"]:
+    for r in res["regimes"] + res["decisions"]:
         click.echo(f"  {r['regime']}={r['band']:<18} {r['metric']:<7} {_fmt(r['candidate']):>8} vs "
                    f"{_fmt(r['production']):>8}  {'WORSE' if r['worse'] else ''}")
 
@@ -285,7 +315,7 @@ def report():
               help="With --seed-sets: days per held-out scenario.")
 @click.option("--diversion-share", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
               help="Share of parts diverted, as a quantile of validation probabilities (default 0.03).")
-@click.option("--episode", default="3/10", show_default=True, metavar="K/N",
+@click.option("--episode", default="3/10", show_default=True, metavar="K/N", callback=_episode_rule,
               help="Operator alarm: K of the last N parts at risk with the same cause.")
 @click.option("--feature-set", help="Feature set (default PQ_MODEL_FEATURE_SET or the shipped spec).")
 @click.option("--budget", "alarm_budget", type=float, help="Alarm budget for both models (alerts/h/line).")
@@ -302,18 +332,13 @@ def robustness(train_history, eval_history, model_ids, eval_window, seed_sets, s
     registered --model versions on --eval-window slices of the store; or, with --seed-sets N, runs
     the fixed protocol (docs/models.md) on N independent simulated seed sets.
     """
-    from pq.alerts.episodes import EpisodeRule
     from pq.cli import get_settings
     from models.thresholds import DEFAULT_DIVERSION_SHARE
 
     settings = get_settings()
     out_dir = out_dir or Path(settings.data_dir) / "reports"
     regimes = _regimes(regime_specs)
-    k, _, n = episode.partition("/")
-    try:
-        rule = EpisodeRule(int(k), int(n))
-    except ValueError as exc:
-        raise click.BadParameter(f"expected K/N with 1 <= K <= N, got {episode!r} ({exc})", param_hint="--episode") from None
+    rule = episode
     share = diversion_share or DEFAULT_DIVERSION_SHARE
     budget = alarm_budget if alarm_budget is not None else (None if target_recall else settings.model_alarm_budget_per_h)
 

@@ -22,7 +22,8 @@ def precision_by_day(store: Store, *, days: int = 14, line_id: str | None = None
                      now: datetime | None = None) -> list[dict]:
     now = now or datetime.now(timezone.utc)
     a = schema.alerts.c
-    stmt = select(a.raised_at, a.feedback).where(a.raised_at >= now - timedelta(days=days), a.kind == "part")
+    stmt = select(a.raised_at, a.feedback).where(a.raised_at >= now - timedelta(days=days),
+                                               a.kind.in_(("part", "episode")))
     if line_id:
         stmt = stmt.where(a.line_id == line_id)
     counts: dict[str, Counter] = defaultdict(Counter)

@@ -37,13 +37,17 @@ SHELVE_DURATIONS = ((15 * 60, "15 min"), (3600, "1 hour"), (4 * 3600, "4 hours")
 
 def _card(a: dict, now: datetime):
     acked = a["acked_at"] is not None
+    episode = a.get("kind") == "episode"  # an operator alarm for several parts with one cause
     expired_shelf = a["state"] == "shelved"
     head = [html.Span(SEVERITY_WORDS.get(a["severity"], a["severity"]), className=f"pq-sev pq-sev-{a['severity']}"),
             html.Span(f"{a['line_id']}" + (f" · {a['station']}" if a["station"] else ""), className="pq-card-where"),
-            html.Span(f"Part {a['serial']}" if a["serial"] else "", className="pq-card-part"),
+            html.Span((f"Latest part {a['serial']}" if episode else f"Part {a['serial']}") if a["serial"] else "",
+                      className="pq-card-part"),
             html.Span(ago(a["raised_at"], now), className="pq-card-age", title=clock(a["raised_at"]))]
     if a["repeat_count"] and a["repeat_count"] > 1:
-        head.append(html.Span(f"{a['repeat_count']} parts", className="pq-card-repeat"))
+        # an episode alarm opened with k parts at risk; its count goes up with each one after
+        head.append(html.Span(f"{a['repeat_count'] - 1} more parts at risk since" if episode
+                              else f"{a['repeat_count']} parts", className="pq-card-repeat"))
     buttons = []
     if not acked:
         buttons.append(html.Button("Acknowledge", id={"type": "alerts-ack", "index": a["id"]},
@@ -61,6 +65,7 @@ def _card(a: dict, now: datetime):
         html.P(a["title"], className="pq-card-title"),
         html.P(["What to do: ", html.Strong(a["action"] or "Set the part aside and tell the shift lead.")],
                className="pq-card-action"),
+        html.P("The parts at risk are already diverted for inspection." if episode else "", className="pq-card-note"),
         html.P("Shelf time is over: this alert is back." if expired_shelf else "", className="pq-card-note"),
         html.Div(buttons, className="pq-card-buttons"),
     ])

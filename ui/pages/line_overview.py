@@ -14,13 +14,24 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from ui.format import ago, duration
 from ui.pages import Page
-from ui.queries.lines import LineStatus, line_statuses
+from ui.queries.lines import DivertedPart, LineStatus, line_statuses, recent_diverted
 from ui.security import secured_callback
 
 __all__ = ["PAGE"]
 
 
-def _tile(s: LineStatus, now: datetime):
+def _diverted(parts: list[DivertedPart], now: datetime):
+    """The latest diverted parts: which part to take off the line, and why (nobody was paged for them)."""
+    if not parts:
+        return None
+    return html.Div(className="pq-tile-diverted", children=[
+        html.Div("Set aside for inspection", className="pq-tile-subhead"),
+        html.Ul([html.Li(f"{p.serial} ({ago(p.decided_at, now)}){': ' + p.reason if p.reason else ''}",
+                         className="pq-diverted-part") for p in parts]),
+    ])
+
+
+def _tile(s: LineStatus, now: datetime, diverted: list[DivertedPart]):
     fresh = "unknown" if s.freshness_s is None else duration(s.freshness_s) + " old"
     return html.Div(className=f"pq-tile pq-status-{s.status}", id=f"overview-tile-{s.line_id}", children=[
         html.Div(className="pq-tile-head", children=[
@@ -31,11 +42,14 @@ def _tile(s: LineStatus, now: datetime):
         html.Div(s.why, className="pq-tile-why") if s.why else None,
         html.Dl(className="pq-tile-facts", children=[
             html.Dt("Parts in the last hour"), html.Dd(str(s.parts_last_hour)),
-            html.Dt("Alerts open"), html.Dd(str(s.open_alerts), id=f"overview-alerts-{s.line_id}"),
+            html.Dt("Alarms open"), html.Dd(str(s.open_alerts), id=f"overview-alerts-{s.line_id}"),
+            html.Dt("Parts diverted in the last hour"),
+            html.Dd(str(s.diverted_last_hour), id=f"overview-diverted-{s.line_id}"),
             html.Dt("Newest data"), html.Dd(fresh),
             html.Dt("Last part"), html.Dd(ago(s.last_part_at, now)),
         ]),
-        dcc.Link("Open alerts", href=f"/alerts?line={s.line_id}", className="pq-btn pq-btn-wide"),
+        _diverted(diverted, now),
+        dcc.Link("Open alarms", href=f"/alerts?line={s.line_id}", className="pq-btn pq-btn-wide"),
     ])
 
 
@@ -46,12 +60,14 @@ def _render(ctx, previous: str | None = None):
     if not statuses:
         return [html.P("No lines yet: the connector creates them when it first reads a line.")], "empty"
     # The signature leaves out the ages that tick every second; they are re-rendered once a minute.
+    diverted = {s.line_id: recent_diverted(ctx.store, s.line_id, limit=3) for s in statuses}
     sig = hashlib.sha1(json.dumps(
-        [[s.line_id, s.status, s.why, s.parts_last_hour, s.open_alerts, now.minute] for s in statuses]
+        [[s.line_id, s.status, s.why, s.parts_last_hour, s.open_alerts, s.diverted_last_hour,
+          [p.serial for p in diverted[s.line_id]], now.minute] for s in statuses]
     ).encode()).hexdigest()
     if sig == previous:
         return None, sig
-    return [_tile(s, now) for s in statuses], sig
+    return [_tile(s, now, diverted[s.line_id]) for s in statuses], sig
 
 
 def layout(ctx, query=None, **_):

@@ -58,7 +58,8 @@ def _versions_box(ctx):
         return html.P("No model versions yet: start a retraining below.")
     in_prod = {vid: scope for scope, vid in prod.items()}
     head = html.Tr([html.Th("Version"), html.Th("Kind"), html.Th("Serves"), html.Th("Data window"), html.Th("Trained by")]
-                   + [html.Th(label) for _, label in _METRICS[:4]])
+                   + [html.Th(label) for _, label in _METRICS[:4]]
+                   + [html.Th("Diverted (validation)"), html.Th("Operator alarms / h")])
     rows = [head]
     details = []
     for v in versions:
@@ -68,12 +69,28 @@ def _versions_box(ctx):
             html.Td([v.label] + ([html.Strong(f" - in production ({serving})", className="pq-good")] if serving else [])),
             html.Td(v.kind), html.Td(v.scope),
             html.Td(f"{clock(v.train_start)[:10]} to {clock(v.train_end)[:10]}"), html.Td(v.trained_by or "-")]
-            + [html.Td(number(m.get(k))) for k, _ in _METRICS[:4]]))
+            + [html.Td(number(m.get(k))) for k, _ in _METRICS[:4]]
+            + _decision_cells(v)))
         card = v.card or {}
         robust = card.get("robustness") or card.get("robustness_report")
-        details.append(html.Details([html.Summary(f"{v.label}: per condition (robustness)"), _regime_table(v)]
+        dec = card.get("decisions")
+        details.append(html.Details([html.Summary(f"{v.label}: per condition (robustness)"),
+                                     html.P(dec["meaning"] if dec else "Trained before the two decisions: the edge "
+                                            "serves it with one alert threshold.", className="pq-card-note"),
+                                     _regime_table(v)]
                                     + ([html.Pre(str(robust), className="pq-mono")] if robust else [])))
     return html.Div([html.Table(rows, className="pq-table", id="models-versions-table"), *details])
+
+
+_DECISION_WORDS = {"alarms_per_h": "Operator alarms / h", "diverted_recall": "Defects among diverted parts (recall)"}
+
+
+def _decision_cells(v) -> list:
+    """Diverted share and operator alarms/h on validation, from the card (blank for older versions)."""
+    dec = (v.card or {}).get("decisions") or {}
+    share = dec.get("diverted_share")
+    return [html.Td(f"{share * 100:.1f} % (recall {number(dec.get('recall'))})" if share is not None else "-"),
+            html.Td(number(dec.get("alarms_per_h")))]
 
 
 def _options(ctx):
@@ -198,6 +215,10 @@ def _compare_view(ctx, cand: int, prod: int):
         rows.append(html.Tr([html.Td(label), html.Td(number(v.get("candidate"))), html.Td(number(v.get("production")))]))
     reg_rows = [html.Tr([html.Th("Condition"), html.Th("Band"), html.Th("Metric"), html.Th("Candidate"),
                          html.Th("Production"), html.Th("")])]
+    for r in result["decisions"]:
+        reg_rows.append(html.Tr([html.Td("Two decisions"), html.Td("validation"), html.Td(_DECISION_WORDS[r["metric"]]),
+                                 html.Td(number(r["candidate"])), html.Td(number(r.get("production"))),
+                                 html.Td("worse" if r["worse"] else "ok", className="pq-bad" if r["worse"] else "")]))
     for r in result["regimes"]:
         reg_rows.append(html.Tr([html.Td(r["regime"]), html.Td(r["band"]), html.Td(r["metric"]),
                                  html.Td(number(r["candidate"])), html.Td(number(r["production"])),
@@ -222,9 +243,10 @@ def _compare_view(ctx, cand: int, prod: int):
                                         html.Th("Production")])]
                               + [html.Tr([html.Td(n), html.Td(c), html.Td(p)]) for n, c, p in zip(names, col(cand), col(prod))],
                               className="pq-table", id="models-compare-labelled")
-    verdict = (html.P(f"Worse than production in {len(result['worse'])} regime band(s).", className="pq-bad")
-               if result["worse"] else html.P("Not worse than production in any regime band with enough data.",
-                                              className="pq-good"))
+    verdict = (html.P(f"Worse than production in {len(result['worse'])} check(s) (regime bands, operator alarms, "
+                      "diverted parts).", className="pq-bad")
+               if result["worse"] else html.P("Not worse than production in any regime band with enough data, "
+                                              "nor in operator alarms or diverted parts.", className="pq-good"))
     return html.Div(id="models-compare-table", children=[
         verdict, html.Div(className="pq-grid2", children=[html.Table(rows, className="pq-table"), lab_view]),
         html.Details([html.Summary("Per condition, side by side"), html.Table(reg_rows, className="pq-table")], open=True)])
