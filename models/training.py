@@ -1,4 +1,4 @@
-"""Training: environment-grouped validation, calibration, an alert threshold for an alarm budget.
+"""Training: environment-grouped validation, calibration, and the thresholds of the two decisions.
 
 Owns :class:`TrainConfig`, :func:`train_frames` (a dataset in, a fitted and evaluated model out,
 no store needed) and :func:`train` (dataset from the store, then registration), plus the
@@ -17,9 +17,12 @@ How a model is trained:
    their mean AUC curve, never before :data:`MIN_ROUNDS`.
 3. Imbalance: defects weigh (good / defect) times more, capped; optional reweighting so rare
    regimes (hot days, a new supplier) count as much as common ones.
-4. Calibration: Platt (or isotonic) on the out-of-fold margins; the threshold is chosen on the
-   calibrated out-of-fold probabilities by the alarm budget or target recall rule (or the F1 maximum).
+4. Calibration: Platt (or isotonic) on the out-of-fold margins; the alert threshold (the
+   single-threshold mode) is chosen on the calibrated out-of-fold probabilities by the alarm budget
+   or target recall rule (or the F1 maximum).
 5. The final booster is fitted on all parts with 1.1 x the early-stopped rounds.
+6. The two decisions (:mod:`models.decisions`): the diversion threshold for a share of parts (or a
+   recall) on the out-of-fold probabilities, and the operator alarms its episodes raised there.
 
 Example::
 

@@ -183,6 +183,7 @@ def test_engineer_retrain_compare_promote_audit(ui_trained, browser):
     login(page, base, "eng")
     page.click("#nav-models")
     page.wait_for_selector("#models-versions-table")
+    page.fill("#models-diversion", "3.5")  # the part decision's budget: at most 3.5 % of parts diverted
     page.click("#models-retrain")
     page.wait_for_selector("#models-retrain-message .pq-ok")
     page.wait_for_selector(".pq-progress-bar")
@@ -196,9 +197,14 @@ def test_engineer_retrain_compare_promote_audit(ui_trained, browser):
         job = conn.execute(select(schema.training_jobs).order_by(schema.training_jobs.c.id.desc())).first()
     assert job.status == "done" and job.progress == 1.0 and job.requested_by == "eng"
     candidate_id = job.model_version_id
+    with store.engine.connect() as conn:
+        card = conn.execute(select(schema.model_versions.c.card).where(schema.model_versions.c.id == candidate_id)).scalar()
+    assert card["decisions"]["share_budget"] == 0.035 and card["decisions"]["diverted_share"] <= 0.035
 
     page.reload()
     page.wait_for_selector("#models-versions-table")
+    row = page.locator("#models-versions-table tr", has_text=f"(#{candidate_id})").first.inner_text()
+    assert f"{card['decisions']['diverted_share'] * 100:.1f} %" in row, row  # the table shows the part decision
     _choose(page, "#models-compare-candidate", f"#{candidate_id})")
     _choose(page, "#models-compare-production", f"#{production_id}")
     page.click("#models-compare")

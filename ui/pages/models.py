@@ -170,6 +170,9 @@ def layout(ctx, query=None, **_):
                 html.Label("Alarm budget per hour"),
                 dcc.Input(id="models-budget", type="number", value=2.0, min=0.05, step=0.05, className="pq-input",
                           style={"width": "120px"}),
+                html.Label("Parts diverted at most (%)", htmlFor="models-diversion"),
+                dcc.Input(id="models-diversion", type="number", value=3.0, min=0.1, max=50, step=0.1,
+                          className="pq-input", style={"width": "100px"}),
             ]),
             html.Button("Start retraining", id="models-retrain", className="pq-btn pq-btn-primary"),
             html.Div(id="models-retrain-message", className="pq-message"),
@@ -286,9 +289,10 @@ def _register_retrain(app, ctx, runner):
                       Output("models-changed", "data", allow_duplicate=True),
                       Input("models-retrain", "n_clicks"), State("models-window", "start_date"),
                       State("models-window", "end_date"), State("models-feature-set", "value"),
-                      State("models-kind", "value"), State("models-budget", "value"), State("models-changed", "data"),
+                      State("models-kind", "value"), State("models-budget", "value"),
+                      State("models-diversion", "value"), State("models-changed", "data"),
                       prevent_initial_call=True)
-    def retrain(n, start, end, feature_set, kind, budget, changed):
+    def retrain(n, start, end, feature_set, kind, budget, diversion_pct, changed):
         if not n:
             return no_update, no_update
         from models.training import TrainConfig
@@ -303,9 +307,10 @@ def _register_retrain(app, ctx, runner):
                                  alarm_budget_per_h=float(budget) if budget else s.model_alarm_budget_per_h,
                                  start=start_dt, end=end_dt, folds=s.model_cv_folds, seed=s.model_seed,
                                  n_threads=s.model_threads, label_precedence=s.model_label_precedence,
-                                 min_labelled=s.model_min_labelled_parts, min_defects=s.model_min_defects)
+                                 min_labelled=s.model_min_labelled_parts, min_defects=s.model_min_defects,
+                                 diversion_share=float(diversion_pct) / 100 if diversion_pct else 0.03)
             params = {"feature_set_version": feature_set, "kind": config.kind, "start": start, "end": end,
-                      "alarm_budget_per_h": config.alarm_budget_per_h}
+                      "alarm_budget_per_h": config.alarm_budget_per_h, "diversion_share": config.diversion_share}
             job_id = runner.start(current_actor(), config, params)
         except (AuthError, PQError, ValueError) as exc:
             return html.Span(str(exc), className="pq-error"), no_update
