@@ -49,6 +49,25 @@ def test_clears_after_ok_parts_and_new_occurrence_is_new_alert():
 
 
 @pytest.mark.timeout(10)
+def test_episode_alarm_ignores_ok_parts_clears_with_its_episode_and_comes_back_after_its_shelf():
+    """An episode alarm lives as long as its episode: OK parts do not clear it (the episode rule
+    decides when the condition is over); a shelf that expires while the episode lasts brings it back."""
+    b = AlarmBoard("line-1", clear_after_ok=3)
+    raised = b.on_at_risk("melt_temp_c", T0, kind="episode", severity="medium", title="3 of the last 10", serial="S3")
+    assert [(c.event, c.alert["kind"]) for c in raised] == [("raised", "episode")]
+    for i in range(5):
+        assert b.on_scored(T0 + timedelta(seconds=i), ()) == []  # five OK parts: a part alert would have cleared
+    assert b.on_episode_cleared("hold_pressure_bar", T0) == []  # another cause's episode: nothing to clear
+    a = b.get("melt_temp_c")
+    a.state, a.shelved_until = "shelved", T0 + timedelta(minutes=15)
+    back = b.tick(T0 + timedelta(minutes=16))
+    assert [(c.event, c.alert["state"]) for c in back] == [("unshelved", "active")]
+    cleared = b.on_episode_cleared("melt_temp_c", T0 + timedelta(minutes=17))
+    assert [c.event for c in cleared] == ["cleared"] and cleared[0].event_row["detail"]["episode_ended"]
+    assert b.get("melt_temp_c") is None and b.on_episode_cleared("melt_temp_c", T0) == []
+
+
+@pytest.mark.timeout(10)
 def test_flood_gives_one_flood_alert_and_suppresses_the_rest():
     b = AlarmBoard("line-1", flood_limit=10, flood_window_s=600)
     published = []
