@@ -255,7 +255,9 @@ def _decisions_figure(parts: pd.DataFrame, alarms: pd.DataFrame, version, prod_c
         fig.add_annotation(x=at, y=1, yref="y domain", text=f"switch to {_label(scenario)}", showarrow=False,
                            xanchor="left", font={"color": "#e67e22"}, row=1, col=1)
     fig.update_yaxes(title_text="parts", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="alarms", rangemode="tozero", row=1, col=2)
+    # whole alarms: a count of 1 must not read as "0.2, 0.4, ..." on its axis
+    fig.update_yaxes(title_text="alarms", rangemode="tozero", tick0=0, dtick=1 if len(alarms) <= 8
+                     and int(parts["naive_alarm"].sum()) <= 8 else None, row=1, col=2)
     fig.update_yaxes(title_text="hall °C", row=2, col=1)
     fig.update_xaxes(range=[start, end])
     fig.update_layout(height=520, margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.12})
