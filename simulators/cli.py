@@ -78,6 +78,8 @@ def _start(ctx, param, value):
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
+_season_help = ("Hall climate of this day of the year (0-366) whatever the clock says (default: the season "
+                "follows the clock); a demo can train in January and meet July.")
 _scenario_help = f"Scenario ({', '.join(SCENARIOS)}) or schedule 'normal,2:heatwave' (DAY:NAME)."
 
 
@@ -107,6 +109,7 @@ def _serve_options(f):
         click.option("--start", callback=_start, default=None, help="Simulated clock origin (ISO, default now)."),
         click.option("--first-serial", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Number of each line's first part (continue after the serials already stored)."),
+        click.option("--season-day", type=click.FloatRange(0, 366), default=None, help=_season_help),
         click.option("--restart-every", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
                      help="server-restart scenario: seconds between restarts."),
         click.option("--restart-down", type=click.FloatRange(min=0), default=5.0, show_default=True,
@@ -124,7 +127,8 @@ def _serve_options(f):
 
 
 def _serve(host, port, lines, seed, speed, scenario, sample_hz, signal_hz, label_delay, security, cert_dir, users,
-           start, first_serial, restart_every, restart_down, paused, write_mode, tag_map, log_level) -> None:
+           start, first_serial, season_day, restart_every, restart_down, paused, write_mode, tag_map,
+           log_level) -> None:
     logging.basicConfig(level=getattr(logging, log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log_level != "DEBUG":
         for noisy in ("asyncua", "asyncua.server", "asyncua.uaprotocol"):
@@ -141,7 +145,7 @@ def _serve(host, port, lines, seed, speed, scenario, sample_hz, signal_hz, label
                               sample_hz=sample_hz, signal_hz=signal_hz or None, label_delay=label_delay,
                               security=security, cert_dir=cert_dir, users=users or None, start=start,
                               restart_every_s=restart_every, restart_down_s=restart_down, paused=paused,
-                              write_mode=write_mode, first_serial=first_serial)
+                              write_mode=write_mode, first_serial=first_serial, season_day=season_day)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 
@@ -201,7 +205,8 @@ def serve(**kwargs):
 @click.option("--start", callback=_start, default=None, help="Start of the history (ISO, default 2025-01-06 UTC).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory for parts/samples/ground_truth Parquet, tags.csv, manifest.json.")
-def history(days, lines, seed, scenario, sample_hz, signal_hz, label_delay, start, out_dir):
+@click.option("--season-day", type=click.FloatRange(0, 366), default=None, help=_season_help)
+def history(days, lines, seed, scenario, sample_hz, signal_hz, label_delay, start, out_dir, season_day):
     """Generate history faster than real time (same model as the live server)."""
     from .history import generate_history
 
@@ -219,7 +224,7 @@ def history(days, lines, seed, scenario, sample_hz, signal_hz, label_delay, star
         try:
             res = generate_history(days=days, lines=lines, seed=seed, scenario=scenario, sample_hz=sample_hz,
                                    start=start, out_dir=out_dir, progress=progress, label_delay=label_delay,
-                                   signal_hz=signal_hz or None, keep_samples=False)
+                                   signal_hz=signal_hz or None, keep_samples=False, season_day=season_day)
         except (ValueError, OSError) as e:
             raise click.ClickException(str(e)) from None
     s = res.stats
@@ -249,7 +254,10 @@ def describe(lines, fmt):
 @click.option("--line", default=None, help="Only this line (e.g. line-2); '' clears its override.")
 @click.option("--user", default=None, help="NAME:PASSWORD if the simulator requires it.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
-def set_scenario(name, endpoint, line, user, timeout):
+@click.option("--season-day", type=float, default=None,
+              help="Also set every line's hall climate to this day of the year (calls Simulator.SetSeason); "
+                   "-1 returns to the clock's season.")
+def set_scenario(name, endpoint, line, user, timeout, season_day):
     """Switch a running simulator's scenario (calls Simulator.SetScenario / writes the line's Scenario)."""
     from .scenarios import get_scenario
 
@@ -271,6 +279,9 @@ def set_scenario(name, endpoint, line, user, timeout):
             client.set_password(p)
         async with client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
+            if season_day is not None:  # first, so the scenario's first cycle already has its season
+                await client.get_node(f"ns={ns};s=Simulator").call_method(
+                    f"{ns}:SetSeason", ua.Variant(float(season_day), ua.VariantType.Double))
             if line is None:
                 sim = client.get_node(f"ns={ns};s=Simulator")
                 await sim.call_method(f"{ns}:SetScenario", ua.Variant(name, ua.VariantType.String))

@@ -149,6 +149,7 @@ def generate_history(
     signal_hz: dict[str, float] | None = None,
     keep_samples: bool = True,
     chunk_cycles: int = 2000,
+    season_day: float | None = None,
 ) -> HistoryResult:
     """Run ``lines`` line models for ``days`` simulated days as fast as possible.
 
@@ -183,7 +184,7 @@ def generate_history(
         for i in range(lines):
             lid = line_id(i)
             model = LineModel(lid, seed=seed, start=start, sample_hz=sample_hz, scenario=schedule,
-                              label_delay=label_delay, signal_hz=signal_hz, line_index=i)
+                              label_delay=label_delay, signal_hz=signal_hz, line_index=i, season_day=season_day)
             cycles = _run_line(model, end_us, sink, all_parts, truth, chunk_cycles,
                                lambda frac, message, i=i: progress(0.95 * ((i + frac) / lines), message))
             progress(0.95 * (i + 1) / lines, f"{lid}: {cycles:,} parts, {sink.rows:,} samples")

@@ -232,9 +232,10 @@ class _Weather:
         amps = np.array([1.6, 1.1, 0.8, 0.5]) * rng.uniform(0.8, 1.2, 4)
         return cls(periods, rng.uniform(0, 2 * np.pi, 4), amps, rng.uniform(0, 2 * np.pi, 4))
 
-    def at(self, epoch_s: float, sc: Scenario) -> tuple[float, float]:
-        """(ambient °C, relative humidity %) without local noise."""
-        doy = (epoch_s / 86400.0) % 365.25
+    def at(self, epoch_s: float, sc: Scenario, season_day: float | None = None) -> tuple[float, float]:
+        """(ambient °C, relative humidity %) without local noise; ``season_day`` (day of the year)
+        replaces the clock's day in the seasonal terms only (daily cycle and fronts follow the clock)."""
+        doy = season_day if season_day is not None else (epoch_s / 86400.0) % 365.25
         hour = (epoch_s / 3600.0) % 24.0
         season = 21.0 + 2.5 * math.cos(2 * math.pi * (doy - 200.0) / 365.25)
         daily = 3.0 * sc.ambient_daily_amp_factor * math.cos(2 * math.pi * (hour - 15.0) / 24.0)
@@ -314,6 +315,7 @@ class LineModel:
         line_index: int | None = None,
         product: str | None = None,
         first_serial: int = 1,
+        season_day: float | None = None,
     ) -> None:
         if sample_hz <= 0:
             raise ValueError(f"sample_hz must be > 0, got {sample_hz}")
@@ -322,6 +324,7 @@ class LineModel:
         if first_serial < 1:
             raise ValueError(f"first_serial must be >= 1, got {first_serial}")
         self.first_serial = int(first_serial)
+        self.set_season_day(season_day)
         self.line_id = line_id
         self.line_index = line_index if line_index is not None else int(line_id.rsplit("-", 1)[-1]) - 1
         self.seed = int(seed)
@@ -389,6 +392,14 @@ class LineModel:
             get_scenario(name)
         self._override = name
 
+    def set_season_day(self, day: float | None) -> None:
+        """Hall climate of day-of-year ``day`` (0-365) from the next cycle on, whatever the clock says;
+        None follows the clock. A demo uses it to put a live line into another season at once (a model
+        trained in January meeting July), which no scenario's own offsets do."""
+        if day is not None and not 0 <= day <= 366:
+            raise ValueError(f"season_day must be a day of the year (0-366), got {day}")
+        self.season_day = None if day is None else float(day)
+
     def scenario_at(self, t_us: int) -> str:
         if self._override is not None:
             return self._override
@@ -450,7 +461,7 @@ class LineModel:
     def _context(self, t0: int, sc: Scenario) -> _Context:
         """Conditions at cycle start: weather, material lot, tool wear, shift."""
         epoch_s = (self.start_epoch_us + t0) / US
-        amb, hum = self._weather.at(epoch_s, sc)
+        amb, hum = self._weather.at(epoch_s, sc, self.season_day)
         cn = self._rng_ctx.standard_normal(4)
         ambient = amb + self._line_ambient_offset + 0.15 * cn[0]
         humidity = float(np.clip(hum + 1.0 * cn[1], 12.0, 98.0))

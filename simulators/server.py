@@ -145,6 +145,7 @@ class SimulatorServer:
         write_mode: str = "fast",
         endpoint_path: str = "/pq/sim/",
         first_serial: int = 1,
+        season_day: float | None = None,
     ) -> None:
         _check_arguments(lines=lines, speed=speed, sample_hz=sample_hz, port=port, write_mode=write_mode,
                          restart_every_s=restart_every_s, restart_down_s=restart_down_s)
@@ -178,6 +179,7 @@ class SimulatorServer:
                 signal_hz=signal_hz,
                 line_index=i,
                 first_serial=first_serial,
+                season_day=season_day,
             )
             for i, lid in enumerate(self.line_ids)
         ]
@@ -378,6 +380,12 @@ class SimulatorServer:
             self._set_sim_node(f"{line}.Scenario", name)
         logger.info("scenario set to %s on %s", name, line or "all lines")
 
+    def set_season_day(self, day: float | None) -> None:
+        """Hall climate of day-of-year ``day`` on every line from its next cycle on (None: follow the clock)."""
+        for m in self.models:
+            m.set_season_day(day)
+        logger.info("season set to %s on all lines", "the clock's" if day is None else f"day {day:g} of the year")
+
     def line_scenario(self, line: str) -> str:
         return self.models[self.line_ids.index(line)].scenario_at(self.models[self.line_ids.index(line)].t_us)
 
@@ -501,6 +509,10 @@ class SimulatorServer:
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.SetScenario", ns), ua.QualifiedName("SetScenario", ns),
             self._method_set_scenario, [ua.VariantType.String], [])
+        # method SetSeason(day of year; < 0 follows the clock): the hall climate of another season
+        await server.get_node(sim).add_method(
+            ua.NodeId(f"{SIMULATOR_FOLDER}.SetSeason", ns), ua.QualifiedName("SetSeason", ns),
+            self._method_set_season, [ua.VariantType.Double], [])
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.Restart", ns), ua.QualifiedName("Restart", ns),
             self._method_restart, [ua.VariantType.Double], [])
@@ -546,6 +558,14 @@ class SimulatorServer:
             self.set_scenario(str(name.Value))
         except ValueError as e:
             logger.warning("SetScenario refused: %s", e)
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument) from None
+        return []
+
+    async def _method_set_season(self, parent, day: ua.Variant) -> list:
+        try:
+            self.set_season_day(None if float(day.Value) < 0 else float(day.Value))
+        except (TypeError, ValueError) as e:
+            logger.warning("SetSeason refused: %s", e)
             raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument) from None
         return []
 

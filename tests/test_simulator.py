@@ -210,6 +210,12 @@ def test_scenario_switch_live_and_bad_status_codes():
 
                 await _until(rolled_back, 60, "the refused write rolled back")
                 assert sim.scenario == "bad-quality"
+                # another season's hall climate on every line (a demo's January-trained line meeting July)
+                sim_node = client.get_node(f"ns={ns};s=Simulator")
+                await sim_node.call_method(f"{ns}:SetSeason", ua.Variant(188.0, ua.VariantType.Double))
+                assert {m.season_day for m in sim.models} == {188.0}
+                await sim_node.call_method(f"{ns}:SetSeason", ua.Variant(-1.0, ua.VariantType.Double))
+                assert {m.season_day for m in sim.models} == {None}
                 # per-line override
                 await client.get_node(f"ns={ns};s=line-2.Scenario").write_value(
                     ua.Variant("heatwave", ua.VariantType.String))

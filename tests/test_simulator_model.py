@@ -93,6 +93,23 @@ def test_environment_moves_readings_not_the_defect_rate():
         assert abs(other["truth_defect_prob"].mean() - base["truth_defect_prob"].mean()) < 0.01
 
 
+def test_season_day_gives_another_seasons_hall_climate():
+    """A demo puts a January-trained line into July at once: the hall is warmer and more humid by the
+    season's swing, while the line's own draws (serials, material lots) stay the same."""
+    jan = datetime(2025, 1, 6, tzinfo=timezone.utc)
+    clock, july = (LineModel("line-1", seed=2, start=jan, sample_hz=1.0, season_day=d) for d in (None, 188))
+    a, b = [clock.next_cycle() for _ in range(40)], [july.next_cycle() for _ in range(40)]
+    assert [c.serial for c in a] == [c.serial for c in b]
+    assert [c.part["material_lot"] for c in a] == [c.part["material_lot"] for c in b]
+    d_amb = np.mean([y.part["ambient_temp_c"] - x.part["ambient_temp_c"] for x, y in zip(a, b)])
+    d_hum = np.mean([y.part["humidity_pct"] - x.part["humidity_pct"] for x, y in zip(a, b)])
+    assert 4.0 < d_amb < 6.0 and 14.0 < d_hum < 20.0, (d_amb, d_hum)
+    july.set_season_day(None)  # back to the clock's season from the next cycle on
+    assert july.season_day is None
+    with pytest.raises(ValueError, match="season_day"):
+        july.set_season_day(400)
+
+
 @pytest.mark.timeout(300)  # CPU-bound; the bound only catches a hang (load 7 took > 60 s)
 def test_defects_are_learnable_relative_to_conditions():
     df = _run("normal", 1.5, lines=2)
