@@ -3,8 +3,12 @@
 Owns :class:`LineRuntime`: samples from the connector's in-memory stream go into per-tag ring
 buffers and the streaming feature path; at each cycle-complete notification the part's vector is
 computed, checked (stale, Bad, outside the model's training range -> ``not_scored`` with a plain
-reason, no alert), scored by the production model, turned into an explained alert by the alarm
-discipline, published to the outputs, and only then appended to the durable spool. The database
+reason, no alert), scored by the production model and decided, published to the outputs, and
+only then appended to the durable spool. Two decisions (``PQ_EDGE_DECISIONS=two``, the default): a
+part at or above the model's diversion threshold is diverted (``at_risk``, ``divert`` in the outputs'
+payload) and pages nobody; an explained operator alarm is raised by the alarm discipline for an
+episode of such parts with one cause (``pq/alerts/episodes.py``). ``single``: every part above the
+alert threshold is at risk and alerts. The database
 is never on this path: the spool writer thread (``spool_writer.py``) takes the records, and operator
 actions, the playbook and health are read and written by the housekeeper (``housekeeping.py``).
 The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``.
@@ -18,8 +22,8 @@ Example::
                      outputs=[mqtt], playbook=PlaybookLoader(), settings=settings)
     rt.handle(batch)                # a batch of Samples / SampleBatch / PartEvents; or as a connector listener
 
-Why one file of ~460 lines: it is the decision path only (input, features, checks, score, alert,
-hand-over); state, checks, the spool writer and housekeeping already live in their own modules.
+Why one file of ~500 lines: it is the decision path only (input, features, checks, score, the two
+decisions, hand-over); state, checks, the spool writer and housekeeping already live in their own modules.
 """
 
 from __future__ import annotations
