@@ -232,6 +232,13 @@ def _targets(X: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+# Which context inputs each baseline target keeps (pq.features.baseline.ContextBaseline ``select``):
+# "prune" drops, per target, the inputs that do not earn their place in blocked cross-validation, so
+# correlated inputs of one season cannot share out an effect that comes apart in another
+# (docs/models.md, "What was tried against the drift").
+BASELINE_SELECT: str | None = "prune"
+
+
 def fit_baseline(ds: Dataset, mask=None):
     """Fit pq.features' ContextBaseline on the good parts (``y == 0``) of ``ds`` (or ``mask``)."""
     from pq.features.baseline import ContextBaseline
@@ -242,7 +249,7 @@ def fit_baseline(ds: Dataset, mask=None):
     if not targets:
         return None
     levels = pd.DataFrame({f"{t}__mean": ds.X[col].to_numpy() for t, col in targets.items()})
-    return ContextBaseline().fit(levels, ds.meta, targets=list(targets), mask=mask)
+    return ContextBaseline(select=BASELINE_SELECT).fit(levels, ds.meta, targets=list(targets), mask=mask)
 
 
 def apply_baseline(X: pd.DataFrame, meta: pd.DataFrame, baseline) -> pd.DataFrame:

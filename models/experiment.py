@@ -14,7 +14,8 @@ ratio at equal or better recall), kept so the old table stays comparable; and th
 uses: part diversion at the validation quantile for a diversion budget
 (:func:`models.thresholds.diversion_threshold`), with operator alarms as episodes of at-risk parts
 with one cause (:func:`pq.alerts.episodes.episodes`), checked by :func:`decision_goal`: alarms/h
-near the validation rate, FAR at matched recall, recall beside the oracle's (:mod:`models.oracle`).
+and the time alarms stand (:func:`alarm_load`) near the validation rate, FAR at matched recall,
+recall beside the oracle's (:mod:`models.oracle`).
 
 Example::
 
@@ -42,7 +43,8 @@ from models.thresholds import DEFAULT_DIVERSION_SHARE, threshold_for_recall
 from models.training import Progress, TrainConfig, train_frames
 from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule, episodes
 
-__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "RECALL_TOLERANCE"]
+__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "alarm_load",
+           "RECALL_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +90,46 @@ def evaluate(scorer: Scorer, ds: Dataset, regimes=None, *, truth=None, diversion
     if diversion_threshold is not None:
         divert = p >= diversion_threshold
         opened = np.zeros(len(y), bool)
-        opened[alarm_episodes(ds.meta, divert, causes_of(scorer, X, divert), episode_rule)] = True
+        causes = causes_of(scorer, X, divert)
+        opened[alarm_episodes(ds.meta, divert, causes, episode_rule)] = True
         div = decision_figures(y, p, diversion_threshold, hours, opened, truth)
+        div |= alarm_load(ds.meta, divert, causes, hours, episode_rule)
         div["regimes"] = {name: {band: decision_figures(y[m], p[m], diversion_threshold, hours[m], opened[m],
                                                         None if truth is None else truth[m])
                                  for band in pd.unique(reg[name].to_numpy()) for m in [reg[name].to_numpy() == band]}
                           for name in reg.columns}
         out["diversion"] = div
     return out
+
+
+def alarm_load(meta, at_risk: np.ndarray, causes: np.ndarray, hours: np.ndarray,
+               rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> dict:
+    """How long operator alarms stand, beside how many open: ``alarm_open_share`` is the share of
+    production time with at least one alarm open, ``standing_alarms`` the mean number open at a time
+    (alarm-hours per production hour).
+
+    An episode stands from the part that opens it until ``rule.n`` parts pass without its cause (the
+    part that clears it, as :func:`pq.alerts.episodes.advance` decides), or to the end of the data.
+    Why both figures: a model at risk on most parts opens *one* alarm per cause that never clears, so
+    alarms opened per hour fall as a flood grows; the time alarms stand grows with it (and every
+    episode stands at least ``n`` parts, so more episodes also mean more open time)."""
+    order = np.lexsort((pd.to_datetime(meta["cycle_end"], utc=True).to_numpy(), meta["line_id"].astype(str).to_numpy()))
+    lines = meta["line_id"].astype(str).to_numpy()[order]
+    covered = np.zeros(len(order), bool)  # in production order
+    standing = np.zeros(len(order))
+    for line in pd.unique(lines):
+        pos = np.flatnonzero(lines == line)
+        rows = order[pos]
+        for e in episodes(at_risk[rows], causes[rows], rule):
+            span = pos[e.start:min(e.last + rule.n, len(pos))]
+            covered[span] = True
+            standing[span] += 1
+    h = np.asarray(hours, dtype=float)[order]
+    total = float(h.sum())
+    if total <= 0:
+        return {"alarm_open_share": None, "standing_alarms": None}
+    return {"alarm_open_share": round(float(h[covered].sum()) / total, 5),
+            "standing_alarms": round(float((h * standing).sum()) / total, 5)}
 
 
 def goal_check(scenarios: dict, ratio: float = 5.0, tol: float = RECALL_TOLERANCE) -> dict:
@@ -117,8 +151,10 @@ def goal_check(scenarios: dict, ratio: float = 5.0, tol: float = RECALL_TOLERANC
 
 
 # The issue's goal for the two decisions, in every seed set and held-out scenario (docs/models.md).
-ALARM_RATIO_ENV_MAX = 1.5  # environment-aware alarms/h held out <= 1.5 x its validation rate
-ALARM_RATIO_NAIVE_MIN = 5.0  # ... while the naive model's exceed 5 x its own
+# Operator alarms are measured two ways, each held out against the same model on validation: alarms
+# opened per hour, and the share of production time with an alarm open (:func:`alarm_load`).
+ALARM_RATIO_ENV_MAX = 1.5  # environment-aware: both <= 1.5 x validation
+ALARM_RATIO_NAIVE_MIN = 5.0  # ... while the naive model's exceed 5 x its own in either
 FAR_RATIO_MIN = 5.0  # at matched recall, FAR(env) <= FAR(naive) / 5
 ORACLE_RATIO_MIN = 0.8  # diverted-part recall >= 0.8 x the oracle's at the same diversion count
 
@@ -142,20 +178,28 @@ def matched_recall(y, p_env, p_naive, recall: float | None) -> dict:
 
 
 def decision_goal(scenarios: dict, validation: dict) -> dict:
-    """Per held-out scenario: the alarm ratios to validation, FAR ratio at matched recall and the
-    oracle ratio of the environment-aware model, each checked against the goal."""
+    """Per held-out scenario: the alarm ratios to validation (alarms/h and alarm-open share), FAR
+    ratio at matched recall and the oracle ratio of the environment-aware model, each checked
+    against the goal."""
     rows, met = {}, True
     v_env, v_naive = validation["environment-aware"], validation["naive"]
     for name, s in scenarios.items():
         env, naive = s["environment-aware"]["diversion"], s["naive"]["diversion"]
         mr = s["matched_recall"]
-        a_env = env["alarms_per_h"] / v_env["alarms_per_h"] if v_env["alarms_per_h"] else None
-        a_naive = naive["alarms_per_h"] / v_naive["alarms_per_h"] if v_naive["alarms_per_h"] else None
+        a_env = _ratio(env.get("alarms_per_h"), v_env.get("alarms_per_h"))
+        a_naive = _ratio(naive.get("alarms_per_h"), v_naive.get("alarms_per_h"))
+        o_env = _ratio(env.get("alarm_open_share"), v_env.get("alarm_open_share"))
+        o_naive = _ratio(naive.get("alarm_open_share"), v_naive.get("alarm_open_share"))
         far_ratio = mr.get("far_ratio_naive_over_env")
         oracle_ratio = env["oracle_ratio"] if isinstance(env["oracle_ratio"], float) else None
         checks = {
-            "env_alarms_ok": a_env is not None and a_env <= ALARM_RATIO_ENV_MAX,
-            "naive_floods": a_naive is not None and a_naive > ALARM_RATIO_NAIVE_MIN,
+            # quiet by both measures: as few alarms opened per hour, and none left standing longer
+            "env_alarms_ok": (a_env is not None and a_env <= ALARM_RATIO_ENV_MAX
+                              and o_env is not None and o_env <= ALARM_RATIO_ENV_MAX),
+            # a flood by either: many alarms opened, or alarms that stand (a model at risk on most
+            # parts opens one alarm per cause that never clears, so its alarms/h *fall* as it floods)
+            "naive_floods": ((a_naive is not None and a_naive > ALARM_RATIO_NAIVE_MIN)
+                             or (o_naive is not None and o_naive > ALARM_RATIO_NAIVE_MIN)),
             # FAR(env) == 0 at a recall where the naive model has false alarms: the ratio is infinite
             "far_ok": (far_ratio is not None and far_ratio >= FAR_RATIO_MIN)
                       or (mr.get("far_env") == 0 and (mr.get("far_naive") or 0) > 0),
@@ -163,6 +207,9 @@ def decision_goal(scenarios: dict, validation: dict) -> dict:
         }
         rows[name] = {"alarms_per_h_env": env["alarms_per_h"], "alarms_per_h_naive": naive["alarms_per_h"],
                       "alarm_ratio_env": _round(a_env), "alarm_ratio_naive": _round(a_naive),
+                      "alarm_open_share_env": env.get("alarm_open_share"),
+                      "alarm_open_share_naive": naive.get("alarm_open_share"),
+                      "open_ratio_env": _round(o_env), "open_ratio_naive": _round(o_naive),
                       "diverted_share_env": env["diverted_share"], "diverted_share_naive": naive["diverted_share"],
                       "far_env": env["far"], "far_naive": naive["far"], "recall_env": env["recall"],
                       "recall_naive": naive["recall"], "matched_recall": mr.get("recall"),
@@ -171,14 +218,29 @@ def decision_goal(scenarios: dict, validation: dict) -> dict:
                       "oracle_ratio_env": env["oracle_ratio"], "oracle_ratio_naive": naive["oracle_ratio"],
                       **checks, "met": all(checks.values())}
         met &= all(checks.values())
-    return {"rule": (f"alarms/h(env) <= {ALARM_RATIO_ENV_MAX:g} x validation and alarms/h(naive) > "
-                     f"{ALARM_RATIO_NAIVE_MIN:g} x validation; FAR(env) <= FAR(naive)/{FAR_RATIO_MIN:g} at matched "
+    return {"rule": (f"alarms/h and alarm-open share (env) <= {ALARM_RATIO_ENV_MAX:g} x validation, and alarms/h "
+                     f"or alarm-open share (naive) > {ALARM_RATIO_NAIVE_MIN:g} x validation; FAR(env) <= FAR(naive)/{FAR_RATIO_MIN:g} at matched "
                      f"recall; recall(env) >= {ORACLE_RATIO_MIN:g} x oracle recall at the same diversion count"),
             "met": bool(met), "scenarios": rows}
 
 
+def _ratio(held_out, validation) -> float | None:
+    return held_out / validation if held_out is not None and validation else None
+
+
 def _round(x, n: int = 3):
     return None if x is None else round(float(x), n)
+
+
+def _validation_decisions(outcome, scorer: Scorer, train: Dataset, rule: EpisodeRule) -> dict:
+    """The decisions block training shipped (threshold, diverted share, alarms/h on validation), with
+    the alarm-open share and standing alarms of the same validation alarms beside it: the rates the
+    held-out alarm load is compared with. At-risk parts are out of fold, causes from the final model's
+    TreeSHAP, as :func:`models.decisions.validation_decisions` counts the alarms."""
+    block = dict(outcome.decisions)
+    divert = np.asarray(outcome.oof_proba, dtype=float) >= block["threshold"]
+    causes = causes_of(scorer, prepared_features(scorer, train), divert)
+    return block | alarm_load(train.meta, divert, causes, part_hours(train.meta), rule)
 
 
 def run_experiment(train: Dataset, evals: dict[str, Dataset], config: TrainConfig,
@@ -199,7 +261,7 @@ def run_experiment(train: Dataset, evals: dict[str, Dataset], config: TrainConfi
                       episode_k=episode_rule.k, episode_n=episode_rule.n)
         outcomes[kind] = train_frames(train, cfg, lambda f, m, i=i, kind=kind: progress(0.45 * (i + f), f"{kind}: {m}"))
         scorers[kind] = Scorer.from_bytes(outcomes[kind].artifact())
-        validation[kind] = outcomes[kind].decisions
+        validation[kind] = _validation_decisions(outcomes[kind], scorers[kind], train, episode_rule)
     scenarios = {}
     for j, (name, ds) in enumerate(evals.items()):
         progress(0.9 + 0.1 * j / max(len(evals), 1), f"evaluating on {name}")

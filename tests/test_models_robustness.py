@@ -45,11 +45,14 @@ def test_protocol_env_aware_stays_quiet_where_the_naive_model_floods(tmp_path):
         # from 0.0008 to 0.77, so the old 5x clause is no assertion that holds across seeds)
         assert run["goal"]["scenarios"][name]["far_env"] <= 0.02, (name, run["goal"]["scenarios"][name])
     # the combination no training history has makes the naive model divert 47-93 % of parts in the 5
-    # measured sets against 3.4-5.2 % for the environment-aware model. Its *alarm* count is no flood
-    # test: the episode rule folds a flood into a few standing alarms (this seed set: x1.8 of
-    # validation for both models), see docs/models.md
+    # measured sets against 3.4-5.2 % for the environment-aware model. Its alarm *count* is no flood
+    # test: the episode rule folds a flood into a few alarms that stand (this seed set: x1.5 of
+    # validation), so the goal also measures how long alarms stand: here x14 of validation for the
+    # naive model, x2.2 for the environment-aware one (docs/models.md)
     both = run["decision_goal"]["scenarios"]["heatwave+new-supplier"]
     assert both["diverted_share_naive"] >= 3 * both["diverted_share_env"], both
+    assert both["open_ratio_naive"] > 5 and both["open_ratio_naive"] >= 3 * both["open_ratio_env"], both
+    assert both["naive_floods"], both
     s = res["summary"]
     assert s["seed_sets"] == 1 and s["scenarios"] == 2
     assert s["min_oracle_ratio"] == min(g["oracle_ratio_env"] for g in run["decision_goal"]["scenarios"].values())

@@ -45,7 +45,17 @@ class ContextBaseline:
 
     Hyperparameters: `alpha` (ridge penalty on standardised inputs), `numeric_inputs` /
     `categorical_inputs` (context columns to use when present; defaults above), `min_rows`
-    (a target with fewer complete rows is not modelled). Learned state ends in `_`.
+    (a target with fewer complete rows is not modelled), `select` (``None``: every numeric input
+    for every target; ``"prune"``: per target, only the numeric inputs that earn their place in
+    blocked cross-validation, see :meth:`_prune_inputs`). Learned state ends in `_`.
+
+    Why ``select``: a baseline is used far outside the conditions it was fitted on (a winter's
+    history, a summer's parts). Context inputs are strongly correlated within one season (hall
+    temperature, humidity, dryer dew point, even tool wear over a few days), so a fit on all of them
+    spreads a signal's true dependence on one input over several; the spread is harmless inside the
+    training range and a bias of a residual standard deviation or more when the inputs move apart 4-7
+    standard deviations outside it. An input left out has a coefficient of exactly 0, so the fitted
+    document, prediction and the edge are unchanged.
     """
 
     def __init__(
@@ -54,7 +64,11 @@ class ContextBaseline:
         numeric_inputs: Sequence[str] = DEFAULT_NUMERIC_INPUTS,
         categorical_inputs: Sequence[str] = DEFAULT_CATEGORICAL_INPUTS,
         min_rows: int = 20,
+        select: str | None = None,
     ):
+        if select not in (None, "prune"):
+            raise ValueError(f"baseline select must be None or 'prune', got {select!r}")
+        self.select = select
         self.alpha = alpha
         self.numeric_inputs = tuple(numeric_inputs)
         self.categorical_inputs = tuple(categorical_inputs)
@@ -107,6 +121,9 @@ class ContextBaseline:
                 logger.warning("baseline: %s has %d complete rows (needs %d), not modelled", t, m, self.min_rows)
                 continue
             Xr, yr = X[rows], y[rows]
+            if self.select == "prune" and len(num):
+                use = self._prune_inputs(Xr, yr, len(num))
+                Xr = Xr * use  # columns left out: zero input, zero coefficient
             xm, ym = Xr.mean(axis=0), yr.mean()
             Xc = Xr - xm
             A = Xc.T @ Xc + self.alpha * np.eye(X.shape[1])
@@ -121,6 +138,52 @@ class ContextBaseline:
         logger.info("baseline fitted: %d targets on %d rows, inputs %s + %s",
                     len(self.coef_), int(keep.sum()), num, list(cats))
         return self
+
+    # blocked cross-validation for :meth:`_prune_inputs`: contiguous blocks of rows (in time order,
+    # as histories are), so a slow confounder shared by neighbouring parts cannot vouch for an input
+    SELECT_FOLDS = 5
+    # an input is dropped when keeping it cuts the cross-validated squared error by less than this
+    # share; a real effect of 0.1 residual sd per input sd cuts it by about 1 %, a chance correlation by less
+    SELECT_MIN_GAIN = 0.005
+
+    def _prune_inputs(self, X: np.ndarray, y: np.ndarray, n_numeric: int) -> np.ndarray:
+        """0/1 weights over the design columns: categorical columns always; numeric inputs start all
+        in and are dropped one at a time (the one whose removal raises the blocked-CV squared error
+        least) while dropping it costs less than ``SELECT_MIN_GAIN`` of that error. Backward, not
+        forward: two correlated inputs whose effects cancel within one season (cushion: a hotter and
+        a drier hall) explain little alone, and a forward search would keep neither. Ridge with an
+        unpenalised intercept, as :meth:`fit` solves it."""
+        m, p = X.shape
+        Xa = np.column_stack([X, np.ones(m)])
+        pen = np.full(p + 1, self.alpha)
+        pen[p] = 0.0
+        folds = []
+        for b in np.array_split(np.arange(m), self.SELECT_FOLDS):
+            tr = np.ones(m, bool)
+            tr[b] = False
+            folds.append((Xa[tr].T @ Xa[tr], Xa[tr].T @ y[tr], Xa[b], y[b]))
+
+        def cv_error(cols: list[int]) -> float:
+            err = 0.0
+            for G, g, Xv, yv in folds:
+                w = np.linalg.lstsq(G[np.ix_(cols, cols)] + np.diag(pen[cols]), g[cols], rcond=None)[0]
+                r = yv - Xv[:, cols] @ w
+                err += float(r @ r)
+            return err
+
+        fixed = list(range(n_numeric, p + 1))  # categorical one-hots and the intercept
+        kept = list(range(n_numeric))
+        err = cv_error(kept + fixed)
+        while kept:
+            trial = {c: cv_error([k for k in kept if k != c] + fixed) for c in kept}
+            c = min(trial, key=trial.get)
+            if trial[c] > (1.0 + self.SELECT_MIN_GAIN) * err:
+                break
+            kept.remove(c)
+            err = min(err, trial[c])
+        use = np.zeros(p)
+        use[kept + list(range(n_numeric, p))] = 1.0
+        return use
 
     def _check(self) -> None:
         if not hasattr(self, "coef_"):
@@ -198,7 +261,8 @@ class ContextBaseline:
         return {
             "kind": "pq.ContextBaseline", "format": 1,
             "params": {"alpha": self.alpha, "numeric_inputs": list(self.numeric_inputs),
-                       "categorical_inputs": list(self.categorical_inputs), "min_rows": self.min_rows},
+                       "categorical_inputs": list(self.categorical_inputs), "min_rows": self.min_rows,
+                       "select": self.select},
             "numeric_inputs": list(self.numeric_inputs_), "categories": self.categories_,
             "mean": self.mean_, "scale": self.scale_, "coef": self.coef_,
             "intercept": self.intercept_, "resid_std": self.resid_std_, "n_rows": self.n_rows_,
