@@ -26,8 +26,8 @@ from models.oracle import oracle_figures
 from models.thresholds import ALARM_CEILING_PER_H, DEFAULT_DIVERSION_SHARE, diversion_threshold, threshold_for_recall
 from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule, episodes
 
-__all__ = ["ALARM_CEILING_PER_H", "prepared_features", "alarm_episodes", "causes_of", "decision_figures",
-           "validation_decisions"]
+__all__ = ["ALARM_CEILING_PER_H", "prepared_features", "alarm_episodes", "alarm_load", "causes_of",
+           "decision_figures", "validation_decisions"]
 
 def prepared_features(scorer, ds: Dataset):
     """``ds.X`` as the model sees it: deviation features from the model's own baseline, as the edge computes them."""
@@ -43,6 +43,36 @@ def alarm_episodes(meta, at_risk: np.ndarray, causes: np.ndarray, rule: EpisodeR
         rows = order[lines == line]
         opened += [rows[e.start] for e in episodes(at_risk[rows], causes[rows], rule)]
     return np.sort(np.asarray(opened, dtype=np.int64))
+
+
+def alarm_load(meta, at_risk: np.ndarray, causes: np.ndarray, hours: np.ndarray,
+               rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> dict:
+    """How long operator alarms stand, beside how many open: ``alarm_open_share`` is the share of
+    production time with at least one alarm open, ``standing_alarms`` the mean number open at a time
+    (alarm-hours per production hour).
+
+    An episode stands from the part that opens it until ``rule.n`` parts pass without its cause (the
+    part that clears it, as :func:`pq.alerts.episodes.advance` decides), or to the end of the data.
+    Why both figures: a model at risk on most parts opens *one* alarm per cause that never clears, so
+    alarms opened per hour fall as a flood grows; the time alarms stand grows with it (and every
+    episode stands at least ``n`` parts, so more episodes also mean more open time)."""
+    order = np.lexsort((pd.to_datetime(meta["cycle_end"], utc=True).to_numpy(), meta["line_id"].astype(str).to_numpy()))
+    lines = meta["line_id"].astype(str).to_numpy()[order]
+    covered = np.zeros(len(order), bool)  # in production order
+    standing = np.zeros(len(order))
+    for line in pd.unique(lines):
+        pos = np.flatnonzero(lines == line)
+        rows = order[pos]
+        for e in episodes(at_risk[rows], causes[rows], rule):
+            span = pos[e.start:min(e.last + rule.n, len(pos))]
+            covered[span] = True
+            standing[span] += 1
+    h = np.asarray(hours, dtype=float)[order]
+    total = float(h.sum())
+    if total <= 0:
+        return {"alarm_open_share": None, "standing_alarms": None}
+    return {"alarm_open_share": round(float(h[covered].sum()) / total, 5),
+            "standing_alarms": round(float((h * standing).sum()) / total, 5)}
 
 
 def causes_of(scorer, X, at_risk: np.ndarray) -> np.ndarray:
@@ -69,7 +99,8 @@ def decision_figures(y, p, threshold: float, hours: np.ndarray, at_alarm_open: n
 def validation_decisions(p_oof, y, scorer, train: Dataset, share: float | None = DEFAULT_DIVERSION_SHARE,
                          rule: EpisodeRule = DEFAULT_EPISODE_RULE, target_recall: float | None = None) -> dict:
     """The diversion threshold from the out-of-fold probabilities, and what it did on validation:
-    diverted share, FAR, recall and operator alarms/h (the rate held-out alarms are compared with).
+    diverted share, FAR, recall, operator alarms/h and how long they stood (:func:`alarm_load`): the
+    rates held-out alarms are compared with.
 
     The threshold diverts at most ``share`` of the validation parts; with ``target_recall`` it is the
     highest one that still reaches that recall, capped by the share when both are given (the budget
@@ -93,8 +124,11 @@ def validation_decisions(p_oof, y, scorer, train: Dataset, share: float | None =
         how["capped_by_share"] = bool(candidates[1] > candidates[0])
     divert = p >= thr
     X = prepared_features(scorer, train)
+    causes = causes_of(scorer, X, divert)
     opened = np.zeros(len(p), bool)
-    opened[alarm_episodes(train.meta, divert, causes_of(scorer, X, divert), rule)] = True
-    out = decision_figures(y, p, thr, part_hours(train.meta), opened)
+    opened[alarm_episodes(train.meta, divert, causes, rule)] = True
+    hours = part_hours(train.meta)
+    out = decision_figures(y, p, thr, hours, opened)
     return ({k: v for k, v in out.items() if not k.startswith("oracle")}
+            | alarm_load(train.meta, divert, causes, hours, rule)
             | how | {"episode_rule": {"k": rule.k, "n": rule.n}})

@@ -14,7 +14,7 @@ ratio at equal or better recall), kept so the old table stays comparable; and th
 uses: part diversion at the validation quantile for a diversion budget
 (:func:`models.thresholds.diversion_threshold`), with operator alarms as episodes of at-risk parts
 with one cause (:func:`pq.alerts.episodes.episodes`), checked by :func:`decision_goal`: alarms/h
-and the time alarms stand (:func:`alarm_load`) near the validation rate, FAR at matched recall,
+and the time alarms stand (:func:`models.decisions.alarm_load`) near the validation rate, FAR at matched recall,
 recall beside the oracle's (:mod:`models.oracle`).
 
 Example::
@@ -34,17 +34,16 @@ import numpy as np
 import pandas as pd
 
 from models.dataset import Dataset
-from models.decisions import alarm_episodes, causes_of, decision_figures, prepared_features
+from models.decisions import alarm_episodes, alarm_load, causes_of, decision_figures, prepared_features
 from models.metrics import binary_metrics, part_hours, regime_metrics
 from models.oracle import curves, oracle_figures
 from models.regimes import assign_regimes
 from models.scoring import Scorer
 from models.thresholds import DEFAULT_DIVERSION_SHARE, threshold_for_recall
 from models.training import Progress, TrainConfig, train_frames
-from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule, episodes
+from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule
 
-__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "alarm_load",
-           "RECALL_TOLERANCE"]
+__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "RECALL_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,36 +99,6 @@ def evaluate(scorer: Scorer, ds: Dataset, regimes=None, *, truth=None, diversion
                           for name in reg.columns}
         out["diversion"] = div
     return out
-
-
-def alarm_load(meta, at_risk: np.ndarray, causes: np.ndarray, hours: np.ndarray,
-               rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> dict:
-    """How long operator alarms stand, beside how many open: ``alarm_open_share`` is the share of
-    production time with at least one alarm open, ``standing_alarms`` the mean number open at a time
-    (alarm-hours per production hour).
-
-    An episode stands from the part that opens it until ``rule.n`` parts pass without its cause (the
-    part that clears it, as :func:`pq.alerts.episodes.advance` decides), or to the end of the data.
-    Why both figures: a model at risk on most parts opens *one* alarm per cause that never clears, so
-    alarms opened per hour fall as a flood grows; the time alarms stand grows with it (and every
-    episode stands at least ``n`` parts, so more episodes also mean more open time)."""
-    order = np.lexsort((pd.to_datetime(meta["cycle_end"], utc=True).to_numpy(), meta["line_id"].astype(str).to_numpy()))
-    lines = meta["line_id"].astype(str).to_numpy()[order]
-    covered = np.zeros(len(order), bool)  # in production order
-    standing = np.zeros(len(order))
-    for line in pd.unique(lines):
-        pos = np.flatnonzero(lines == line)
-        rows = order[pos]
-        for e in episodes(at_risk[rows], causes[rows], rule):
-            span = pos[e.start:min(e.last + rule.n, len(pos))]
-            covered[span] = True
-            standing[span] += 1
-    h = np.asarray(hours, dtype=float)[order]
-    total = float(h.sum())
-    if total <= 0:
-        return {"alarm_open_share": None, "standing_alarms": None}
-    return {"alarm_open_share": round(float(h[covered].sum()) / total, 5),
-            "standing_alarms": round(float((h * standing).sum()) / total, 5)}
 
 
 def goal_check(scenarios: dict, ratio: float = 5.0, tol: float = RECALL_TOLERANCE) -> dict:
@@ -232,17 +201,6 @@ def _round(x, n: int = 3):
     return None if x is None else round(float(x), n)
 
 
-def _validation_decisions(outcome, scorer: Scorer, train: Dataset, rule: EpisodeRule) -> dict:
-    """The decisions block training shipped (threshold, diverted share, alarms/h on validation), with
-    the alarm-open share and standing alarms of the same validation alarms beside it: the rates the
-    held-out alarm load is compared with. At-risk parts are out of fold, causes from the final model's
-    TreeSHAP, as :func:`models.decisions.validation_decisions` counts the alarms."""
-    block = dict(outcome.decisions)
-    divert = np.asarray(outcome.oof_proba, dtype=float) >= block["threshold"]
-    causes = causes_of(scorer, prepared_features(scorer, train), divert)
-    return block | alarm_load(train.meta, divert, causes, part_hours(train.meta), rule)
-
-
 def run_experiment(train: Dataset, evals: dict[str, Dataset], config: TrainConfig,
                    progress: Progress | None = None, *, truths: dict | None = None,
                    diversion_share: float = DEFAULT_DIVERSION_SHARE,
@@ -261,7 +219,7 @@ def run_experiment(train: Dataset, evals: dict[str, Dataset], config: TrainConfi
                       episode_k=episode_rule.k, episode_n=episode_rule.n)
         outcomes[kind] = train_frames(train, cfg, lambda f, m, i=i, kind=kind: progress(0.45 * (i + f), f"{kind}: {m}"))
         scorers[kind] = Scorer.from_bytes(outcomes[kind].artifact())
-        validation[kind] = _validation_decisions(outcomes[kind], scorers[kind], train, episode_rule)
+        validation[kind] = outcomes[kind].decisions  # shipped by training, alarm-open share included
     scenarios = {}
     for j, (name, ds) in enumerate(evals.items()):
         progress(0.9 + 0.1 * j / max(len(evals), 1), f"evaluating on {name}")

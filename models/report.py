@@ -169,10 +169,14 @@ def _decision_tables(result: dict) -> list[str]:
     if goal:
         out.append(f"<h2>Goal: {html.escape(goal['rule'])} — <span class='{'ok' if goal['met'] else 'bad'}'>"
                    f"{'MET' if goal['met'] else 'NOT MET'}</span></h2>")
-        out.append(_table(["scenario", "alarms/h env (x validation)", "alarms/h naive (x validation)", "matched recall",
+        out.append(_table(["scenario", "alarms/h env (x validation)", "alarm-open share env (x validation)",
+                           "alarms/h naive (x validation)", "alarm-open share naive (x validation)", "matched recall",
                            "FAR env", "FAR naive", "FAR ratio", "oracle ratio env", "met"],
                           [[k, f"{_fmt(r['alarms_per_h_env'])} (x{_fmt(r['alarm_ratio_env'])})",
-                            f"{_fmt(r['alarms_per_h_naive'])} (x{_fmt(r['alarm_ratio_naive'])})", r["matched_recall"],
+                            f"{_fmt(r.get('alarm_open_share_env'))} (x{_fmt(r.get('open_ratio_env'))})",
+                            f"{_fmt(r['alarms_per_h_naive'])} (x{_fmt(r['alarm_ratio_naive'])})",
+                            f"{_fmt(r.get('alarm_open_share_naive'))} (x{_fmt(r.get('open_ratio_naive'))})",
+                            r["matched_recall"],
                             r["far_at_matched_recall_env"], r["far_at_matched_recall_naive"],
                             r["far_ratio_at_matched_recall"], r["oracle_ratio_env"], r["met"]]
                            for k, r in goal["scenarios"].items()]))
@@ -216,7 +220,8 @@ def write_protocol_report(result: dict, out_dir: Path, title: str = "Robustness 
              f"</span> in {sm['met']} of {sm['scenarios']} seed-set scenarios</h2>",
              _table(list(sm), [list(sm.values())])]
     keys = ("seed_set", "seed", "scenario", "val_alarms_per_h_env", "alarms_per_h_env", "alarm_ratio_env",
-            "val_alarms_per_h_naive", "alarms_per_h_naive", "alarm_ratio_naive", "diverted_share_env",
+            "alarm_open_share_env", "open_ratio_env", "val_alarms_per_h_naive", "alarms_per_h_naive",
+            "alarm_ratio_naive", "alarm_open_share_naive", "open_ratio_naive", "diverted_share_env",
             "diverted_share_naive", "far_env", "recall_env", "far_naive", "recall_naive", "matched_recall",
             "far_at_matched_recall_env", "far_at_matched_recall_naive", "far_ratio_at_matched_recall",
             "oracle_recall_env", "oracle_ratio_env", "oracle_ratio_naive", "met")

@@ -672,7 +672,7 @@ def _add_decisions(outcome: FitOutcome, ds: Dataset, y: np.ndarray) -> None:
             f"parts at or above {block['threshold']:.4f} are diverted for inspection ({block['diverted_share']} of "
             f"validation parts, recall {block['recall']}); an operator alarm opens when {config.episode_k} of the "
             f"last {config.episode_n} parts are at risk with one cause ({block['alarms_per_h']} alarms/h on "
-            f"validation). The alert threshold above serves the single-threshold mode "
+            f"validation, an alarm standing {block['alarm_open_share']} of the time). The alert threshold above serves the single-threshold mode "
             f"(PQ_EDGE_DECISIONS=single).")})
 
 

@@ -311,7 +311,7 @@ def report():
 @click.option("--seed-base", type=int, default=1000, show_default=True, help="With --seed-sets: seed of the first set.")
 @click.option("--train-days", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="With --seed-sets: days of normal training history per set (1 Hz).")
-@click.option("--eval-days", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True,
+@click.option("--eval-days", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
               help="With --seed-sets: days per held-out scenario.")
 @click.option("--diversion-share", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
               help="Share of parts diverted, as a quantile of validation probabilities (default 0.03).")
@@ -379,8 +379,9 @@ def _robustness_protocol(seed_sets, seed_base, train_days, eval_days, config, sh
     html_path, json_path = write_protocol_report(result, out_dir)
     for r in summary_rows(result["seed_sets"]):
         click.echo(f"set {r['seed_set']} {r['scenario']:<22} alarms/h env {_fmt(r['alarms_per_h_env'], 2)} "
-                   f"(x{_fmt(r['alarm_ratio_env'], 2)} of validation) naive {_fmt(r['alarms_per_h_naive'], 2)} "
-                   f"(x{_fmt(r['alarm_ratio_naive'], 2)})  FAR@recall {_fmt(r['matched_recall'], 2)}: "
+                   f"(x{_fmt(r['alarm_ratio_env'], 2)} of validation, open x{_fmt(r.get('open_ratio_env'), 2)}) naive "
+                   f"{_fmt(r['alarms_per_h_naive'], 2)} (x{_fmt(r['alarm_ratio_naive'], 2)}, open "
+                   f"x{_fmt(r.get('open_ratio_naive'), 2)})  FAR@recall {_fmt(r['matched_recall'], 2)}: "
                    f"{_fmt(r['far_at_matched_recall_env'])} vs {_fmt(r['far_at_matched_recall_naive'])}  "
                    f"oracle ratio {_fmt(r['oracle_ratio_env'], 2)}  {'met' if r['met'] else 'NOT met'}")
     click.echo(f"wrote {html_path} and {json_path}")
