@@ -363,8 +363,10 @@ def test_live_line_scored_alerted_published_hot_reloaded_and_outage_proof(store,
                 await _until(lambda: sum(1 for t, d in list(rec.decisions)
                                          if t >= t_degraded and d["decision"] == "not_scored") >= 5, 120,
                              "fewer than 5 parts decided while the sensor was frozen")
-                sim.set_scenario(SCENARIO)
+                # the frozen window ends when the request to unfreeze is made: under load the switch can
+                # reach the line (and a part be scored) before set_scenario has returned
                 t_back = time.monotonic()
+                sim.set_scenario(SCENARIO)
                 await _until(lambda: proc.runtime.state == "scoring", 120, "scoring did not resume by itself")
                 t_resumed = time.monotonic()
                 fig["resumed_after_s"] = round(t_resumed - t_back, 1)
