@@ -88,9 +88,13 @@ def store(request):
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium under Playwright, one per test module (launching costs seconds)."""
-    from playwright.sync_api import sync_playwright
+    from pathlib import Path
 
     from tests._ui_helpers import CHROMIUM, CHROMIUM_ARGS
+
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

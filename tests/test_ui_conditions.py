@@ -7,14 +7,13 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
 
 from pq.health import health_row, write_health_now
 from pq.storage import schema
-from tests._ui_helpers import CHROMIUM, CHROMIUM_ARGS, add_users, login, running_ui, shot
+from tests._ui_helpers import add_users, login, running_ui, shot
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -119,10 +118,7 @@ def test_two_decisions_of_both_models_from_stored_rows(sqlite_store):
     assert "production diverted 3 and called the operator once" in text
 
 
-def test_page_shows_both_decisions_and_the_alarm_budget(sqlite_store, tmp_path):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
+def test_page_shows_both_decisions_and_the_alarm_budget(sqlite_store, tmp_path, browser):
     from ui.pages.conditions import naive_comparison, two_decisions, production_alarms
 
     store = sqlite_store
@@ -134,8 +130,7 @@ def test_page_shows_both_decisions_and_the_alarm_budget(sqlite_store, tmp_path):
     counts = two_decisions(parts, production_alarms(store, parts["line_id"].unique(), parts["decided_at"].iloc[0]),
                            switch_at)
     url = store.engine.url.render_as_string(hide_password=False)
-    with running_ui(url, tmp_path / "var", tmp_path / "ui.log") as base, playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with running_ui(url, tmp_path / "var", tmp_path / "ui.log") as base:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         login(page, base, "eng")
@@ -156,13 +151,9 @@ def test_page_shows_both_decisions_and_the_alarm_budget(sqlite_store, tmp_path):
         assert graph.locator("text=Parts diverted for inspection").count() == 1
         assert graph.locator("text=switch to Heatwave").count() == 1
         shot(page, "conditions-two-decisions")
-        browser.close()
 
 
-def test_scenario_switch_is_for_engineers_and_audited(sqlite_store, tmp_path):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
+def test_scenario_switch_is_for_engineers_and_audited(sqlite_store, tmp_path, browser):
     store = sqlite_store
     add_users(store)
     from simulators.scenarios import SCENARIOS
@@ -171,8 +162,7 @@ def test_scenario_switch_is_for_engineers_and_audited(sqlite_store, tmp_path):
     write_health_now(store, health_row("simulator", "normal", detail={"scenario": "normal", "scenarios": offered},
                                        updated_at=datetime.now(timezone.utc)))
     url = store.engine.url.render_as_string(hide_password=False)
-    with running_ui(url, tmp_path / "var", tmp_path / "ui.log") as base, playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with running_ui(url, tmp_path / "var", tmp_path / "ui.log") as base:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(60_000)  # waits, not sleeps: generous for a loaded runner
         login(page, base, "eng")
@@ -199,7 +189,6 @@ def test_scenario_switch_is_for_engineers_and_audited(sqlite_store, tmp_path):
         resp = op.request.post(base + "/_dash-update-component", data=body,
                                headers={"X-CSRFToken": csrf, "Content-Type": "application/json"})
         assert resp.status == 403
-        browser.close()
     with store.engine.connect() as conn:
         detail = conn.execute(select(schema.component_health.c.detail)
                               .where(schema.component_health.c.component == "simulator")).scalar()
