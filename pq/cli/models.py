@@ -120,6 +120,7 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
     rule and what it achieved.
     """
     from models.dataset import load_dataset
+    from models.thresholds import DEFAULT_DIVERSION_SHARE
     from models.training import TrainConfig, train as run_train
 
     settings, store = _ctx()
@@ -133,7 +134,8 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
         min_labelled=settings.model_min_labelled_parts, min_defects=settings.model_min_defects,
         drop_empty_features=drop_empty_features, exclude_features=tuple(exclude_feature),
         regimes=_regimes(regime_specs), cv=cv, threshold_rule=threshold_rule, compare_plain=compare_plain,
-        diversion_share=diversion_share if diversion_share or not diversion_recall else None,
+        # a recall alone sets the threshold; a share, given or the default, caps it
+        diversion_share=diversion_share or (None if diversion_recall else DEFAULT_DIVERSION_SHARE),
         diversion_recall=diversion_recall, episode_k=episode.k, episode_n=episode.n)
     who = _user(user)
     progress = _progress_printer()

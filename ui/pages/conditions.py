@@ -84,12 +84,6 @@ def _naive_version(store):
     return next((v for v in registry.list_versions(store) if v.kind == "naive"), None)
 
 
-def _version(store, version_id):
-    from models import registry
-
-    return next((v for v in registry.list_versions(store) if v.id == version_id), None)
-
-
 # Registry versions never change, so a loaded scorer stays valid; loading one (artifact from the
 # store, LightGBM booster) would otherwise be repeated on every refresh of every open page.
 _SCORERS: dict[tuple[str, int], object] = {}
@@ -282,6 +276,8 @@ def _risk_figure(parts: pd.DataFrame, version) -> go.Figure:
 
 
 def _comparison_view(store):
+    from models import registry
+
     try:
         parts, version, message = naive_comparison(store)
         if message:
@@ -289,7 +285,7 @@ def _comparison_view(store):
         now = datetime.now(timezone.utc)
         start = parts["decided_at"].iloc[0]
         alarms = production_alarms(store, parts["line_id"].unique(), start)
-        prod_version = _version(store, parts["model_version_id"].dropna().iloc[-1]) \
+        prod_version = registry.get_version(store, int(parts["model_version_id"].dropna().iloc[-1])) \
             if parts["model_version_id"].notna().any() else None
         switch = _switch(store, parts)
     except (ImportError, PQError) as exc:

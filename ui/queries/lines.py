@@ -146,6 +146,5 @@ def recent_diverted(store: Store, line_id: str, limit: int = 5) -> list[Diverted
     out = []
     for r in rows:
         top = r.contributions[0] if isinstance(r.contributions, list) and r.contributions else {}
-        reason = top.get("sentence") or "" if isinstance(top, dict) else ""
-        out.append(DivertedPart(r.serial, r.decided_at, r.score, reason))
+        out.append(DivertedPart(r.serial, r.decided_at, r.score, top.get("sentence") or ""))
     return out
