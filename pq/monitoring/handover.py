@@ -179,11 +179,11 @@ def _watch(s: HandoverSummary, end: datetime) -> list[str]:
                        + (f" (reason: {al['shelve_reason']})" if al["shelve_reason"] else ""))
         elif al["state"] == "acknowledged":
             out.append(f"Still open, acknowledged by {al['acked_by'] or 'an operator'} ({since}): {al['title']}"
-                       + (f" Action: {al['action']}" if al["action"] else ""))
+                       + (f" — {al['action']}" if al["action"] else ""))
         elif al["state"] == "suppressed":
             out.append(f"Held back in a flood ({since}): {al['title']}")
         else:
-            out.append(f"Not acknowledged ({since}): {al['title']}" + (f" Action: {al['action']}" if al["action"] else ""))
+            out.append(f"Not acknowledged ({since}): {al['title']}" + (f" — {al['action']}" if al["action"] else ""))
     for d in s.degraded:
         if d["ended_at"] is None or d["ended_at"] >= end:
             what = d["reason"] or d["kind"].replace("_", " ")

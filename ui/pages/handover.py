@@ -16,7 +16,6 @@ from pq.errors import AuthError
 from pq.monitoring.handover import NOTE_MAX_CHARS, HandoverSummary, add_note, handover_summary
 from pq.shifts import Shift, ShiftClock
 from pq.storage import schema
-from ui.format import clock
 from ui.pages import Page
 from ui.security import current_actor, secured_callback
 
@@ -34,8 +33,12 @@ def _shifts(ctx, now: datetime) -> list[Shift]:
     return ShiftClock.from_settings(ctx.settings).recent(now, _SHIFTS_OFFERED)
 
 
+def _hm(t: datetime) -> str:
+    return f"{t:%H:%M}"
+
+
 def _shift_label(s: Shift, i: int) -> str:
-    when = f"{s.start:%a %d %b} {clock(s.start)}–{clock(s.end)}"
+    when = f"{s.start:%a %d %b %H:%M}–{s.end:%H:%M} UTC"
     return f"Shift {s.name}, {when}" + (" (running)" if i == 0 else " (just ended)" if i == 1 else "")
 
 
@@ -51,7 +54,7 @@ def _count(label: str, value: int, id_: str, bad: bool = False):
 
 def _summary_view(s: HandoverSummary):
     a, p, dv = s.alarms, s.parts, s.diverted
-    degraded = [html.Li(f"{clock(d['started_at'])}–{clock(d['ended_at']) if d['ended_at'] else 'now'} "
+    degraded = [html.Li(f"{_hm(d['started_at'])}–{_hm(d['ended_at']) if d['ended_at'] else 'now'} UTC "
                         f"({d['source']}): {d['reason'] or d['kind'].replace('_', ' ')}") for d in s.degraded]
     return html.Div(children=[
         html.P(s.headline, className="pq-lead", id="handover-headline"),
@@ -79,7 +82,7 @@ def _summary_view(s: HandoverSummary):
         html.H2("When pq itself was degraded"),
         html.Ul(degraded) if degraded else html.P("Never during this shift."),
         html.H2("Notes for the next shift"),
-        html.Ul([html.Li(f"{n['author']} at {clock(n['created_at'])}: {n['note']}") for n in s.notes],
+        html.Ul([html.Li(f"{n['author']} at {_hm(n['created_at'])}: {n['note']}") for n in s.notes],
                 id="handover-notes") if s.notes else html.P("No notes yet.", id="handover-notes"),
     ])
 
@@ -96,6 +99,7 @@ def layout(ctx, query=None, **_):
     wanted = (query or {}).get("line")
     line = wanted if wanted in lines else (lines[0] if lines else None)
     shifts = _shifts(ctx, now)
+    key = next((s.key for s in shifts if s.key == (query or {}).get("shift")), shifts[1].key)  # ?shift=<key>
     return html.Div(className="pq-page", children=[
         html.H1("Shift handover"),
         html.Div(className="pq-toolbar pq-noprint", children=[
@@ -104,11 +108,11 @@ def layout(ctx, query=None, **_):
             html.Label("Shift"),
             dcc.Dropdown(id="handover-shift", options=[{"label": _shift_label(s, i), "value": s.key}
                                                        for i, s in enumerate(shifts)],
-                         value=shifts[1].key, clearable=False, className="pq-dropdown pq-dropdown-wide"),
+                         value=key, clearable=False, className="pq-dropdown pq-dropdown-wide"),
             html.Button("Print", id="handover-print", className="pq-btn"),
             html.Span(id="handover-print-done", hidden=True),
         ]),
-        html.Div(_render(ctx, line, shifts[1].key), id="handover-summary"),
+        html.Div(_render(ctx, line, key), id="handover-summary"),
         html.Section(className="pq-section pq-noprint", children=[
             html.H2("Add a note for the next shift"),
             dcc.Textarea(id="handover-note", maxLength=NOTE_MAX_CHARS, className="pq-textarea",
