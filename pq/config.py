@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -198,6 +198,13 @@ class Settings(BaseSettings):
     )
     # --- end Edge / alerts ----------------------------------------------------------------------------
 
+    # --- Shifts and handover (pq/shifts.py, pq/monitoring/handover.py) ---------------------------------
+    shift_starts: str = Field(
+        "A=06:00,B=14:00,C=22:00", description="Shift names and start times (plant local time, 24 h), in day order: "
+        "the handover summary covers one shift"
+    )
+    plant_timezone: str = Field("UTC", description="IANA time zone of the plant's shift clock, e.g. Europe/Berlin")
+
     # --- Models (issue 6: models/) -------------------------------------------------------------------
     model_feature_set: str = Field(
         "default-1", description="Feature-set version `pq train` and `pq report robustness` use by default"
@@ -230,6 +237,22 @@ class Settings(BaseSettings):
     model_explain_top_n: int = Field(5, gt=0, le=50, description="Signals listed in a score's explanation")
     # --- end Models -----------------------------------------------------------------------------------
 
+    @field_validator("shift_starts")
+    @classmethod
+    def _valid_shifts(cls, value: str) -> str:
+        from pq.shifts import parse_shift_starts
+
+        parse_shift_starts(value)  # ValueError -> one line naming the setting
+        return value
+
+    @field_validator("plant_timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        from pq.shifts import zone
+
+        zone(value)
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -248,7 +271,7 @@ def _describe_error(err: dict) -> str:
     got = err.get("input")
     if isinstance(got, SecretStr) or "password" in name or "secret" in name:
         got = "***"
-    expected = err.get("msg", "a valid value")
+    expected = err.get("msg", "a valid value").removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
         return f"unknown setting {ENV_PREFIX}{name.upper()} (see the settings table in README.md)"
     return f"setting {ENV_PREFIX}{name.upper()}: got {got!r}, expected {expected[0].lower() + expected[1:]}"

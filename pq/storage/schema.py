@@ -309,3 +309,15 @@ line_events = Table(
     Column("detail", Json),
     Index(None, "line_id", "started_at"),
 )
+
+handover_notes = Table(
+    "handover_notes", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("line_id", String(64), nullable=False),
+    Column("shift", String(16), nullable=False, comment="shift name, e.g. A"),
+    Column("shift_start", UtcDateTime, nullable=False, comment="start of the shift the note hands over"),
+    Column("author", String(100), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "line_id", "shift_start"),
+)

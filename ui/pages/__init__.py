@@ -30,8 +30,8 @@ class Page:
 
 
 def all_pages() -> list[Page]:
-    from ui.pages import (alert_detail, alerts, audit, conditions, line_overview, models, monitoring,
+    from ui.pages import (alert_detail, alerts, audit, conditions, handover, line_overview, models, monitoring,
                           playbook, users)
 
-    return [line_overview.PAGE, alerts.PAGE, alert_detail.PAGE, models.PAGE, conditions.PAGE,
+    return [line_overview.PAGE, alerts.PAGE, alert_detail.PAGE, handover.PAGE, models.PAGE, conditions.PAGE,
             monitoring.PAGE, playbook.PAGE, audit.PAGE, users.PAGE]
