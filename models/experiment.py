@@ -43,7 +43,8 @@ from models.thresholds import DEFAULT_DIVERSION_SHARE, threshold_for_recall
 from models.training import Progress, TrainConfig, train_frames
 from pq.alerts.episodes import DEFAULT_EPISODE_RULE, EpisodeRule
 
-__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "RECALL_TOLERANCE"]
+__all__ = ["evaluate", "run_experiment", "goal_check", "decision_goal", "matched_recall", "oracle_alarms",
+           "add_trouble_check", "RECALL_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,45 @@ def decision_goal(scenarios: dict, validation: dict) -> dict:
                      f"or alarm-open share (naive) > {ALARM_RATIO_NAIVE_MIN:g} x validation; FAR(env) <= FAR(naive)/{FAR_RATIO_MIN:g} at matched "
                      f"recall; recall(env) >= {ORACLE_RATIO_MIN:g} x oracle recall at the same diversion count"),
             "met": bool(met), "scenarios": rows}
+
+
+def oracle_alarms(meta, truth_p, causes, threshold: float,
+                  episode_rule: EpisodeRule = DEFAULT_EPISODE_RULE) -> dict:
+    """The operator alarms a perfect model would raise: parts diverted where their *true* defect
+    probability is at or above ``threshold`` (the oracle's own 3 % on the training history), an alarm
+    per episode of one true mechanism, by the same episode rule. How many alarms the week's real
+    trouble calls for."""
+    divert = np.asarray(truth_p, dtype=float) >= threshold
+    causes = np.asarray(causes, dtype=object)
+    hours = part_hours(meta)
+    total_h = float(hours.sum())
+    opened = alarm_episodes(meta, divert, causes, episode_rule)
+    return {"threshold": _round(threshold, 5), "diverted_share": _round(divert.mean(), 4),
+            "alarms_per_h": _round(len(opened) / total_h, 4) if total_h else None,
+            **alarm_load(meta, divert, causes, hours, episode_rule)}
+
+
+def add_trouble_check(goal: dict, oracle_train: dict, oracle_held_out: dict) -> dict:
+    """The alarm check again, with the budget scaled by the week's real trouble: a held-out week whose
+    true defect mechanisms call for twice the oracle's training alarms may bring the model twice its
+    validation alarms (x1.5). ``warranted_*`` = oracle held out / oracle on training (at least 1: a quiet
+    week never tightens the budget). Adds ``env_alarms_ok_given_trouble`` and ``met_given_trouble``
+    per row; the literal check and ``met`` stay as they are."""
+    for name, row in goal["scenarios"].items():
+        o = oracle_held_out.get(name)
+        w_alarms = _ratio(o.get("alarms_per_h"), oracle_train.get("alarms_per_h")) if o else None
+        w_open = _ratio(o.get("alarm_open_share"), oracle_train.get("alarm_open_share")) if o else None
+        a_env, o_env = row.get("alarm_ratio_env"), row.get("open_ratio_env")
+        ok = (None not in (w_alarms, w_open, a_env, o_env)
+              and a_env <= ALARM_RATIO_ENV_MAX * max(1.0, w_alarms)
+              and o_env <= ALARM_RATIO_ENV_MAX * max(1.0, w_open))
+        row.update({"oracle_alarms_per_h_train": oracle_train.get("alarms_per_h"),
+                    "oracle_alarms_per_h": o.get("alarms_per_h") if o else None,
+                    "warranted_alarm_ratio": _round(w_alarms), "warranted_open_ratio": _round(w_open),
+                    "env_alarms_ok_given_trouble": bool(ok),
+                    "met_given_trouble": bool(ok) and all(row[k] for k in ("naive_floods", "far_ok", "oracle_ok"))})
+    goal["met_given_trouble"] = all(r.get("met_given_trouble", False) for r in goal["scenarios"].values())
+    return goal
 
 
 def _ratio(held_out, validation) -> float | None:

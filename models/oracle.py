@@ -25,7 +25,7 @@ import pandas as pd
 
 from models.metrics import _r
 
-__all__ = ["NO_GROUND_TRUTH", "ground_truth_for", "oracle_recall_at", "oracle_figures", "curves"]
+__all__ = ["NO_GROUND_TRUTH", "ground_truth_for", "true_causes_for", "oracle_recall_at", "oracle_figures", "curves"]
 
 NO_GROUND_TRUTH = "no ground truth"
 
@@ -40,6 +40,22 @@ def ground_truth_for(meta: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarr
     t.index = pd.MultiIndex.from_arrays([t.index.get_level_values(0).astype(str), t.index.get_level_values(1).astype(str)])
     out = t.reindex(idx).to_numpy(dtype=float)
     return out if np.isfinite(out).all() else None
+
+
+def true_causes_for(meta: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | None:
+    """Per row of ``meta``, the mechanism with the highest true probability (``p_<mechanism>``
+    columns): the cause an oracle names for a part, as a model names its top signal. None without
+    those columns or when they do not cover every part."""
+    if truth is None:
+        return None
+    cols = [c for c in truth.columns if c.startswith("p_")]
+    if not cols or not {"line_id", "serial"} <= set(truth.columns):
+        return None
+    t = truth.drop_duplicates(["line_id", "serial"])
+    cause = pd.Series(np.asarray([c[2:] for c in cols])[t[cols].to_numpy(dtype=float).argmax(axis=1)],
+                      index=pd.MultiIndex.from_arrays([t["line_id"].astype(str), t["serial"].astype(str)]))
+    out = cause.reindex(pd.MultiIndex.from_arrays([meta["line_id"].astype(str), meta["serial"].astype(str)]))
+    return None if out.isna().any() else out.to_numpy(dtype=object)
 
 
 def oracle_recall_at(y, truth_p, n_alerts: int) -> float | None:

@@ -224,7 +224,8 @@ def write_protocol_report(result: dict, out_dir: Path, title: str = "Robustness 
             "alarm_ratio_naive", "alarm_open_share_naive", "open_ratio_naive", "diverted_share_env",
             "diverted_share_naive", "far_env", "recall_env", "far_naive", "recall_naive", "matched_recall",
             "far_at_matched_recall_env", "far_at_matched_recall_naive", "far_ratio_at_matched_recall",
-            "oracle_recall_env", "oracle_ratio_env", "oracle_ratio_naive", "met")
+            "oracle_recall_env", "oracle_ratio_env", "oracle_ratio_naive", "met", "oracle_alarms_per_h_train",
+            "oracle_alarms_per_h", "warranted_alarm_ratio", "warranted_open_ratio", "met_given_trouble")
     parts.append(_table(list(keys), [[r.get(k) for k in keys] for r in summary_rows(result["seed_sets"])]))
     by_scen: dict[str, list] = {}
     for res in result["seed_sets"]:

@@ -53,8 +53,15 @@ def test_protocol_env_aware_stays_quiet_where_the_naive_model_floods(tmp_path):
     assert both["diverted_share_naive"] >= 3 * both["diverted_share_env"], both
     assert both["open_ratio_naive"] > 5 and both["open_ratio_naive"] >= 3 * both["open_ratio_env"], both
     assert both["naive_floods"], both
+    # the oracle's own alarms (true mechanisms, its 3 % on training): how many alarms real trouble calls for
+    assert set(run["oracle_alarms"]) == {"train", "new-supplier", "heatwave+new-supplier"}
+    assert run["oracle_alarms"]["train"]["diverted_share"] == pytest.approx(0.03, abs=0.002)
+    for name, g in run["decision_goal"]["scenarios"].items():
+        assert g["oracle_alarms_per_h"] > 0 and g["warranted_alarm_ratio"] > 0, (name, g)
+        assert not g["met"] or g["met_given_trouble"], (name, g)  # scaling by real trouble never tightens
     s = res["summary"]
     assert s["seed_sets"] == 1 and s["scenarios"] == 2
+    assert s["met_given_trouble"] >= s["met"]
     assert s["min_oracle_ratio"] == min(g["oracle_ratio_env"] for g in run["decision_goal"]["scenarios"].values())
     html_path, json_path = write_protocol_report(res, tmp_path / "report")
     page = html_path.read_text()

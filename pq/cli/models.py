@@ -385,7 +385,9 @@ def _robustness_protocol(seed_sets, seed_base, train_days, eval_days, config, sh
                    f"{_fmt(r['alarms_per_h_naive'], 2)} (x{_fmt(r['alarm_ratio_naive'], 2)}, open "
                    f"x{_fmt(r.get('open_ratio_naive'), 2)})  FAR@recall {_fmt(r['matched_recall'], 2)}: "
                    f"{_fmt(r['far_at_matched_recall_env'])} vs {_fmt(r['far_at_matched_recall_naive'])}  "
-                   f"oracle ratio {_fmt(r['oracle_ratio_env'], 2)}  {'met' if r['met'] else 'NOT met'}")
+                   f"oracle ratio {_fmt(r['oracle_ratio_env'], 2)}  {'met' if r['met'] else 'NOT met'}"
+                   + (f" (real trouble x{_fmt(r['warranted_alarm_ratio'], 2)} alarms, x{_fmt(r['warranted_open_ratio'], 2)} "
+                      f"open: {'met' if r['met_given_trouble'] else 'NOT met'} given it)" if "met_given_trouble" in r else ""))
     click.echo(f"wrote {html_path} and {json_path}")
     if as_json:
         click.echo(json.dumps(result["summary"]))
