@@ -6,6 +6,13 @@ from ``part_features``; the served side is what the edge computed (``source = 'e
 day. Bins are the reference's deciles, so a feature's scale does not matter. Read PSI as: < 0.1
 stable, 0.1-0.25 moderate shift, > 0.25 a shift to act on (retrain or check the sensor).
 
+Defaults and where they come from: PSI 0.1 / 0.25 are the usual credit-scoring bands (Evidently's
+PSI test drifts at 0.1); the Jensen-Shannon *distance* (square root of the divergence, natural
+log, so 0 .. 0.83) with a drift threshold of 0.1 is Evidently's default for numerical features;
+empty bins get a share of 1e-4 in PSI, as there. Unlike Evidently (common bins over both windows)
+the bins are the reference's deciles, so outliers in the recent window cannot squeeze the
+reference into one bin.
+
 Example::
 
     psi(reference_values, current_values)          # 0.03
@@ -26,10 +33,12 @@ from sqlalchemy import select
 from pq.storage import schema
 from pq.storage.engine import Store
 
-__all__ = ["psi", "js_divergence", "DriftRow", "drift_by_day", "PSI_MODERATE", "PSI_SIGNIFICANT"]
+__all__ = ["psi", "js_divergence", "js_distance", "DriftRow", "drift_by_day", "PSI_MODERATE", "PSI_SIGNIFICANT",
+           "JS_DISTANCE_DRIFT"]
 
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
+JS_DISTANCE_DRIFT = 0.1
 _EPS = 1e-4
 _MIN_POINTS = 30
 
@@ -63,6 +72,11 @@ def js_divergence(reference: Sequence[float], current: Sequence[float], bins: in
         return float(np.sum(a[mask] * np.log2(a[mask] / b[mask])))
 
     return max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))
+
+
+def js_distance(reference: Sequence[float], current: Sequence[float], bins: int = 10) -> float:
+    """Jensen-Shannon distance, natural log (Evidently's ``jensenshannon``): 0 same, 0.83 disjoint."""
+    return math.sqrt(js_divergence(reference, current, bins) * math.log(2))
 
 
 @dataclass(frozen=True)
