@@ -173,7 +173,7 @@ def _register_with_baseline(store, histories, train_start, train_end):
 
     ref = histories["reference"]
     X = ref[["melt_temp_c__mean", "cushion_mm__last"]].astype(float)
-    y = ref["defect"].astype(int).to_numpy()
+    y = ref["defect"].astype(int).to_numpy().copy()
     y[:20] = 1  # a handful of positives so the booster can be fitted at all
     model = DefectModel(num_leaves=4).fit(X, pd.Series(y), num_boost_round=3)
     blob = model.to_bytes({"threshold": 0.5, "feature_set_version": FS, "kind": "environment-aware", "name": "defect",
