@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import insert, select
 
-from pq.monitoring.drift_context import drift_explained, explain_drift
+from pq.monitoring.drift_context import drift_explained, explain_drift, load_window
 from pq.monitoring.precision_estimate import expected_precision, precision_estimate
 from pq.storage import schema
 
@@ -121,6 +121,14 @@ def test_drift_explained_reads_both_windows_from_the_store(histories, store):
     by = report.by_signal()
     assert by["melt_temp_c"].verdict == "expected" and by["injection_pressure_bar"].verdict == "expected"
     assert any(c.name == "supplier" for c in report.context)
+    # a long window is thinned evenly (every k-th part), not cut to its newest parts
+    thin = load_window(store, train_start, train_end, feature_set_version=FS, limit=400)
+    assert 300 <= len(thin) <= 400, len(thin)
+    full = pd.to_datetime(ref["cycle_end"], utc=True)
+    span = pd.to_datetime(thin["cycle_end"], utc=True)
+    assert span.max() - span.min() > 0.9 * (full.max() - full.min())  # the whole day, start to end
+    assert thin["melt_temp_c__mean"].notna().all() and set(thin["supplier"]) == {"Polymera"}
+    assert thin["ambient_temp_c"].between(-30, 60).all() and thin["product"].notna().all()
     # a window with too few parts is not judged; another feature set has no vectors at all
     assert drift_explained(store, train_start, train_end, feature_set_version=FS, hours=24,
                            now=now + timedelta(days=2)) is None
