@@ -47,7 +47,8 @@ def histories():
     later = datetime(2025, 3, 10, tzinfo=UTC)
     return {"reference": reference, "baseline": baseline,
             "new-supplier": _history(0.5, "new-supplier", later, seed=2),
-            "sensor-drift": _history(0.5, "sensor-drift", later, seed=2)}
+            "sensor-drift": _history(0.5, "sensor-drift", later, seed=2),
+            "normal": _history(0.5, "normal", later, seed=2)}
 
 
 @pytest.mark.timeout(300)
@@ -73,6 +74,14 @@ def test_new_supplier_is_expected_and_a_drifting_sensor_is_not(histories):
     assert [s.signal for s in fault.signals if s.verdict == "unexpected"] == ["melt_temp_c"]  # nothing else
     assert fault.signals[0].signal == "melt_temp_c"  # unexpected first
     assert not any("supplier" in c.words for c in fault.context)  # no context change behind it
+
+    # a plain offset on one reading (a pressure transducer's zero shifted), conditions as on a normal day
+    offset = histories["normal"].copy()
+    offset["injection_pressure_bar__mean"] += 15.0
+    normal, shifted = (explain_drift(ref, f, baseline=bl).by_signal() for f in (histories["normal"], offset))
+    assert normal["injection_pressure_bar"].verdict in ("stable", "expected"), normal["injection_pressure_bar"]
+    assert shifted["injection_pressure_bar"].verdict == "unexpected", shifted["injection_pressure_bar"]
+    assert [s for s in shifted if shifted[s].verdict == "unexpected"] == ["injection_pressure_bar"]
 
     # without a baseline (none shipped, no stored deviations) nothing is called expected
     blind = explain_drift(ref, histories["new-supplier"]).by_signal()
