@@ -252,7 +252,8 @@ def _sentence(label: str, unit: str, shift: float, verdict: str, dev_sd: float |
             f"drifts too ({_fmt(dev_sd or 0.0)} sd)"
         return f"{moved}; its deviation from the context baseline {how}: not explained by conditions, check the sensor and the process."
     seen = f" Changed at the same time: {'; '.join(ch.words for ch in changes[:3])}." if changes else ""
-    return f"{moved}; no context baseline for this signal, so the move cannot be split into expected and unexpected.{seen}"
+    return (f"{moved}; no deviation from a context baseline to judge it by (none for this signal, or its context "
+            f"not recorded), so the move cannot be split into expected and unexpected.{seen}")
 
 
 def explain_drift(reference: pd.DataFrame, recent: pd.DataFrame, *, baseline: Any = None,
@@ -319,7 +320,7 @@ def load_window(store: Store, start: datetime, end: datetime, *, feature_set_ver
     and context columns (product, material_lot, shift and everything in ``parts.context``).
 
     At most about ``limit`` parts, thinned evenly over the window (every k-th part id), not the newest
-    ones: a training window's end is not its whole. Decoding the vectors is the cost (about 0.3 ms
+    ones: a training window's end is not its whole. Decoding the vectors is the cost (about 0.2 ms
     each), and 3000 parts put the JS distance of two samples of one distribution near 0.03, far
     below the 0.1 that counts as drift."""
     p, f = schema.parts.c, schema.part_features.c
