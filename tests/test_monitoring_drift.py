@@ -20,6 +20,18 @@ UTC = timezone.utc
 FS = "default-1"
 
 
+@pytest.mark.timeout(20)
+def test_js_distance_is_evidentlys_scale():
+    from pq.monitoring.drift import JS_DISTANCE_DRIFT, js_distance
+
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 1, 5000)
+    assert js_distance(ref, rng.normal(0, 1, 3000)) < 0.05 < JS_DISTANCE_DRIFT < js_distance(ref, rng.normal(0.5, 1, 3000))
+    # all recent values beyond the reference's top decile: the most ten decile bins can show (the
+    # natural-log maximum of disjoint histograms is sqrt(ln 2) = 0.83)
+    assert 0.7 < js_distance(ref, ref + 100) == js_distance(ref, ref + 1000) < math.sqrt(math.log(2))
+
+
 def _history(days: float, scenario: str, start: datetime, seed: int) -> pd.DataFrame:
     """One frame per part: the default feature set computed by pq's batch path, joined with the
     parts table's context (supplier, lot, product, shift, ambient...)."""

@@ -126,7 +126,7 @@ def _drift_view(ctx, days: int):
     fig.update_layout(height=120 + 34 * len(signals), margin={"l": 160, "r": 20, "t": 30, "b": 40}, font={"size": 15})
     latest = {r.signal: r for r in rows if r.day == day_list[-1]}
     worst = sorted(latest.values(), key=lambda r: -r.psi)[:5]
-    words = [html.Li(f"{r.signal}: PSI {r.psi:.3f}, JS {r.js:.3f} "
+    words = [html.Li(f"{r.signal}: PSI {r.psi:.3f}, JS distance {r.js:.3f} "
                      f"({'act: retrain or check the sensor' if r.psi > PSI_SIGNIFICANT else 'watch' if r.psi > PSI_MODERATE else 'stable'})")
              for r in worst]
     return html.Div([estimate, explained,
