@@ -1,6 +1,8 @@
 """Monitoring (engineers): feature drift per signal and day against the production model's training
-reference, alert precision from operator feedback, alarm KPIs against the ISA-18.2 guideline, and
-ingest lag and spool depth per connector.
+reference, today's drift explained by context (expected for the conditions or not, and what changed),
+the alarm precision estimated from the probabilities beside the measured one, alert precision from
+operator feedback, alarm KPIs against the ISA-18.2 guideline, and ingest lag and spool depth per
+connector.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dash import Input, Output, dcc, html
 
 from pq.errors import PQError
 from pq.monitoring import alarm_kpis, precision_by_day
-from pq.monitoring.drift import PSI_MODERATE, PSI_SIGNIFICANT, drift_by_day
+from pq.monitoring.drift import JS_DISTANCE_DRIFT, PSI_MODERATE, PSI_SIGNIFICANT, drift_by_day
+from pq.monitoring.drift_context import drift_explained
+from pq.monitoring.precision_estimate import precision_estimate
 from pq.monitoring.ingest import ingest_health
 from ui.format import duration, number
 from ui.pages import Page
@@ -35,13 +39,84 @@ def _reference(ctx):
         return None
 
 
+def _baseline(ctx, ref):
+    """The context baseline shipped in the reference model's artifact (None when it has none)."""
+    try:
+        from models.scoring import Scorer
+
+        return Scorer.from_version(ctx.store, ref.id).baseline
+    except (ImportError, PQError):
+        return None
+
+
+_VERDICT_CLASS = {"unexpected": "pq-bad", "expected": "pq-good"}
+
+
+def _explained_view(ctx, ref):
+    """Last 24 h against the training window, per signal: drift, expected or unexpected, what changed."""
+    report = drift_explained(ctx.store, ref.train_start, ref.train_end, feature_set_version=ref.feature_set_version,
+                             hours=24.0, baseline=_baseline(ctx, ref))
+    if report is None:
+        return html.P("Too few parts in the last 24 h or in the training window to judge drift by context.",
+                      id="monitoring-drift-verdict")
+    drifting = [s for s in report.signals if s.status == "drifting"]
+    unexpected = [s for s in drifting if s.verdict == "unexpected"]
+    expected = [s for s in drifting if s.verdict == "expected"]
+    summary = (f"Last 24 h ({report.n_recent} parts) against the training window ({report.n_reference} parts): "
+               f"{len(drifting)} of {len(report.signals)} signals drift; {len(expected)} expected for today's "
+               f"conditions, {len(unexpected)} unexpected" +
+               (f" ({', '.join(s.signal for s in unexpected)})." if unexpected else "."))
+    if not report.with_baseline:
+        summary += " The model ships no context baseline: drift cannot be split into expected and unexpected."
+    fig = go.Figure(go.Bar(
+        x=[s.js for s in report.signals], y=[s.signal for s in report.signals], orientation="h",
+        marker_color=[{"unexpected": "#b71c1c", "expected": "#2e7d32", "no baseline": "#ff9800"}.get(s.verdict, "#b0bec5")
+                      for s in report.signals],
+        hovertemplate="%{y}: JS distance %{x:.3f}<extra></extra>"))
+    fig.add_vline(x=JS_DISTANCE_DRIFT, line_dash="dash", annotation_text="drift")
+    fig.update_layout(height=100 + 28 * len(report.signals), margin={"l": 190, "r": 20, "t": 20, "b": 40},
+                      font={"size": 14}, xaxis={"title": "Jensen-Shannon distance to training"},
+                      yaxis={"autorange": "reversed"})
+    rows = [html.Tr([html.Th("Signal"), html.Th("PSI"), html.Th("JS distance"), html.Th("Verdict"),
+                     html.Th("In words")])]
+    for s in report.signals:
+        rows.append(html.Tr([html.Td(s.signal), html.Td(f"{s.psi:.2f}"), html.Td(f"{s.js:.2f}"),
+                             html.Td(s.verdict, className=_VERDICT_CLASS.get(s.verdict, "")), html.Td(s.sentence)]))
+    changed = [html.Li(ch.words) for ch in report.context] or [html.Li("No change in conditions.")]
+    return html.Div([
+        html.H3("Today against training: expected for the conditions or not"),
+        html.P(summary, id="monitoring-drift-verdict"),
+        html.P("What changed at the same time:"), html.Ul(changed, id="monitoring-drift-context"),
+        dcc.Graph(figure=fig, id="monitoring-drift-signals-graph", config={"displayModeBar": False}),
+        html.Table(rows, className="pq-table", id="monitoring-drift-table"),
+        html.P(f"Drift: PSI >= {PSI_SIGNIFICANT} or Jensen-Shannon distance >= {JS_DISTANCE_DRIFT}. Expected: the "
+               "deviation from the context baseline stays inside the middle 90 % of its training values.")])
+
+
+def _estimate_view(ctx, days: int):
+    """Precision of the diverted parts: estimated from the calibrated probabilities, measured from labels."""
+    e = precision_estimate(ctx.store, days=days)
+    if not e["diverted"]:
+        return html.P(f"No part diverted in the last {days} days: no precision to estimate.",
+                      id="monitoring-precision-estimate")
+    measured = (f"measured {e['measured']:.0%} on the {e['labelled']} of them inspected so far"
+                if e["measured"] is not None else "not measured yet (no inspection result for them)")
+    feedback = (f"; operators confirmed {e['feedback_precision']:.0%} of {e['feedback_judged']} judged alerts"
+                if e["feedback_precision"] is not None else "")
+    return html.P(f"Precision of the {e['diverted']} diverted parts over {days} days: estimated "
+                  f"{e['estimated']:.0%} from the model's probabilities, {measured}{feedback}.",
+                  id="monitoring-precision-estimate")
+
+
 def _drift_view(ctx, days: int):
     ref = _reference(ctx)
     if ref is None or ref.train_start is None:
         return html.P("No model with a training window yet: drift needs a training reference.")
+    estimate = _estimate_view(ctx, days)
+    explained = _explained_view(ctx, ref)
     rows = drift_by_day(ctx.store, ref.train_start, ref.train_end, feature_set_version=ref.feature_set_version, days=days)
     if not rows:
-        return html.P(f"No served feature vectors in the last {days} days for {ref.label}.")
+        return html.Div([estimate, explained, html.P(f"No served feature vectors in the last {days} days for {ref.label}.")])
     signals = sorted({r.signal for r in rows})
     day_list = sorted({r.day for r in rows})
     z = [[next((r.psi for r in rows if r.signal == s and r.day == d), None) for d in day_list] for s in signals]
@@ -51,10 +126,12 @@ def _drift_view(ctx, days: int):
     fig.update_layout(height=120 + 34 * len(signals), margin={"l": 160, "r": 20, "t": 30, "b": 40}, font={"size": 15})
     latest = {r.signal: r for r in rows if r.day == day_list[-1]}
     worst = sorted(latest.values(), key=lambda r: -r.psi)[:5]
-    words = [html.Li(f"{r.signal}: PSI {r.psi:.3f}, JS {r.js:.3f} "
+    words = [html.Li(f"{r.signal}: PSI {r.psi:.3f}, JS distance {r.js:.3f} "
                      f"({'act: retrain or check the sensor' if r.psi > PSI_SIGNIFICANT else 'watch' if r.psi > PSI_MODERATE else 'stable'})")
              for r in worst]
-    return html.Div([html.P(f"Reference: training window of {ref.label}. PSI < {PSI_MODERATE} stable, "
+    return html.Div([estimate, explained,
+                     html.H3("Per day"),
+                     html.P(f"Reference: training window of {ref.label}. PSI < {PSI_MODERATE} stable, "
                             f"> {PSI_SIGNIFICANT} act."), dcc.Graph(figure=fig, id="monitoring-drift-graph",
                                                                     config={"displayModeBar": False}),
                      html.H3(f"Largest shifts on {day_list[-1]}"), html.Ul(words)])
@@ -135,7 +212,7 @@ def layout(ctx, query=None, **_):
                                                        html.Div(_kpi_view(ctx, 24.0), id="monitoring-kpis")]),
         html.Section(className="pq-section", children=[html.H2("Alert precision from operator feedback"),
                                                        html.Div(id="monitoring-precision")]),
-        html.Section(className="pq-section", children=[html.H2("Feature drift per signal (PSI against training)"),
+        html.Section(className="pq-section", children=[html.H2("Feature drift against training, explained by context"),
                                                        dcc.Loading(html.Div(id="monitoring-drift"))]),
     ])
 
