@@ -68,7 +68,10 @@ def require_engineer(store, username: str | None, what: str) -> Actor:
         raise PermissionDenied(f"{what}: {username!r} is not a pq user (pq users add {username} --role engineer)")
     if not user.active:
         raise PermissionDenied(f"{what}: user {username!r} is deactivated")
-    return require(Actor(user.username, user.role), "engineer")
+    try:
+        return require(Actor(user.username, user.role), "engineer")
+    except PermissionDenied:
+        raise PermissionDenied(f"{what}: {username!r} has role {user.role}; only an engineer or admin may") from None
 
 
 def record_proposal(store, *, schedule_id: int | None, scope: str, trigger: str, candidate_version_id: int | None,

@@ -45,7 +45,6 @@ from models.proposals import Proposal, record_proposal, require_engineer
 from pq.auth import audit
 from pq.errors import InvalidRequest, ModelError, PQError, SchemaVersionError, StorageError
 from pq.storage import schema
-from pq.storage.opener import StoreOpener
 
 __all__ = ["Schedule", "Scheduler", "Shadow", "add_schedule", "list_schedules", "get_schedule", "remove_schedule",
            "due_reason", "run_schedule", "new_labels", "drift_alarms", "SCHEDULER_USER", "CONFIG_KEYS",
@@ -369,7 +368,7 @@ class Scheduler:
     """Runs due schedules until stopped: ``pq models scheduler``.
 
     ``open_store`` may fail while the database is down: the scheduler retries every ``retry_s``
-    (:class:`pq.storage.opener.StoreOpener`, one warning, one recovery line) and gives up with a
+    (one warning, one recovery line) and gives up with a
     StorageError after ``store_wait_s`` (None: waits for ever). A database lost between runs is
     reported once and retried at the next poll. ``defaults`` are the TrainConfig fields from the
     settings; ``shadow`` is the composition root's ``put_in_shadow`` or None.
@@ -378,10 +377,11 @@ class Scheduler:
     def __init__(self, open_store: Callable[[], Any], *, defaults: dict | None = None, shadow: Shadow | None = None,
                  poll_s: float = 60.0, retry_s: float = 5.0, store_wait_s: float | None = None,
                  margin: float | None = None, stop: threading.Event | None = None):
-        self.opener = StoreOpener(open_store, retry_s=retry_s, name="scheduler")
+        self._open_store = open_store
         self.defaults = defaults or {}
         self.shadow = shadow
         self.poll_s = poll_s
+        self.retry_s = retry_s
         self.store_wait_s = store_wait_s
         self.margin = margin
         self.stop = stop or threading.Event()
@@ -390,16 +390,27 @@ class Scheduler:
 
     # -- the store ------------------------------------------------------------------------------
     def open(self) -> Any:
-        """The store, waiting for it; StorageError when it stays away for ``store_wait_s``."""
+        """The store, waiting for it (one warning, one recovery line); StorageError when it stays away
+        for ``store_wait_s``; a schema to upgrade or a bad URL is raised at once (waiting cannot fix it)."""
         deadline = None if self.store_wait_s is None else time.monotonic() + self.store_wait_s
+        warned = False
         while not self.stop.is_set():
-            if self.opener.try_once():
-                self.store = self.opener.store
-                return self.store
-            if deadline is not None and time.monotonic() >= deadline:
-                raise StorageError(f"scheduler: the store stayed unreachable for {self.store_wait_s:g} s; "
-                                   "no schedule was run (check PQ_DATABASE_URL and the database)")
-            self.stop.wait(self.opener.retry_s)
+            try:
+                self.store = self._open_store()
+            except SchemaVersionError:
+                raise
+            except StorageError as exc:
+                if not warned:
+                    logger.warning("scheduler: store not reachable (%s); retrying every %g s", exc, self.retry_s)
+                    warned = True
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise StorageError(f"scheduler: the store stayed unreachable for {self.store_wait_s:g} s; "
+                                       "no schedule was run (check PQ_DATABASE_URL and the database)") from None
+                self.stop.wait(self.retry_s)
+                continue
+            if warned:
+                logger.info("scheduler: store reachable again")
+            return self.store
         return None
 
     # -- runs -----------------------------------------------------------------------------------
