@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from models.estimator import json_safe
 from pq.auth import audit
@@ -117,6 +117,12 @@ def _decide(store, proposal_id: int, status: str, username: str, reason: str, cl
             status=status, decided_by=username, decided_at=datetime.now(timezone.utc), reason=reason)).rowcount
         if done != 1:  # decided meanwhile by someone else
             raise InvalidRequest(f"proposal #{proposal_id} is no longer open")
+        sid = conn.execute(select(t.c.schedule_id).where(t.c.id == int(proposal_id))).scalar()
+        latest = conn.execute(select(func.max(t.c.id)).where(t.c.schedule_id == sid)).scalar()
+        if sid is not None and latest == int(proposal_id):  # the schedule's last result now reads as decided
+            ts = schema.training_schedules
+            conn.execute(update(ts).where(ts.c.id == sid).values(
+                last_result=f"proposal #{proposal_id} {status} by {username}"))
         audit.record(conn, username=username, action=f"model.proposal_{status}", target=f"training_proposal:{proposal_id}",
                      detail={"reason": reason}, client=client)
 

@@ -273,7 +273,8 @@ def run_schedule(store, s: Schedule, *, trigger: str, defaults: dict | None = No
                  now: datetime | None = None) -> Proposal:
     """Train, register, judge against production and record the proposal; never promotes.
 
-    Raises :class:`Stopped` (from ``progress``) without recording anything; the schedule stays due.
+    The run counts from ``now``: the schedule's next due time is a period later. Raises
+    :class:`Stopped` (from ``progress``) without recording anything; the schedule stays due.
     """
     from models import registry
     from models.dataset import load_dataset
@@ -295,6 +296,8 @@ def run_schedule(store, s: Schedule, *, trigger: str, defaults: dict | None = No
         gate = registry.compare(store, cand.id, prod.id if prod else None, margin)
         report["gate"] = gate
         report["same_window"] = _same_window(store, ds, cand, prod, cfg.regimes)
+    except StorageError:
+        raise  # the store went away: not the candidate's fault; the scheduler retries at its next poll
     except PQError as exc:  # too few labels, a feature mismatch ...: the message says what to do
         report["error"] = str(exc)
         logger.warning("schedule #%d (%s): %s", s.id, s.scope, exc)
@@ -306,7 +309,7 @@ def run_schedule(store, s: Schedule, *, trigger: str, defaults: dict | None = No
     elif "error" not in report:
         report["verdict"] = "worse than production: " + "; ".join(_worse(w) for w in report["gate"]["worse"][:6])
     else:
-        report["verdict"] = "no candidate: " + report["error"]
+        report["verdict"] = ("not judged: " if cand else "no candidate: ") + report["error"]
     shadow_words = None
     if passed:
         shadow_words = _put_in_shadow(store, shadow, cand.id, line_id)
@@ -315,6 +318,7 @@ def run_schedule(store, s: Schedule, *, trigger: str, defaults: dict | None = No
                         report=report, verdict="passed" if passed else "failed",
                         status="proposed" if passed else "failed", shadow=shadow_words)
     _notify(store, s, p, cand)
+    _mark_run(store, s, now)
     return p
 
 
@@ -328,7 +332,7 @@ def _put_in_shadow(store, shadow: Shadow | None, version_id: int, line_id: str |
     """The candidate in shadow at the edge through the composition root's ``put_in_shadow``; its refusal
     is recorded on the proposal, never fatal (the proposal still waits for an engineer)."""
     if shadow is None:
-        return "shadow: not available (no shadow deployment wired into this scheduler)"
+        return "shadow: not available"
     try:
         return shadow(store, version_id, line_id, SCHEDULER_USER) or "in shadow"
     except PQError as exc:
@@ -427,7 +431,8 @@ class Scheduler:
         return cb
 
     def run_one(self, s: Schedule, trigger: str) -> Proposal | None:
-        """Run ``s`` now; None when stopped meanwhile (nothing recorded, the schedule stays due)."""
+        """Run ``s`` now; None when stopped meanwhile (nothing recorded, the schedule stays due). A crash
+        is recorded as a failed proposal and counts as a run, so a bug does not re-run at every poll."""
         at = _now()
         logger.info("schedule #%d (%s): training a candidate (trigger: %s)", s.id, s.scope, trigger)
         try:
@@ -445,7 +450,7 @@ class Scheduler:
                                 candidate_version_id=None, production_version_id=None,
                                 report={"error": f"internal error ({type(exc).__name__}); see the scheduler log"},
                                 verdict="failed", status="failed")
-        _mark_run(self.store, s, at)
+            _mark_run(self.store, s, at)
         return p
 
     def run_due(self, now: datetime | None = None) -> list[Proposal]:

@@ -99,6 +99,7 @@ def test_due_schedule_proposes_once_and_approval_promotes_through_the_gate(histo
     assert "not worse in any band" in promoted.detail["reason"] and f"proposal #{p.id}" in promoted.detail["reason"]
     p = proposals.get_proposal(store, p.id)
     assert (p.status, p.decided_by) == ("approved", "boss")
+    assert get_schedule(store, s.id).last_result == f"proposal #{p.id} approved by boss"
     with pytest.raises(InvalidRequest, match="approved, not open"):
         proposals.reject(store, p.id, username="eng", reason="changed my mind")
 
@@ -107,12 +108,19 @@ def test_missed_schedule_runs_once_on_start(history):
     store = history
     s = add_schedule(store, "*/*", approver="eng", actor="eng", every_days=1, config=SMALL)
     _make_due(store, s.id, timedelta(days=3, hours=12))  # down for three and a half periods
-    sched = Scheduler(lambda: store)
+    shadowed = []
+
+    def put_in_shadow(store_, version_id, line_id, actor):  # the composition root's hook (shadow deployments)
+        shadowed.append((version_id, line_id, actor))
+        return "in shadow on every line"
+
+    sched = Scheduler(lambda: store, shadow=put_in_shadow)
     assert sched.run(once=True) == 1
     assert sched.run(once=True) == 0
     (p,) = proposals.list_proposals(store)
     assert "missed while the scheduler was down; runs once" in p.trigger
     assert p.production_version_id is None and p.status == "proposed"  # no production: only the alarm ceiling
+    assert shadowed == [(p.candidate_version_id, None, "scheduler")] and p.shadow == "in shadow on every line"
     assert get_schedule(store, s.id).next_due_at > datetime.now(timezone.utc) + timedelta(hours=23)
 
 
@@ -304,3 +312,37 @@ def test_models_page_section_decides_on_the_server_with_roles(sqlite_store, sett
 
     box, options = _lists(store)
     assert options == [] and "every 7 days" in str(box) and "the drift was a sensor swap" in str(box)
+
+
+@pytest.mark.browser
+def test_engineer_approves_a_proposal_on_the_models_page(sqlite_store, tmp_path, browser):
+    from tests._ui_helpers import login, running_ui, shot
+
+    store = sqlite_store
+    add_users(store)
+    seed_training_history(store, n_parts=1500, feature_set_version=FS)
+    prod = _production(store)
+    s = add_schedule(store, "*/*", approver="eng", actor="eng", every_days=7, config=SMALL)
+    p = run_schedule(store, s, trigger="every 7 days")
+    assert p.status == "proposed"
+    with running_ui(store.engine.url.render_as_string(hide_password=False), tmp_path / "var", tmp_path / "ui.log") as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        login(page, base, "eng")
+        page.goto(base + "/models")
+        page.wait_for_selector(f"#models-proposal-row-{p.id}")
+        assert "waits for approval" in page.inner_text(f"#models-proposal-row-{p.id}")
+        assert "every 7 days" in page.inner_text("#models-schedules-table")
+        page.click("#models-proposal")
+        page.get_by_role("option").filter(has_text=f"#{p.id} */*").first.click()
+        page.keyboard.press("Escape")
+        page.click("#models-proposal-approve")
+        page.wait_for_selector("#models-proposal-message .pq-error")  # no reason: refused
+        page.fill("#models-proposal-reason", "Same data, not worse in any band; approved from the page")
+        page.click("#models-proposal-approve")
+        page.wait_for_selector("#models-proposal-message .pq-ok", timeout=30_000)
+        page.wait_for_function(f"document.querySelector('#models-proposal-row-{p.id}')"
+                               f".innerText.includes('approved')", timeout=30_000)
+        shot(page, "engineer-models-scheduled-retraining")
+    assert registry.production_map(store) == {"*/*": p.candidate_version_id} and prod.id != p.candidate_version_id
+    assert proposals.get_proposal(store, p.id).decided_by == "eng"
+    assert _audit(store, "model.promote")[-1].username == "eng"
