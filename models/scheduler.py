@@ -48,11 +48,12 @@ from pq.storage import schema
 
 __all__ = ["Schedule", "Scheduler", "Shadow", "add_schedule", "list_schedules", "get_schedule", "remove_schedule",
            "due_reason", "run_schedule", "new_labels", "drift_alarms", "SCHEDULER_USER", "CONFIG_KEYS",
-           "DEFAULT_EVERY_DAYS", "DEFAULT_WINDOW_DAYS"]
+           "DEFAULT_EVERY_DAYS", "DEFAULT_WINDOW_DAYS", "HEALTH_COMPONENT", "set_enabled"]
 
 logger = logging.getLogger(__name__)
 
 SCHEDULER_USER = "scheduler"  # trained_by and audit name of what the process does on its own
+HEALTH_COMPONENT = "scheduler"  # its component_health row
 DEFAULT_EVERY_DAYS = 7.0
 DEFAULT_WINDOW_DAYS = 28.0
 # TrainConfig fields a schedule may set; the rest come from the process's settings (``defaults``).
@@ -165,6 +166,19 @@ def remove_schedule(store, schedule_id: int, *, actor: str, client: str = "cli")
         audit.record(conn, username=who.username, action="model.schedule_remove", target=f"training_schedule:{s.id}",
                      detail={"scope": s.scope, "triggers": s.triggers()}, client=client)
     logger.info("training schedule #%d for %s removed by %s", s.id, s.scope, who.username)
+
+
+def set_enabled(store, schedule_id: int, enabled: bool, *, actor: str, client: str = "cli") -> Schedule:
+    """Pause or resume a schedule (engineers and admins only, audited). A resumed schedule that fell due
+    while paused runs once at the next poll."""
+    who = require_engineer(store, actor, "pause or resume a training schedule")
+    s = get_schedule(store, schedule_id)
+    with store.engine.begin() as conn:
+        conn.execute(update(schema.training_schedules).where(schema.training_schedules.c.id == s.id)
+                     .values(enabled=bool(enabled)))
+        audit.record(conn, username=who.username, action="model.schedule_" + ("resume" if enabled else "pause"),
+                     target=f"training_schedule:{s.id}", detail={"scope": s.scope}, client=client)
+    return get_schedule(store, s.id)
 
 
 # -- triggers -----------------------------------------------------------------------------------------
@@ -461,15 +475,25 @@ class Scheduler:
                 break
             reason = due_reason(self.store, s, now)
             if reason:
+                self._heartbeat("training", f"schedule #{s.id} ({s.scope}): {reason}")
                 p = self.run_one(s, reason)
                 if p is not None:
                     out.append(p)
         return out
 
+    def _heartbeat(self, state: str, message: str) -> None:
+        """The ``component_health`` row ``scheduler``: the Models page says whether the process runs."""
+        from pq.health import health_row, write_health_now
+
+        write_health_now(self.store, health_row(HEALTH_COMPONENT, state, detail={
+            "poll_s": self.poll_s, "message": message, "shadow": self.shadow is not None}))
+
     def tick(self) -> list[Proposal]:
         """One poll: run what is due; a lost store is reported once and retried at the next poll."""
         try:
+            self._heartbeat("running", "looking for due schedules")
             out = self.run_due()
+            self._heartbeat("idle", f"{len(out)} proposal(s) at the last poll" if out else "nothing due at the last poll")
         except (StorageError, DBAPIError) as exc:
             if isinstance(exc, SchemaVersionError):
                 raise
@@ -497,5 +521,10 @@ class Scheduler:
             if once:
                 break
             self.stop.wait(self.poll_s)
+        if not once:  # a --once run from cron leaves the row "idle"
+            try:
+                self._heartbeat("stopped", f"stopped after {n} proposal(s)")
+            except (StorageError, DBAPIError):
+                logger.info("scheduler: could not record the stop (store unavailable)")
         logger.info("scheduler: stopped after %d proposal(s)", n)
         return n

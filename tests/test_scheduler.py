@@ -70,6 +70,10 @@ def test_due_schedule_proposes_once_and_approval_promotes_through_the_gate(histo
 
     assert sched.run(once=True) == 1
     assert sched.run(once=True) == 0  # ran once: due again in a week, not at the next poll
+    from pq.health import read_health
+
+    (health,) = read_health(store, "scheduler")
+    assert health["state"] == "idle" and health["detail"]["message"] == "nothing due at the last poll"
     (p,) = proposals.list_proposals(store)
     assert (p.status, p.verdict, p.production_version_id) == ("proposed", "passed", prod.id)
     assert p.trigger == "every 7 days" and p.shadow.startswith("shadow: not available")
@@ -174,6 +178,14 @@ def test_label_and_drift_triggers(sqlite_store):
         conn.execute(insert(schema.line_events).values(id=str(uuid.uuid4()), line_id="line-1", source="monitoring",
                                                        kind="drift", started_at=datetime.now(timezone.utc)))
     assert due_reason(store, s2) == "drift alarm (1 since the last run)"
+    from models.scheduler import set_enabled
+
+    assert set_enabled(store, s2.id, False, actor="eng").enabled is False
+    assert due_reason(store, get_schedule(store, s2.id)) is None  # paused
+    with pytest.raises(PermissionDenied):
+        set_enabled(store, s2.id, True, actor="op")
+    assert due_reason(store, set_enabled(store, s2.id, True, actor="boss")) == "drift alarm (1 since the last run)"
+    assert [r.username for r in _audit(store, "model.schedule_pause")] == ["eng"]
 
 
 def test_stop_during_training_registers_nothing_and_stays_due(sqlite_store):

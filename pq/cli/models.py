@@ -326,7 +326,7 @@ def _scheduler(settings, store=None, **kw):
 
 @models.group()
 def schedule():
-    """Scheduled retraining per scope: add, list, remove, run now."""
+    """Scheduled retraining per scope: add, list, pause, resume, remove, run now."""
 
 
 @schedule.command("add")
@@ -389,6 +389,30 @@ def schedule_remove(schedule_id, user):
     _, store = _ctx()
     remove_schedule(store, schedule_id, actor=_user(user))
     click.echo(f"schedule #{schedule_id} removed")
+
+
+@schedule.command("pause")
+@click.argument("schedule_id", type=int)
+@click.option("--user", help="A pq engineer or admin (default: the OS user).")
+def schedule_pause(schedule_id, user):
+    """Stop a schedule from running until it is resumed."""
+    from models.scheduler import set_enabled
+
+    _, store = _ctx()
+    set_enabled(store, schedule_id, False, actor=_user(user))
+    click.echo(f"schedule #{schedule_id} paused")
+
+
+@schedule.command("resume")
+@click.argument("schedule_id", type=int)
+@click.option("--user", help="A pq engineer or admin (default: the OS user).")
+def schedule_resume(schedule_id, user):
+    """Let a paused schedule run again (once at the next poll if it fell due meanwhile)."""
+    from models.scheduler import set_enabled
+
+    _, store = _ctx()
+    set_enabled(store, schedule_id, True, actor=_user(user))
+    click.echo(f"schedule #{schedule_id} resumed")
 
 
 @schedule.command("run-now")

@@ -90,9 +90,28 @@ def _open_options(store) -> list[dict]:
             for p in open_proposals(store)]
 
 
+def _scheduler_status(store):
+    """Whether the scheduler process runs: schedules only run while it does."""
+    from models.scheduler import HEALTH_COMPONENT
+    from pq.health import read_health
+
+    row = next((r for r in read_health(store, HEALTH_COMPONENT) if r["component"] == HEALTH_COMPONENT), None)
+    if row is None:
+        return html.P("The scheduler process has not reported yet: schedules run only while `pq models scheduler` "
+                      "runs (the scheduler service in docker compose).", className="pq-error", id="models-scheduler-status")
+    detail = row.get("detail") or {}
+    # a training may take long between two reports; between polls the row is rewritten every poll_s
+    stale = row["state"] in ("idle", "running") and row["age_s"] > 3 * float(detail.get("poll_s") or 60) + 60
+    words = (f"Scheduler {row['state']}, last seen {ago(row['updated_at'])}: {detail.get('message', '')}"
+             + (" - not heard from for a while: is it running?" if stale else ""))
+    return html.P(words, className="pq-error" if stale or row["state"] == "stopped" else "pq-card-note",
+                  id="models-scheduler-status")
+
+
 def _lists(store):
     try:
-        return html.Div([_schedules_table(store), html.H3("Proposals"), _proposals_box(store)]), _open_options(store)
+        return (html.Div([_scheduler_status(store), _schedules_table(store), html.H3("Proposals"), _proposals_box(store)]),
+                _open_options(store))
     except (ImportError, PQError) as exc:
         return html.P(f"Scheduled retraining is not available: {exc}", className="pq-error"), []
 
