@@ -97,8 +97,9 @@ def _scheduler_status(store):
 
     row = next((r for r in read_health(store, HEALTH_COMPONENT) if r["component"] == HEALTH_COMPONENT), None)
     if row is None:
-        return html.P("The scheduler process has not reported yet: schedules run only while `pq models scheduler` "
-                      "runs (the scheduler service in docker compose).", className="pq-error", id="models-scheduler-status")
+        return html.P("The scheduler process has not reported yet: schedules run only while "
+                      "\"pq models scheduler\" runs (the scheduler service in docker compose).",
+                      className="pq-error", id="models-scheduler-status")
     detail = row.get("detail") or {}
     # a training may take long between two reports; between polls the row is rewritten every poll_s
     stale = row["state"] in ("idle", "running") and row["age_s"] > 3 * float(detail.get("poll_s") or 60) + 60
