@@ -358,3 +358,46 @@ def test_engineer_approves_a_proposal_on_the_models_page(sqlite_store, tmp_path,
     assert registry.production_map(store) == {"*/*": p.candidate_version_id} and prod.id != p.candidate_version_id
     assert proposals.get_proposal(store, p.id).decided_by == "eng"
     assert _audit(store, "model.promote")[-1].username == "eng"
+
+
+def test_store_lost_between_polls_is_reported_once_and_retried(pg_database_url, settings_factory, caplog):
+    """A real PostgreSQL database dropped under the running scheduler, then brought back."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from pq.storage import Store, migrate
+
+    admin = create_engine(make_url(pg_database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    name = f"pq_sched_{uuid.uuid4().hex[:8]}"
+    url = make_url(pg_database_url).set(database=name).render_as_string(hide_password=False)
+
+    def create():
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        s = Store.open(settings_factory(database_url=url))
+        migrate.upgrade(s)
+        s.dispose()
+
+    def drop():
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+    create()
+    store = Store.open(settings_factory(database_url=url))
+    try:
+        sched = Scheduler(lambda: store, poll_s=0.1)
+        sched.open()
+        assert sched.tick() == []
+        drop()
+        caplog.set_level("INFO", logger="models.scheduler")
+        assert sched.tick() == [] and sched.tick() == []  # no traceback, nothing run
+        lost = [r for r in caplog.records if "store unavailable" in r.getMessage()]
+        assert len(lost) == 1 and lost[0].levelname == "WARNING"  # reported once, retried quietly
+        create()
+        assert sched.tick() == []
+        assert any("store reachable again" in r.getMessage() for r in caplog.records)
+    finally:
+        store.dispose()
+        drop()
+        admin.dispose()
