@@ -401,3 +401,24 @@ def test_store_lost_between_polls_is_reported_once_and_retried(pg_database_url, 
         store.dispose()
         drop()
         admin.dispose()
+
+
+def test_cli_run_now_proposes_and_only_an_engineer_approves(sqlite_store, tmp_path):
+    store = sqlite_store
+    add_users(store)
+    seed_training_history(store, n_parts=1500, feature_set_version=FS)
+    env = {"PQ_DATABASE_URL": store.engine.url.render_as_string(hide_password=False), "PQ_DATA_DIR": str(tmp_path),
+           "PQ_MODEL_MIN_DEFECTS": "5", "PQ_MODEL_MIN_LABELLED_PARTS": "100", "PQ_MODEL_FEATURE_SET": FS}
+    assert _run_pq("models", "schedule", "add", "*/*", "--approver", "eng", "--user", "eng", "--on-drift",
+                   env=env).returncode == 0
+    proc = _run_pq("models", "schedule", "run-now", "1", "--reason", "drift", "--user", "eng", env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "proposal #1 [proposed] */*: candidate #1 vs production none" in proc.stdout
+    assert "schedule #1 (*/*): [ 97%] model fitted" in proc.stderr  # progress is logged, step by step
+    assert "proposal #1 [proposed]" in _run_pq("models", "proposals", "list", env=env).stdout
+    proc = _run_pq("models", "proposals", "approve", "1", "--user", "op", "--reason", "operators decide", env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and registry.production_map(store) == {}
+    proc = _run_pq("models", "proposals", "approve", "1", "--user", "eng", "--reason", "first model, judged", env=env)
+    assert proc.returncode == 0 and "#1 is now in production for */*" in proc.stdout, proc.stderr
+    assert proposals.get_proposal(store, 1).trigger == "run-now by eng: drift"
+    assert "approved by eng" in _run_pq("models", "schedule", "list", env=env).stdout
