@@ -172,7 +172,7 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
 
 @click.group()
 def models():
-    """Model registry: list, show, compare, promote, roll back."""
+    """Model registry: list, show, compare, promote, roll back; scheduled retraining and its proposals."""
 
 
 @models.command("list")
@@ -290,6 +290,243 @@ def rollback(scope, reason, user):
     _, store = _ctx()
     dep = do_rollback(store, scope, approved_by=_user(user), reason=reason, client="cli")
     click.echo(f"{dep.scope} rolled back to #{dep.model_version_id}")
+
+
+# -- pq models schedule / proposals / scheduler: retraining that proposes, never promotes ---------------
+
+def _train_defaults(settings) -> dict:
+    """The TrainConfig fields a schedule does not set, from the settings (as `pq train` uses them)."""
+    return {"feature_set_version": settings.model_feature_set,
+            "alarm_budget_per_h": None if settings.model_target_recall else settings.model_alarm_budget_per_h,
+            "target_recall": settings.model_target_recall, "folds": settings.model_cv_folds,
+            "seed": settings.model_seed, "n_threads": settings.model_threads,
+            "label_precedence": settings.model_label_precedence, "min_labelled": settings.model_min_labelled_parts,
+            "min_defects": settings.model_min_defects}
+
+
+# Shadow deployments are built beside this work: the integrator hands models' put_in_shadow(store,
+# version_id, line_id, actor) here; until then a passing candidate's proposal says "shadow: not available".
+_SHADOW = None
+
+
+def _scheduler(settings, store=None, **kw):
+    from models.scheduler import Scheduler
+    from pq.storage import Store, migrate
+
+    def open_checked():
+        opened = Store.open(settings, wait=False)  # the scheduler's own loop retries, reporting once
+        migrate.check(opened)
+        return opened
+
+    sched = Scheduler((lambda: store) if store is not None else open_checked, defaults=_train_defaults(settings),
+                      shadow=_SHADOW, margin=settings.model_promotion_margin, **kw)
+    sched.store = store
+    return sched
+
+
+@models.group()
+def schedule():
+    """Scheduled retraining per scope: add, list, pause, resume, remove, run now."""
+
+
+@schedule.command("add")
+@click.argument("scope")
+@click.option("--approver", required=True, help="Engineer or admin notified of each proposal.")
+@click.option("--every-days", type=click.FloatRange(min=0, min_open=True),
+              help="Run every N days (default 7 when no other trigger is given).")
+@click.option("--labels", "min_new_labels", type=click.IntRange(min=1),
+              help="Run when N new labels (inspections + operator feedback) arrived since the last run.")
+@click.option("--on-drift", is_flag=True, help="Run when a drift alarm (a drift line event) arrives for the line.")
+@click.option("--window-days", type=click.FloatRange(min=0, min_open=True), default=28.0, show_default=True,
+              help="Train on the last N days.")
+@click.option("--feature-set", help="Feature set (default: production's, else PQ_MODEL_FEATURE_SET).")
+@click.option("--kind", type=click.Choice(["environment-aware", "naive"]))
+@click.option("--name", help="Model name in the registry (default defect).")
+@click.option("--budget", "alarm_budget", type=float, help="Alarm budget: alerts per hour per line.")
+@click.option("--target-recall", type=float)
+@click.option("--diversion-share", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Part decision: divert at most this share of parts (default 0.03).")
+@click.option("--user", help="Who adds it: a pq engineer or admin (default: the OS user).")
+def schedule_add(scope, approver, every_days, min_new_labels, on_drift, window_days, feature_set, kind, name,
+                 alarm_budget, target_recall, diversion_share, user):
+    """Add a schedule for SCOPE (LINE/PRODUCT, * for all): train a candidate and propose it."""
+    from models.scheduler import DEFAULT_EVERY_DAYS, add_schedule
+
+    _, store = _ctx()
+    if every_days is None and not min_new_labels and not on_drift:
+        every_days = DEFAULT_EVERY_DAYS
+    config = {"feature_set_version": feature_set, "kind": kind, "name": name, "alarm_budget_per_h": alarm_budget,
+              "target_recall": target_recall, "diversion_share": diversion_share}
+    s = add_schedule(store, scope, approver=approver, actor=_user(user), every_days=every_days,
+                     min_new_labels=min_new_labels, on_drift=on_drift, window_days=window_days, config=config)
+    click.echo(f"schedule #{s.id} for {s.scope}: {s.triggers()}, last {s.window_days:g} days, approver {s.approver}"
+               + (f"; next due {s.next_due_at:%Y-%m-%d %H:%M} UTC" if s.next_due_at else ""))
+
+
+@schedule.command("list")
+def schedule_list():
+    """Schedules with their triggers, next due time and last result."""
+    from models.scheduler import list_schedules
+
+    _, store = _ctx()
+    rows = list_schedules(store)
+    if not rows:
+        click.echo("no training schedules (add one: pq models schedule add SCOPE --approver USER)")
+    for s in rows:
+        click.echo(f"#{s.id:<3} {s.scope:<14} {'enabled' if s.enabled else 'disabled':<8} {s.triggers():<40} "
+                   f"window {s.window_days:g} d  approver {s.approver:<10} "
+                   f"next due {f'{s.next_due_at:%Y-%m-%d %H:%M}' if s.next_due_at else '-':<16} "
+                   f"last run {f'{s.last_run_at:%Y-%m-%d %H:%M}' if s.last_run_at else 'never':<16} {s.last_result or ''}")
+
+
+@schedule.command("remove")
+@click.argument("schedule_id", type=int)
+@click.option("--user", help="A pq engineer or admin (default: the OS user).")
+def schedule_remove(schedule_id, user):
+    """Delete a schedule (its proposals and candidates stay)."""
+    from models.scheduler import remove_schedule
+
+    _, store = _ctx()
+    remove_schedule(store, schedule_id, actor=_user(user))
+    click.echo(f"schedule #{schedule_id} removed")
+
+
+@schedule.command("pause")
+@click.argument("schedule_id", type=int)
+@click.option("--user", help="A pq engineer or admin (default: the OS user).")
+def schedule_pause(schedule_id, user):
+    """Stop a schedule from running until it is resumed."""
+    from models.scheduler import set_enabled
+
+    _, store = _ctx()
+    set_enabled(store, schedule_id, False, actor=_user(user))
+    click.echo(f"schedule #{schedule_id} paused")
+
+
+@schedule.command("resume")
+@click.argument("schedule_id", type=int)
+@click.option("--user", help="A pq engineer or admin (default: the OS user).")
+def schedule_resume(schedule_id, user):
+    """Let a paused schedule run again (once at the next poll if it fell due meanwhile)."""
+    from models.scheduler import set_enabled
+
+    _, store = _ctx()
+    set_enabled(store, schedule_id, True, actor=_user(user))
+    click.echo(f"schedule #{schedule_id} resumed")
+
+
+@schedule.command("run-now")
+@click.argument("schedule_id", type=int)
+@click.option("--reason", default="asked for", show_default=True,
+              help="Why, recorded as the trigger (e.g. drift: feeds the drift trigger by hand).")
+@click.option("--user", help="A pq engineer or admin (default: the OS user).")
+def schedule_run_now(schedule_id, reason, user):
+    """Run a schedule now, in this process: train, judge, propose (never promote)."""
+    from models.proposals import require_engineer
+    from models.scheduler import get_schedule
+
+    settings, store = _ctx()
+    who = require_engineer(store, _user(user), "run a training schedule")
+    s = get_schedule(store, schedule_id)
+    p = _scheduler(settings, store).run_one(s, f"run-now by {who.username}: {reason}")
+    if p is not None:
+        _echo_proposal(p)
+
+
+def _echo_proposal(p) -> None:
+    click.echo(f"proposal #{p.id} [{p.status}] {p.scope}: candidate "
+               f"{'#' + str(p.candidate_version_id) if p.candidate_version_id else 'none'} vs production "
+               f"{'#' + str(p.production_version_id) if p.production_version_id else 'none'}; "
+               f"{p.report.get('verdict', '')}" + (f"; {p.shadow}" if p.shadow else "")
+               + (f"; {p.decided_by}: {p.reason}" if p.decided_by else ""))
+
+
+@models.group()
+def proposals():
+    """Candidates proposed by scheduled retraining: list, show, approve, reject."""
+
+
+@proposals.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also failed, approved and rejected ones.")
+def proposals_list(show_all):
+    """Open proposals (waiting for an engineer), newest first."""
+    from models.proposals import list_proposals, open_proposals
+
+    _, store = _ctx()
+    rows = list_proposals(store) if show_all else open_proposals(store)
+    if not rows:
+        click.echo("no open proposals" if not show_all else "no proposals")
+    for p in rows:
+        _echo_proposal(p)
+
+
+@proposals.command("show")
+@click.argument("proposal_id", type=int)
+def proposals_show(proposal_id):
+    """A proposal with its whole report (gate, same-window figures) as JSON."""
+    from dataclasses import asdict
+
+    from models.estimator import json_safe
+    from models.proposals import get_proposal
+
+    _, store = _ctx()
+    click.echo(json.dumps(json_safe(asdict(get_proposal(store, proposal_id))), indent=1))
+
+
+@proposals.command("approve")
+@click.argument("proposal_id", type=int)
+@click.option("--reason", required=True, help="Why this candidate (recorded with the promotion).")
+@click.option("--user", help="Approver: a pq engineer or admin (default: the OS user).")
+def proposals_approve(proposal_id, reason, user):
+    """Promote a proposal's candidate through the registry's gate (audited with the reason)."""
+    from models.proposals import approve
+
+    settings, store = _ctx()
+    dep = approve(store, proposal_id, username=_user(user), reason=reason, client="cli",
+                  margin=settings.model_promotion_margin)
+    click.echo(f"proposal #{proposal_id} approved: #{dep.model_version_id} is now in production for {dep.scope}")
+
+
+@proposals.command("reject")
+@click.argument("proposal_id", type=int)
+@click.option("--reason", required=True, help="Why not (recorded).")
+@click.option("--user", help="A pq engineer or admin (default: the OS user).")
+def proposals_reject(proposal_id, reason, user):
+    """Close a proposal without promoting; the candidate stays registered."""
+    from models.proposals import reject
+
+    _, store = _ctx()
+    reject(store, proposal_id, username=_user(user), reason=reason, client="cli")
+    click.echo(f"proposal #{proposal_id} rejected")
+
+
+@models.command("scheduler")
+@click.option("--poll-s", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds between looks for due schedules.")
+@click.option("--once", is_flag=True, help="Run what is due now, then exit (for cron or a test).")
+@click.option("--retry-s", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Seconds between attempts while the store is unreachable.")
+@click.option("--store-wait-s", type=click.FloatRange(min=0), default=None,
+              help="Give up when the store stays unreachable this long at start (default: wait for ever).")
+def scheduler_cmd(poll_s, once, retry_s, store_wait_s):
+    """Run due training schedules until SIGTERM / Ctrl-C; proposals wait for an engineer's approval."""
+    import signal
+    import threading
+
+    settings = _ctx_settings()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"scheduler: polling every {poll_s:g} s; SIGTERM / Ctrl-C stops (a training under way is abandoned, "
+               "nothing registered, and runs again on start)", err=True)
+    n = _scheduler(settings, poll_s=poll_s, retry_s=retry_s, store_wait_s=store_wait_s, stop=stop).run(once=once)
+    click.echo(f"scheduler stopped: {n} proposal(s) recorded", err=True)
+
+
+def _ctx_settings():
+    from pq.cli import get_settings
+
+    return get_settings()
 
 
 # -- pq report -----------------------------------------------------------------------------------------

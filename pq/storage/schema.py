@@ -33,7 +33,7 @@ from pq.storage.types import Json, UtcDateTime
 __all__ = ["metadata"] + [
     "lines", "tags", "samples", "parts", "part_features", "feature_sets", "inspections", "predictions",
     "alerts", "alert_events", "model_versions", "model_deployments",
-    "training_jobs", "users", "audit_log", "playbook_versions", "component_health", "line_events",
+    "training_jobs", "training_schedules", "training_proposals", "users", "audit_log", "playbook_versions", "component_health", "line_events",
 ]
 
 metadata = MetaData(
@@ -250,6 +250,49 @@ training_jobs = Table(
     Column("error", Text),
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
+)
+
+# Scheduled retraining (models.scheduler): a schedule trains a candidate on its latest window and
+# records a proposal; promotion stays an engineer's decision through the registry's gate.
+training_schedules = Table(
+    "training_schedules", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scope", String(200), nullable=False, comment="LINE/PRODUCT, '*' for all"),
+    Column("every_days", Float, comment="time trigger; NULL = none"),
+    Column("min_new_labels", Integer,
+           comment="label trigger: inspections + operator feedback since the last run; NULL = none"),
+    Column("on_drift", Boolean, nullable=False, default=False,
+           comment="drift trigger: a drift line event since the last run"),
+    Column("window_days", Float, nullable=False, comment="train on the last N days"),
+    Column("config", Json, nullable=False, comment="TrainConfig fields: feature_set_version, kind, budgets ..."),
+    Column("approver", String(100), nullable=False, comment="engineer or admin notified of a proposal"),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_run_at", UtcDateTime),
+    Column("next_due_at", UtcDateTime),
+    Column("last_result", Text),
+)
+
+PROPOSAL_STATUSES = ("proposed", "failed", "approved", "rejected")
+
+training_proposals = Table(
+    "training_proposals", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("schedule_id", Integer),
+    Column("scope", String(200), nullable=False),
+    Column("trigger", Text, nullable=False, comment="why the run happened: due, labels, drift, run-now"),
+    Column("candidate_version_id", Integer, comment="NULL when training itself failed"),
+    Column("production_version_id", Integer),
+    Column("report", Json, nullable=False, comment="the registry's gate and both models on the same window"),
+    Column("verdict", String(16), nullable=False, comment="passed | failed"),
+    Column("status", String(16), nullable=False, comment="proposed | failed | approved | rejected"),
+    Column("shadow", Text, comment="what putting the candidate in shadow did"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("decided_by", String(100)),
+    Column("decided_at", UtcDateTime),
+    Column("reason", Text),
+    Index(None, "status", "created_at"),
 )
 
 USER_ROLES = ("operator", "engineer", "admin")

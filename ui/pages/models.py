@@ -1,6 +1,7 @@
 """Models (engineers): versions and their metrics overall and per environmental regime, retrain
 in the background with a progress bar, compare a candidate with production, promote and roll back
-with a required reason (audited with the approver's name by models.registry).
+with a required reason (audited with the approver's name by models.registry); scheduled retraining
+and its proposals (ui/pages/models_schedules.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pq.errors import PQError
 from ui.format import clock, number
 from ui.jobs import TrainingRunner, recent_jobs
 from ui.pages import Page
+from ui.pages import models_schedules
 from ui.security import current_actor, secured_callback
 
 __all__ = ["PAGE"]
@@ -157,6 +159,7 @@ def layout(ctx, query=None, **_):
         dcc.Interval(id="models-interval", interval=1000),
         html.Section(className="pq-section", children=[html.H2("Versions"),
                                                        html.Div(_versions_box(ctx), id="models-versions")]),
+        models_schedules.section(ctx),
         html.Section(className="pq-section", children=[
             html.H2("Retrain"),
             html.Div(className="pq-toolbar", children=[
@@ -384,6 +387,7 @@ def register(app, ctx):
     _register_retrain(app, ctx, runner)
     _register_compare(app, ctx)
     _register_promotion(app, ctx)
+    models_schedules.register(app, ctx)
 
 
 PAGE = Page(path="/models", title="Models", role="engineer", layout=layout, register=register)
