@@ -272,3 +272,27 @@ def test_a_line_without_any_roster_is_not_assigned_nor_nagged(settings_factory):
     assert [ch.event for ch in changes] == ["raised"] and changes[0].alert["assigned_to"] is None
     clock.advance(hours=1)
     assert rt.tick() == [] and rt.status()["duty"]["active"] is False
+
+
+@pytest.mark.timeout(60)
+def test_an_adopted_alarm_continues_from_its_stored_step_and_a_bad_rules_file_stops_the_edge(settings_factory,
+                                                                                          tmp_path):
+    from pq.errors import ConfigError
+
+    rt, clock = _roster_rt(settings_factory, Roster([Duty(LINE, "*", "operator", "ann"),
+                                                     Duty(LINE, "*", "shift_lead", "bob"),
+                                                     Duty(LINE, "*", "quality_engineer", "carol")]))
+    raised_at = clock.now - timedelta(minutes=16)
+    # an edge restarted with the store up adopts its open alarm as stored: already escalated once
+    assert rt.board.load([{"id": "a1", "line_id": LINE, "kind": "episode", "cause": "melt_temp_c", "state": "active",
+                           "severity": "high", "title": "t", "raised_at": raised_at, "updated_at": raised_at,
+                           "repeat_count": 3, "assigned_to": "ann", "escalation_level": 1, "escalated_to": "bob",
+                           "escalated_role": "shift_lead", "escalated_at": raised_at + timedelta(minutes=5)}]) == 1
+    esc = [ch for ch in rt.tick() if ch.event == "escalated"]
+    assert [(c.alert["escalation"]["level"], c.alert["escalation"]["username"]) for c in esc] == [(2, "carol")]
+    assert not [ch for ch in rt.tick() if ch.event == "escalated"]
+
+    bad = tmp_path / "esc.toml"
+    bad.write_text("[[high]]\nafter_min = 5\nrole = \"boss\"\n")
+    with pytest.raises(ConfigError, match=r"esc.toml: high\[1\].role"):
+        _rt(settings_factory(escalation_file=bad), Clock())
