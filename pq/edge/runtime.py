@@ -11,7 +11,8 @@ episode of such parts with one cause (``pq/alerts/episodes.py``). ``single``: ev
 alert threshold is at risk and alerts. The database
 is never on this path: the spool writer thread (``spool_writer.py``) takes the records, and operator
 actions, the playbook and health are read and written by the housekeeper (``housekeeping.py``).
-The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``.
+The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``, alarm
+owners and escalation in ``duty.py``.
 
 Takes the small interfaces of ``pq/edge/interfaces.py``; must not import connectors, models, ui or
 simulators. The composition root (``pq/cli``) hands it the concrete parts.
@@ -42,10 +43,10 @@ import numpy as np
 
 from pq.alerts.discipline import AlarmBoard, Change
 from pq.alerts.episodes import EpisodeState, advance
+from pq.alerts.escalation import load_rules
 from pq.alerts.explain import episode_title, explain_contributions, fmt_reading, title_for
 from pq.alerts.playbook import PlaybookLoader
 from pq.config import Settings
-from pq.alerts.escalation import load_rules
 from pq.edge.checks import CycleChecks
 from pq.edge.duty import DutyDesk, RosterCache
 from pq.edge.interfaces import FeatureComputer, FeatureFactory, Output, PartEvent, Sample, Scorer, ScorerProvider, Sink
@@ -489,8 +490,8 @@ class LineRuntime:
 
     # ------------------------------------------------------------------ time-driven
     def tick(self) -> list[Change]:
-        """Alarm timers (shelve expiry, clearing, escalation) and, between parts, a sensor that went silent: called
-        every second by the housekeeper. Touches no database."""
+        """Alarm timers (shelve expiry, clearing, escalation) and, between parts, a sensor that went
+        silent: called every second by the housekeeper. Touches no database."""
         now = self.clock()
         changes = self.board.tick(now) + self._escalate(now)
         self._publish(changes)
