@@ -84,8 +84,12 @@ class DutyDesk:
         self.line_id = line_id
         self.rules = rules
         self.cache = cache
-        self.roster: Roster | None = cache.load() if cache is not None else None
-        self.roster_source = "local copy" if self.roster is not None else None
+        self.roster: Roster | None = None
+        self.roster_source: str | None = None
+        self.active = False  # the line has a roster: assignment and escalation are on
+        cached = cache.load() if cache is not None else None
+        if cached is not None:
+            self._use(cached, "local copy")
         self.shift: str | None = None
         self.misses = 0  # assignments / escalations whose role had nobody on duty
         self._roster_alarm_shift: Any = None  # the shift the roster alarm was raised for (an operator may clear it)
@@ -95,7 +99,7 @@ class DutyDesk:
         """The roster as the store has it now; kept on disk when it changed."""
         roster = roster.for_line(self.line_id)
         changed = roster != self.roster
-        self.roster, self.roster_source = roster, "store"
+        self._use(roster, "store")
         if changed:
             logger.info("line %s: roster has %d entries", self.line_id, len(roster))
             if self.cache is not None:
@@ -105,9 +109,9 @@ class DutyDesk:
                     logger.warning("line %s: cannot keep a local roster copy in %s: %s", self.line_id,
                                    self.cache.path, exc)
 
-    @property
-    def active(self) -> bool:
-        return self.roster is not None and self.roster.covers(self.line_id)
+    def _use(self, roster: Roster, source: str) -> None:
+        self.roster, self.roster_source = roster, source
+        self.active = roster.covers(self.line_id)  # once here, not per decision
 
     def _find(self, shift: str | None, role: str, what: str, a: Alert) -> Duty | None:
         duty, missed = self.roster.find(self.line_id, shift, role)
