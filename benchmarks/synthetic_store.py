@@ -153,7 +153,7 @@ def _copy(store: Store, table, rows: Iterable[dict], columns: list[str]) -> int:
             cur = raw.cursor()
             with cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as cp:
                 for r in rows:
-                    cp.write_row([json.dumps(r[c]) if c in json_cols and r[c] is not None else r[c] for c in columns])
+                    cp.write_row([json.dumps(r[c]) if c in json_cols and r.get(c) is not None else r.get(c) for c in columns])
                     n += 1
             raw.commit()
         finally:

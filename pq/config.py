@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     edge_playbook_poll_s: float = Field(
         10.0, gt=0, description="How often the edge checks for a new playbook version (store, then file)"
     )
+    escalation_file: Path | None = Field(
+        None, description="Escalation rules TOML (per severity: after how many minutes to which duty role); "
+                          "default the shipped one"
+    )
     edge_outputs_file: Path | None = Field(
         None, description="TOML file configuring alert outputs (MQTT, webhook, OPC UA write-back); unset = none"
     )

@@ -39,7 +39,9 @@ FLOOD_CAUSE = "flood"
 # belong to operators (written by the UI) and are only read here.
 _EDGE_COLUMNS = ("id", "line_id", "kind", "cause", "state", "severity", "serial", "station", "product",
                  "material_lot", "shift", "score", "title", "action", "explanation", "model_version_id",
-                 "repeat_count", "raised_at", "updated_at", "cleared_at")
+                 "repeat_count", "raised_at", "updated_at", "cleared_at",
+                 # owner and escalation (pq/edge/duty.py)
+                 "assigned_to", "escalation_level", "escalated_to", "escalated_role", "escalated_at")
 _OPERATOR_COLUMNS = ("acked_at", "acked_by", "shelved_until", "shelve_reason", "feedback",
                      "feedback_comment", "feedback_by", "feedback_at")
 
@@ -74,6 +76,11 @@ class Alert:
     feedback_comment: str | None = None
     feedback_by: str | None = None
     feedback_at: datetime | None = None
+    assigned_to: str | None = None
+    escalation_level: int | None = None
+    escalated_to: str | None = None
+    escalated_role: str | None = None
+    escalated_at: datetime | None = None
     ok_streak: int = 0  # scored parts since the cause was last seen (not stored)
 
     def row(self) -> dict:
@@ -242,6 +249,23 @@ class AlarmBoard:
         was = a.state
         self._close(a, now)
         return [self._change("cleared", a, now, publish=was != "suppressed", detail={"episode_ended": True, "was": was})]
+
+    def on_condition(self, cause: str, now: datetime, **fields_: Any) -> list[Change]:
+        """A fault of the alarm system itself (e.g. nobody on duty): one ``system`` alert while it lasts.
+
+        Not counted towards floods; raised again only after it was cleared."""
+        if cause in self._open:
+            return []
+        a = self._new(cause, now, "active", "system", fields_)
+        return [self._change("raised", a, now, publish=True, detail={"condition": cause})]
+
+    def on_condition_ended(self, cause: str, now: datetime) -> list[Change]:
+        a = self._open.get(cause)
+        if a is None or a.kind != "system":
+            return []
+        was = a.state
+        self._close(a, now)
+        return [self._change("cleared", a, now, publish=was != "suppressed", detail={"condition_ended": True})]
 
     def tick(self, now: datetime) -> list[Change]:
         """Time-driven rules: shelving expiry and the end of a flood."""

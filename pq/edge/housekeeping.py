@@ -4,9 +4,9 @@ Owns :class:`Housekeeper`, one per line runtime, running as an asyncio task in t
 loop. Every second it runs the runtime's alarm timers (:meth:`LineRuntime.tick`) and exports the
 Prometheus gauges; on its own intervals it writes the line's health record, adopts open alerts
 from the store after a (re)start, merges operator actions (acknowledge, shelve) from the store, and
-reloads the playbook. Store work runs in worker threads, one per job at a time, so a hung database
-never stalls a decision or piles up threads; the store may be absent (down at start) and is
-handed in later through :attr:`store`. Must not import connectors, models, ui or simulators.
+reloads the playbook and the roster (who is on duty, ``pq/edge/duty.py``). Store work runs in worker
+threads, one per job at a time, so a hung database never stalls a decision or piles up threads; the
+store may be absent (down at start) and is handed in later through :attr:`store`. Must not import connectors, models, ui or simulators.
 
 Example::
 
@@ -48,6 +48,11 @@ class Housekeeper:
             rows = [dict(r._mapping) for r in conn.execute(
                 select(t).where(t.c.line_id == rt.line_id, t.c.state.in_(OPEN_STATES)))]
         return rt.board.load(rows)
+
+    def _read_roster(self):
+        from pq.alerts.roster_store import load_roster
+
+        return load_roster(self.store, self.runtime.line_id)
 
     def _read_operator_rows(self) -> list[dict]:
         ids = [a.id for a in self.runtime.board.open_alerts()]
@@ -98,7 +103,7 @@ class Housekeeper:
     # -- the loop ----------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         rt, s = self.runtime, self.runtime.settings
-        last = {"health": 0.0, "sync": 0.0, "playbook": 0.0, "load": 0.0}
+        last = {"health": 0.0, "sync": 0.0, "playbook": 0.0, "load": 0.0, "roster": 0.0}
         adopted = False
         while not stop.is_set():
             t = time.monotonic()
@@ -121,6 +126,11 @@ class Housekeeper:
                 rows = await self._in_thread("sync", self._read_operator_rows)
                 if rows:
                     rt.apply_operator_rows(rows)
+            if self.store is not None and t - last["roster"] >= s.edge_alert_sync_s:
+                last["roster"] = t  # who is on duty; kept on local disk for a restart without the store
+                roster = await self._in_thread("roster", self._read_roster)
+                if roster is not None:
+                    rt.duty.set_roster(roster)
             if t - last["playbook"] >= s.edge_playbook_poll_s:
                 last["playbook"] = t
                 await self._in_thread("playbook", rt.playbook.reload)

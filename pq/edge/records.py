@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = tuple(c.name for c in schema.predictions.columns)
 _ALERT_EDGE_COLUMNS = ("id", "line_id", "kind", "cause", "state", "severity", "serial", "station", "product",
                        "material_lot", "shift", "score", "title", "action", "explanation", "model_version_id",
-                       "repeat_count", "raised_at", "updated_at", "cleared_at")
+                       "repeat_count", "raised_at", "updated_at", "cleared_at",
+                       "assigned_to", "escalation_level", "escalated_to", "escalated_role", "escalated_at")
 _EVENT_COLUMNS = tuple(c.name for c in schema.alert_events.columns)
 
 

@@ -11,7 +11,8 @@ episode of such parts with one cause (``pq/alerts/episodes.py``). ``single``: ev
 alert threshold is at risk and alerts. The database
 is never on this path: the spool writer thread (``spool_writer.py``) takes the records, and operator
 actions, the playbook and health are read and written by the housekeeper (``housekeeping.py``).
-The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``.
+The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``, alarm
+owners and escalation in ``duty.py``.
 
 Takes the small interfaces of ``pq/edge/interfaces.py``; must not import connectors, models, ui or
 simulators. The composition root (``pq/cli``) hands it the concrete parts.
@@ -35,16 +36,19 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from pq.alerts.discipline import AlarmBoard, Change
 from pq.alerts.episodes import EpisodeState, advance
+from pq.alerts.escalation import load_rules
 from pq.alerts.explain import episode_title, explain_contributions, fmt_reading, title_for
 from pq.alerts.playbook import PlaybookLoader
 from pq.config import Settings
 from pq.edge.checks import CycleChecks
+from pq.edge.duty import DutyDesk, RosterCache
 from pq.edge.interfaces import FeatureComputer, FeatureFactory, Output, PartEvent, Sample, Scorer, ScorerProvider, Sink
 from pq.edge.line_state import STATES, LineState
 from pq.edge.metrics import EdgeMetrics
@@ -105,6 +109,9 @@ class LineRuntime:
                                 clear_after_ok=settings.edge_clear_after_ok_parts)
         self.line_state = LineState(line_id, clock)
         self.episodes = EpisodeState()  # the operator-alarm rule's memory (two decisions)
+        # owners and escalation; the roster's local copy sits beside the model's (pq/cli/edge_process.py)
+        self.duty = DutyDesk(line_id, load_rules(settings.escalation_file),
+                             RosterCache(Path(settings.data_dir) / "edge" / line_id))
         self._writer = SpoolWriter(sink, line_id) if sink is not None else None
         self._computers: dict[tuple, FeatureComputer] = {}
         self._last_cycle_end_ns: int | None = None
@@ -287,6 +294,7 @@ class LineRuntime:
         state, reason = self._score(ev, ctx, not_good_ctx, pred, records, changes, now)
         if pred["decision"] == "not_scored":
             pred["reason"] = reason
+        self._assign_owners(changes, ctx.get("shift"), now)
         self._publish(changes)
         for out in self.outputs:
             out.on_decision({**pred, "divert": pred["decision"] == "at_risk", "station": ctx.get("station"), "product": product,
@@ -409,6 +417,10 @@ class LineRuntime:
                 "features": {k: (v if math.isfinite(v) else None) for k, v in vec.items()},
                 "reason": reason, "computed_at": now}
 
+    def _assign_owners(self, changes: list[Change], shift: str | None, now: datetime) -> None:
+        """Newly raised alarms go to the on-duty operator of the part's shift: a lookup in memory."""
+        changes.extend(self.duty.assign(self.board, changes, now, shift=shift))
+
     # ------------------------------------------------------------------ effects
     def _publish(self, changes: Iterable[Change]) -> None:
         for ch in changes:
@@ -469,6 +481,7 @@ class LineRuntime:
                 "playbook": {"source": self.playbook.current.source, "error": self.playbook.error},
                 "decisions": dict(self.counts), "latency": self.latency_percentiles(),
                 "alerts": self.board.counts(), "flooding": self.board.flooding, "last_serial": self.last_serial,
+                "duty": self.duty.status(),
                 "samples": self.rings.samples_total, "ring_fill": round(self.rings.fill(), 3)}
 
     def health_record(self) -> dict:
@@ -477,10 +490,10 @@ class LineRuntime:
 
     # ------------------------------------------------------------------ time-driven
     def tick(self) -> list[Change]:
-        """Alarm timers (shelve expiry, clearing) and, between parts, a sensor that went silent: called
-        every second by the housekeeper. Touches no database."""
+        """Alarm timers (shelve expiry, clearing, escalation) and, between parts, a sensor that went
+        silent: called every second by the housekeeper. Touches no database."""
         now = self.clock()
-        changes = self.board.tick(now)
+        changes = self.board.tick(now) + self._escalate(now)
         self._publish(changes)
         self._spool([(k, v) for ch in changes for k, v in
                      ((("alert", ch.alert),) + ((("alert_event", ch.event_row),) if ch.event_row else ()))])
@@ -490,6 +503,10 @@ class LineRuntime:
             if stale:
                 self.set_state("degraded", "; ".join(stale))
         return changes
+
+    def _escalate(self, now: datetime) -> list[Change]:
+        """Escalation steps that are due and the empty-roster alarm (``pq/edge/duty.py``); no I/O."""
+        return self.duty.tick(self.board, now)
 
     def apply_operator_rows(self, rows: list[dict]) -> list[Change]:
         """Operator actions read from the store (acknowledge, shelve, feedback), merged and published."""

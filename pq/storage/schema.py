@@ -33,7 +33,8 @@ from pq.storage.types import Json, UtcDateTime
 __all__ = ["metadata"] + [
     "lines", "tags", "samples", "parts", "part_features", "feature_sets", "inspections", "predictions",
     "alerts", "alert_events", "model_versions", "model_deployments",
-    "training_jobs", "training_schedules", "training_proposals", "users", "audit_log", "playbook_versions", "component_health", "line_events",
+    "training_jobs", "training_schedules", "training_proposals", "users", "audit_log", "playbook_versions",
+    "component_health", "line_events", "handover_notes", "rosters",
 ]
 
 metadata = MetaData(
@@ -185,6 +186,11 @@ alerts = Table(
     Column("feedback_comment", Text),
     Column("feedback_by", String(100)),
     Column("feedback_at", UtcDateTime),
+    Column("assigned_to", String(100), comment="user the edge assigned it to when raised (on-duty operator)"),
+    Column("escalation_level", Integer, comment="escalation steps taken while unacknowledged; NULL or 0 = none"),
+    Column("escalated_to", String(100), comment="user of the latest escalation step"),
+    Column("escalated_role", String(32), comment="duty role of the latest step: shift_lead | quality_engineer ..."),
+    Column("escalated_at", UtcDateTime),
     Index(None, "line_id", "state", "raised_at"),
     Index(None, "state", "raised_at"),
 )
@@ -194,7 +200,8 @@ alert_events = Table(
     Column("id", String(36), primary_key=True),
     Column("alert_id", String(36), nullable=False),
     Column("event", String(16), nullable=False,
-           comment="raised | updated | acknowledged | shelved | unshelved | cleared | suppressed | feedback"),
+           comment="raised | updated | acknowledged | shelved | unshelved | cleared | suppressed | feedback | "
+                   "assigned | escalated"),
     Column("at", UtcDateTime, nullable=False),
     Column("username", String(100), comment="who; 'edge' for the runtime"),
     Column("detail", Json),
@@ -296,6 +303,7 @@ training_proposals = Table(
 )
 
 USER_ROLES = ("operator", "engineer", "admin")
+DUTY_ROLES = ("operator", "shift_lead", "quality_engineer")  # who answers for an alarm; not UI permissions
 
 users = Table(
     "users", metadata,
@@ -363,4 +371,18 @@ handover_notes = Table(
     Column("note", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Index(None, "line_id", "shift_start"),
+)
+
+# Who is on duty per line and shift (``*`` = every line / every shift), edited by admins (pq/alerts/roster.py).
+rosters = Table(
+    "rosters", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("line_id", String(64), nullable=False, comment="a line id, or * for every line"),
+    Column("shift", String(16), nullable=False, comment="the parts' shift context value (A, B, C), or * for every shift"),
+    Column("duty_role", String(32), nullable=False, comment="operator | shift_lead | quality_engineer"),
+    Column("username", String(100), ForeignKey("users.username"), nullable=False),
+    Column("contact", String(200), comment="where a gateway reaches them: pager number, e-mail, Teams id"),
+    Column("updated_by", String(100), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("line_id", "shift", "duty_role"),
 )

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from dash import ALL, Input, Output, State, ctx as dash_ctx, dcc, html, no_update
 
 from pq.alerts import actions
+from pq.alerts.roster import ROLE_WORDS
 from pq.errors import AuthError
 from ui.format import SEVERITY_WORDS, VERDICT_WORDS, ago, clock
 from ui.pages import Page
@@ -33,6 +34,17 @@ SHELVE_REASONS = (
     "Other (write below)",
 )
 SHELVE_DURATIONS = ((15 * 60, "15 min"), (3600, "1 hour"), (4 * 3600, "4 hours"), (8 * 3600, "8 hours"))
+
+
+def _owner(a: dict, now: datetime) -> str:
+    """"Assigned to ann · escalated to the shift lead (bob) 2 min ago" (owners: pq/edge/duty.py)."""
+    words = [f"Assigned to {a['assigned_to']}"] if a.get("assigned_to") else []
+    if a.get("escalation_level"):
+        role = ROLE_WORDS.get(a.get("escalated_role"), a.get("escalated_role") or "next in line")
+        who = f" ({a['escalated_to']})" if a.get("escalated_to") else " (nobody on duty)"
+        words.append(f"escalated to the {role}{who} {ago(a.get('escalated_at'), now)}")
+    text = " · ".join(words)
+    return text[:1].upper() + text[1:]
 
 
 def _card(a: dict, now: datetime):
@@ -67,6 +79,7 @@ def _card(a: dict, now: datetime):
                className="pq-card-action"),
         html.P("The parts at risk are already diverted for inspection." if episode else "", className="pq-card-note"),
         html.P("Shelf time is over: this alert is back." if expired_shelf else "", className="pq-card-note"),
+        html.P(_owner(a, now), className="pq-card-owner", id={"type": "alerts-owner", "index": a["id"]}),
         html.Div(buttons, className="pq-card-buttons"),
     ])
 
@@ -77,7 +90,8 @@ def _render(ctx, line_id: str | None, previous: str | None = None):
     items = q.queue(ctx.store, line_id=line_id or None, now=now)
     shelf = q.shelved(ctx.store, line_id=line_id or None, now=now)
     sig = hashlib.sha1(json.dumps(
-        [[a["id"], a["state"], a["acked_at"] is not None, a["repeat_count"]] for a in items]
+        [[a["id"], a["state"], a["acked_at"] is not None, a["repeat_count"], a["assigned_to"], a["escalation_level"]]
+         for a in items]
         + [[s["id"], str(s["shelved_until"])] for s in shelf] + [line_id, now.minute], default=str).encode()).hexdigest()
     if sig == previous:  # the usual tick: build nothing, send nothing
         return None, None, sig

@@ -19,7 +19,7 @@ from pq.monitoring.drift_context import drift_explained
 from pq.monitoring.precision_estimate import precision_estimate
 from pq.monitoring.ingest import ingest_health
 from ui.format import duration, number
-from ui.pages import Page
+from ui.pages import Page, monitoring_duty
 from ui.security import secured_callback
 
 __all__ = ["PAGE"]
@@ -210,6 +210,7 @@ def layout(ctx, query=None, **_):
         dcc.Interval(id="monitoring-interval", interval=5000),
         html.Section(className="pq-section", children=[html.H2("Alarm load (last 24 h)"),
                                                        html.Div(_kpi_view(ctx, 24.0), id="monitoring-kpis")]),
+        monitoring_duty.section(ctx),
         html.Section(className="pq-section", children=[html.H2("Alert precision from operator feedback"),
                                                        html.Div(id="monitoring-precision")]),
         html.Section(className="pq-section", children=[html.H2("Feature drift against training, explained by context"),
@@ -218,6 +219,7 @@ def layout(ctx, query=None, **_):
 
 
 def register(app, ctx):
+    monitoring_duty.register(app, ctx)
     @secured_callback(app, "engineer", Output("monitoring-precision", "children"), Output("monitoring-drift", "children"),
                       Input("monitoring-days", "value"))
     def period(days):

@@ -22,7 +22,8 @@ __all__ = ["queue", "shelved", "get_alert", "events", "similar", "part_context",
 SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 _QUEUE_COLS = ("id", "line_id", "kind", "cause", "state", "severity", "serial", "station", "title", "action",
                "raised_at", "updated_at", "repeat_count", "acked_at", "acked_by", "shelved_until", "feedback",
-               "product", "material_lot", "score")
+               "product", "material_lot", "score",
+               "assigned_to", "escalation_level", "escalated_to", "escalated_role", "escalated_at")
 
 
 def queue(store: Store, *, line_id: str | None = None, now: datetime | None = None, limit: int = 100) -> list[dict]:
