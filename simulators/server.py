@@ -603,7 +603,7 @@ class SimulatorServer:
         for lid in [line] if line else self.line_ids:
             if self._up and self._server is not None:
                 self._source_changes[lid] = await apply_source_change(
-                    self._server, self._ns, lid, change, self._source_changes[lid],
+                    self._server, self._ns, lid, change, self._source_changes[lid], source_time=self.sim_time,
                     add_signal=lambda tag, lid=lid: self._add_signal_back(lid, tag))
             else:
                 self._source_changes[lid] = set() if change == "restore" else self._source_changes[lid] | {change}

@@ -22,6 +22,7 @@ Changes (all on ``melt_temp_c`` unless said otherwise):
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 from asyncua import Server, ua
 
@@ -84,11 +85,12 @@ async def _set(server: Server, nid: ua.NodeId, value, vtype: ua.VariantType) -> 
     await server.write_attribute_value(nid, ua.DataValue(ua.Variant(value, vtype)))
 
 
-async def _delete_variable(server: Server, nid: ua.NodeId) -> None:
+async def _delete_variable(server: Server, nid: ua.NodeId, source_time: datetime | None) -> None:
     """Delete a variable as a PLC's server would: its monitored items get a last value with status
     Bad_NodeIdUnknown first. (asyncua 2.1's own delete calls the monitored items' coroutine callbacks
     without awaiting them, so they are detached here and the status written before.)"""
-    await server.write_attribute_value(nid, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)))
+    await server.write_attribute_value(nid, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown),
+                                                         SourceTimestamp=source_time or datetime.now(timezone.utc)))
     aspace = server.iserver.aspace
     for handle in list(aspace._nodes[nid].attributes[ua.AttributeIds.Value].datachange_callbacks):
         aspace.delete_datachange_callback(handle)
@@ -107,17 +109,18 @@ async def _announce(server: Server, etype: int, changes: list, message: str) -> 
 
 
 async def apply_source_change(server: Server, ns: int, line: str, name: str, active: set[str], *,
-                              add_signal, announce: bool = True) -> set[str]:
+                              add_signal, announce: bool = True, source_time: datetime | None = None) -> set[str]:
     """Make change ``name`` on ``line`` of a running server (``active``: the changes already made)
     and return the new set of active changes. ``add_signal(name)`` re-creates a deleted signal
     variable (the server knows its layout). ``announce`` False: rebuilding a restarted endpoint's
-    address space, no client is there to tell."""
+    address space, no client is there to tell. ``source_time``: the server's clock (simulated time), for
+    the last Bad_NodeIdUnknown value of a deleted variable."""
     from .signals import SIGNALS_BY_NAME
 
     check_source_change(name)
     if name == "restore":
         for change in sorted(active, reverse=True):  # unit_fahrenheit before eu_range: both write EURange
-            await _undo(server, ns, line, change, add_signal=add_signal, announce=announce)
+            await _undo(server, ns, line, change, add_signal=add_signal, announce=announce, source_time=source_time)
         return set()
     if name in active:
         return set(active)
@@ -148,7 +151,7 @@ async def apply_source_change(server: Server, ns: int, line: str, name: str, act
             ua.ObjectIds.AnalogItemType), Verb=ua.ModelChangeStructureVerbMask.DataTypeChanged))
     elif name == "remove_tag":
         rid = ua.NodeId(SIGNALS_BY_NAME[REMOVED_TAG].node_id_string(line), ns)
-        await _delete_variable(server, rid)
+        await _delete_variable(server, rid, source_time)
         general.append(ua.ModelChangeStructureDataType(Affected=rid, AffectedType=ua.NodeId(
             ua.ObjectIds.BaseDataVariableType), Verb=ua.ModelChangeStructureVerbMask.NodeDeleted))
     elif name == "add_tag":
@@ -170,7 +173,8 @@ async def _announce_all(server: Server, line: str, name: str, general: list, sem
         await _announce(server, ua.ObjectIds.SemanticChangeEventType, semantic, f"{line}: {name}")
 
 
-async def _undo(server: Server, ns: int, line: str, name: str, *, add_signal, announce: bool) -> None:
+async def _undo(server: Server, ns: int, line: str, name: str, *, add_signal, announce: bool,
+                source_time: datetime | None) -> None:
     from .signals import SIGNALS_BY_NAME
 
     spec = SIGNALS_BY_NAME[UNIT_TAG]
@@ -195,7 +199,7 @@ async def _undo(server: Server, ns: int, line: str, name: str, *, add_signal, an
             ua.ObjectIds.BaseDataVariableType), Verb=ua.ModelChangeStructureVerbMask.NodeAdded))
     elif name == "add_tag":
         nid = ua.NodeId(f"{line}.{ADDED_FOLDER}.{ADDED_TAG}", ns)
-        await _delete_variable(server, nid)
+        await _delete_variable(server, nid, source_time)
         general.append(ua.ModelChangeStructureDataType(Affected=nid, AffectedType=ua.NodeId(
             ua.ObjectIds.BaseDataVariableType), Verb=ua.ModelChangeStructureVerbMask.NodeDeleted))
     if announce:
