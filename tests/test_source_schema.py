@@ -29,7 +29,9 @@ from pq.errors import ConfigError
 from pq.features import StreamingFeatures, load_feature_set
 from pq.features.spec import parse_feature_set
 from pq.health import read_line_events
+from pq.monitoring.ingest import ingest_health
 from pq.spool import Spool, SpoolDrainer
+from ui.pages.monitoring import _ingest_view
 from tests.test_connector_sim import WATCHDOG_S, make_sim, sim_tagmap, sim_tagmap_text
 
 LINE = "line-1"
@@ -87,6 +89,11 @@ def test_each_source_change_detected_live_with_plain_reason_and_stored(sqlite_st
                     assert unit["pauses"] and unit["tag"] == "melt_temp_c"
                     assert not listener.seen("eu_range")  # the converted range is part of the unit change
                     assert session.health_detail()["source_changes"] == [unit["message"]]
+                    # the Monitoring page lists it under the ingest table (from the connector's health row)
+                    await _until(lambda: any(r["source_changes"] for r in ingest_health(store)), 60,
+                                 "a connector health row with the change in the store")
+                    page = str(_ingest_view(SimpleNamespace(store=store)))
+                    assert f"connector:simulator: {unit['message']}" in page
                     assert (await change("restore", "unit", ended=True))["tag"] == "melt_temp_c"
                     assert session.source_changes == {}
 

@@ -140,14 +140,18 @@ def _bd(nid: ua.NodeId, ref: int, inverse: bool, node_class_mask: int = 0) -> ua
     return bd
 
 
+# Servers limit the operations per request (MaxNodesPerRead / MaxNodesPerBrowse, often 1000 or more)
+_CHUNK = 500
+
+
 async def _browse(client: Client, descriptions: list[ua.BrowseDescription]) -> list[list[ua.ReferenceDescription]]:
-    if not descriptions:
-        return []
-    params = ua.BrowseParameters()
-    params.View = ua.ViewDescription()
-    params.NodesToBrowse = descriptions
-    params.RequestedMaxReferencesPerNode = 0
-    results = await client.uaclient.browse(params)
+    results = []
+    for k in range(0, len(descriptions), _CHUNK):
+        params = ua.BrowseParameters()
+        params.View = ua.ViewDescription()
+        params.NodesToBrowse = descriptions[k:k + _CHUNK]
+        params.RequestedMaxReferencesPerNode = 0
+        results.extend(await client.uaclient.browse(params))
     out = []
     for res in results:
         refs = list(res.References or [])
@@ -168,11 +172,12 @@ def _next_params(cp: bytes) -> ua.BrowseNextParameters:
 
 
 async def _read(client: Client, items: list[ua.ReadValueId]) -> list[ua.DataValue]:
-    if not items:
-        return []
-    params = ua.ReadParameters()
-    params.NodesToRead = items
-    return await client.uaclient.read(params)
+    out: list[ua.DataValue] = []
+    for k in range(0, len(items), _CHUNK):
+        params = ua.ReadParameters()
+        params.NodesToRead = items[k:k + _CHUNK]
+        out.extend(await client.uaclient.read(params))
+    return out
 
 
 def _nid(ref: ua.ReferenceDescription) -> ua.NodeId:
@@ -192,7 +197,7 @@ def _type_name(nid: ua.NodeId | None) -> str | None:
 async def read_source_schema(client: Client, nodes: dict[int, ua.NodeId]
                              ) -> tuple[dict[int, NodeFacts], dict[str, tuple[str, dict[str, str]]]]:
     """Facts per mapped node index, and per parent object {node id: (display name, {child browse name:
-    child node id})}: four batched service calls, whatever the number of tags."""
+    child node id})}: four batched service calls (one more per 500 operations)."""
     ids = list(nodes)
     reads = await _read(client, [_rv(nodes[i], a) for i in ids for a in (ua.AttributeIds.NodeClass,
                                                                             ua.AttributeIds.DataType)])
