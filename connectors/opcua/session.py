@@ -24,9 +24,16 @@ session watches the client's state: one warning when the connection is lost, one
 back, a ``connection_lost`` and a ``gap`` line event per line (never interpolated), and a health row.
 If the first connection fails the session retries with the same backoff.
 
-Why one file of ~760 lines: connect, reconnect, subscribe, the notification hot path and the
+Source schema: at every connect and reconnect, when the server announces a model change (events of
+the Server object on the data subscription) and when a monitored item reports Bad_NodeIdUnknown, the
+session compares what the server offers with the map (:mod:`connectors.opcua.source_schema`): each
+difference is a ``source_change`` line event and an ``on_source_change`` call to the listeners; a
+mapped node that comes back is monitored again.
+
+Why one file of ~880 lines: connect, reconnect, subscribe, the notification hot path and the
 flush to the spool share one connection's state and one event loop; split across modules they would
-reach into each other's private fields (conversion and events already live in their own modules).
+reach into each other's private fields (conversion, events and the schema comparison already live in
+their own modules).
 """
 
 from __future__ import annotations
@@ -621,7 +628,9 @@ class ConnectorSession:
     async def _schema_loop(self) -> None:
         while self._schema_due and not self._stopping.is_set():
             self._schema_due = False
-            await asyncio.sleep(0.2)
+            # The events of one change arrive in one publish: a short pause makes them one check, and
+            # keeps short the time a part could be decided on values from after the change.
+            await asyncio.sleep(0.05)
             client = self._client
             if client is None or client.uaclient.state is not UaClientState.CONNECTED:
                 return  # the next (re)connect checks

@@ -11,7 +11,9 @@ episode of such parts with one cause (``pq/alerts/episodes.py``). ``single``: ev
 alert threshold is at risk and alerts. The database
 is never on this path: the spool writer thread (``spool_writer.py``) takes the records, and operator
 actions, the playbook and health are read and written by the housekeeper (``housekeeping.py``).
-The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``.
+The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``, the scores
+paused by a change of the line's server (a tag's unit, type or range; ``on_source_change``) in
+``source_changes.py``.
 
 Takes the small interfaces of ``pq/edge/interfaces.py``; must not import connectors, models, ui or
 simulators. The composition root (``pq/cli``) hands it the concrete parts.
@@ -334,8 +336,8 @@ class LineRuntime:
         except PQError as exc:  # the model needs a feature set this edge cannot compute
             return "no_model", f"Model {scorer.version_id} cannot be served here: {exc}"
         # A signal whose unit, type or range changed on the server (or that is gone) says so, not "stale".
-        problems = self.source_pauses.problems(signals_of(fc), self._label, ev.cycle_start_ns) or \
-            self.checks.signal_problems(self._key_tags(fc), ev.cycle_start_ns, ev.cycle_end_ns)
+        problems = (self.source_pauses.active and self.source_pauses.problems(
+            signals_of(fc), self._label, ev.cycle_start_ns)) or self.checks.signal_problems(self._key_tags(fc), ev.cycle_start_ns, ev.cycle_end_ns)
         if not_good_ctx:
             problems.append(f"context signal(s) {', '.join(self._label(n) for n in not_good_ctx)} have Bad quality")
         x, freason = fc.vector(ev.cycle_start_ns, ev.cycle_end_ns, ctx)

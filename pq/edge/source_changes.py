@@ -61,6 +61,11 @@ class SourcePauses:
         return changed
 
     @property
+    def active(self) -> bool:
+        """Anything to check a part against (False nearly always: the decision path skips the rest)."""
+        return bool(self.paused or self.settling)
+
+    @property
     def signals(self) -> set[str]:
         return {tag for tag, _ in self.paused}
 
