@@ -23,9 +23,8 @@ from pathlib import Path
 
 import click
 
-from .scenarios import SCENARIOS, parse_schedule
+from .scenarios import SCENARIOS, SOURCE_CHANGES, parse_schedule
 from .signals import CONTINUOUS_SIGNALS
-from .source_schema import SOURCE_CHANGES
 
 logger = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ from asyncua import Server, ua
 from .address_space import VTYPE, NodeBatch, add_line, add_signal_node, add_simulator_object
 from .fast_write import fast_path_available, fast_write
 from .line_model import US, LineModel, is_bad
-from .scenarios import get_scenario, parse_schedule
+from .scenarios import check_source_change, get_scenario, parse_schedule
 from .security import APPLICATION_URI, PasswordUserManager, ensure_certificate, policies_for
 from .signals import NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER, gate_node_ids, line_id
-from .source_schema import apply_source_change, check_source_change, slot_effect
+from .source_schema import apply_source_change, slot_effect
 from .write_groups import LineRunner
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Source schema changes: the live server's address space changing under a client, as a PLC
 reprogrammed or a gateway reconfigured would change it.
 
-Owns ``SOURCE_CHANGES`` (the changes by name) and :func:`apply_source_change`, which changes one
+Owns :func:`apply_source_change` (the changes by name are ``scenarios.SOURCE_CHANGES``), which changes one
 line's nodes on a running asyncua server and announces it with a ``GeneralModelChangeEvent``
 (nodes added, deleted, a data type changed) or a ``SemanticChangeEvent`` (a unit or range property
 changed) from the Server object, the events an OPC UA client subscribes to for this. What happens
@@ -26,32 +26,12 @@ from datetime import datetime, timezone
 
 from asyncua import Server, ua
 
+from .scenarios import (ADDED_FOLDER, ADDED_TAG, NEW_RANGE, REMOVED_TAG, SOURCE_CHANGES, UNIT_TAG,
+                        check_source_change)
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["SOURCE_CHANGES", "UNIT_TAG", "REMOVED_TAG", "ADDED_TAG", "check_source_change", "apply_source_change",
-           "slot_effect"]
-
-UNIT_TAG = "melt_temp_c"  # the tag whose unit, data type and range change
-REMOVED_TAG = "screw_speed_rpm"
-ADDED_TAG = "barrel_zone4_temp_c"
-ADDED_FOLDER = "InjectionUnit"
-NEW_RANGE = (0.0, 500.0)
-
-SOURCE_CHANGES: dict[str, str] = {
-    "unit_fahrenheit": f"{UNIT_TAG}: EngineeringUnits °F instead of °C, EURange and values converted",
-    "remove_tag": f"{REMOVED_TAG} deleted from the address space",
-    "add_tag": f"new variable {ADDED_TAG} under {ADDED_FOLDER} (not in any tag map)",
-    "data_type": f"{UNIT_TAG}: DataType Float instead of Double",
-    "eu_range": f"{UNIT_TAG}: EURange {NEW_RANGE[0]:g}..{NEW_RANGE[1]:g} instead of its normal limits",
-    "restore": "undo every source change of the line",
-}
-
-
-def check_source_change(name: str) -> str:
-    """``name`` if it is a known change; ValueError naming the valid ones otherwise."""
-    if name not in SOURCE_CHANGES:
-        raise ValueError(f"unknown source change {name!r}, expected one of: {', '.join(SOURCE_CHANGES)}")
-    return name
+__all__ = ["apply_source_change", "slot_effect"]
 
 
 def slot_effect(active: set[str], tag: str) -> tuple[float, float, ua.VariantType | None, bool]:

@@ -101,6 +101,7 @@ def test_each_source_change_detected_live_with_plain_reason_and_stored(sqlite_st
                     # a real server's last word on a deleted node: a value with status Bad_NodeIdUnknown
                     idx = session.index[(LINE, "screw_speed_rpm")]
                     await _until(lambda: int(session.last_status[idx]) == 0x80340000, 60, "Bad_NodeIdUnknown value")
+                    assert session.health_detail()["unknown_nodes"] == {"line-1/screw_speed_rpm": "BadNodeIdUnknown"}
                     assert gone["message"] == ("tag screw_speed_rpm disappeared from the server (BadNodeIdUnknown): "
                                                "scores paused for line-1")
                     await change("restore", "removed", ended=True)

@@ -657,6 +657,8 @@ class ConnectorSession:
         monitor it again (the values then flow and its scores resume)."""
         revive = []
         for i, f in facts.items():
+            if not f.present:  # listed like a node unknown at start (health detail, `pq connect check`)
+                self.unknown_nodes[f"{self.tags[i].line_id}/{self.tags[i].name}"] = f.status or "missing"
             if self.tags[i].mode != "subscribe":
                 continue
             if not f.present:
