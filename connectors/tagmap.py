@@ -39,6 +39,9 @@ SECURITY_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_
 SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
 TAG_MODES = ("subscribe", "poll")
 DEADBAND_TYPES = ("none", "absolute", "percent")
+# OPC UA built-in scalar types a tag's `data_type` may name (what the server's DataType attribute says)
+DATA_TYPES = ("Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float",
+              "Double", "String", "DateTime", "ByteString", "LocalizedText")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _LINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -84,6 +87,8 @@ class TagSpec:
     low_limit: float | None = None
     high_limit: float | None = None
     description: str | None = None
+    data_type: str | None = None  # expected OPC UA DataType (e.g. "Double"); None: as first seen on the server
+    eu_range: tuple[float, float] | None = None  # expected EURange (low, high); None: as first seen
     source_line: int | None = None  # where it is declared, for messages
 
     @property
@@ -344,8 +349,20 @@ def _parse_tag(ctx: _Ctx, i: int, raw: dict, default_line: str) -> TagSpec:
         queue_size=g("queue_size", int, 100, check=lambda v: 1 <= v <= 100000, expected="1..100000"),
         poll_interval_ms=g("poll_interval_ms", float, 1000.0, check=lambda v: v >= 10, expected="ms >= 10"),
         low_limit=low, high_limit=high, description=g("description", str),
-        source_line=ctx.loc.line("tags", i),
+        data_type=g("data_type", str, check=lambda v: v in DATA_TYPES, expected="one of " + ", ".join(DATA_TYPES)),
+        eu_range=_eu_range(ctx, i, raw), source_line=ctx.loc.line("tags", i),
     )
+
+
+def _eu_range(ctx: _Ctx, i: int, raw: dict) -> tuple[float, float] | None:
+    """``eu_range = [low, high]``: what the server's EURange property must say (a change pauses scores)."""
+    value = _get(ctx, "tags", i, raw, "eu_range", list, expected="[low, high]")
+    if value is None:
+        return None
+    if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                  for v in value) or value[0] >= value[1]:
+        raise ctx.fail("tags", i, "eu_range", f"got {value!r}, expected [low, high] with two numbers, low < high")
+    return (float(value[0]), float(value[1]))
 
 
 def _valid_node_id(value: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .line_model import MECHANISMS, PRODUCTS, SUPPLIERS, Cycle, LineModel
-from .scenarios import SCENARIOS, parse_schedule
+from .scenarios import SCENARIOS, SOURCE_CHANGES, parse_schedule
 from .signals import NAMESPACE_URI, SIGNALS, SignalSpec
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "PRODUCTS",
     "SCENARIOS",
     "SIGNALS",
+    "SOURCE_CHANGES",
     "SUPPLIERS",
     "SignalSpec",
     "SimulatorServer",

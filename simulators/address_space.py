@@ -183,6 +183,16 @@ def add_line(nodes: NodeBatch, index: int, lid: str, *, seed: int, scenario_over
     return result
 
 
+async def add_signal_node(server: Server, ns: int, lid: str, s: SignalSpec,
+                          last_dv: ua.DataValue | None) -> ua.NodeId:
+    """One signal variable (with its properties) added to a running server's line, e.g. a deleted one
+    coming back (a source change undone); returns its node id."""
+    nodes = NodeBatch(ns)
+    nid = _add_signal(nodes, lid, s, ua.NodeId(f"{lid}.{s.folder}", ns), last_dv)
+    await nodes.add_to(server)
+    return nid
+
+
 def _add_identification(nodes: NodeBatch, index: int, lid: str, line: ua.NodeId, seed: int) -> None:
     ident = nodes.obj(f"{lid}.Identification", "Identification", line, "Machine identification")
     for pname, pval in (("Manufacturer", "pq simulator"), ("Model", "IMM-sim 1100"),

@@ -9,6 +9,7 @@ Example::
     pq simulate history --days 7 --lines 2 --out var/history --scenario normal,5:heatwave
     pq simulate describe
     pq simulate set-scenario humid --endpoint opc.tcp://127.0.0.1:4840
+    pq simulate set-source-schema unit_fahrenheit        # melt temperature in °F from now on; `restore` undoes
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from .scenarios import SCENARIOS, parse_schedule
+from .scenarios import SCENARIOS, SOURCE_CHANGES, parse_schedule
 from .signals import CONTINUOUS_SIGNALS
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ def _serve_options(f):
         click.option("--restart-down", type=click.FloatRange(min=0), default=5.0, show_default=True,
                      help="server-restart scenario: seconds the endpoint stays down."),
         click.option("--paused", is_flag=True, help="Start with the clock stopped (write Simulator.Paused=False)."),
+        click.option("--source-change", "source_changes", multiple=True,
+                     type=click.Choice([c for c in SOURCE_CHANGES if c != "restore"]),
+                     help="Start with this change of the address space made (repeatable; see set-source-schema)."),
         click.option("--write-mode", type=click.Choice(["fast", "naive"]), default="fast", hidden=True),
         click.option("--tag-map", "tag_map", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Also write node id -> tag CSV here."),
@@ -127,7 +131,7 @@ def _serve_options(f):
 
 
 def _serve(host, port, lines, seed, speed, scenario, sample_hz, signal_hz, label_delay, security, cert_dir, users,
-           start, first_serial, season_day, restart_every, restart_down, paused, write_mode, tag_map,
+           start, first_serial, season_day, restart_every, restart_down, paused, source_changes, write_mode, tag_map,
            log_level) -> None:
     logging.basicConfig(level=getattr(logging, log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log_level != "DEBUG":
@@ -158,6 +162,8 @@ def _serve(host, port, lines, seed, speed, scenario, sample_hz, signal_hz, label
             except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
                 pass
         await sim.start()
+        for change in source_changes:
+            await sim.set_source_schema(change)
         if tag_map:
             sim.write_tag_map(tag_map)
         click.echo(f"pq simulator: {lines} line(s) on {sim.endpoint} (scenario {sim.scenario}, speed "
@@ -295,3 +301,34 @@ def set_scenario(name, endpoint, line, user, timeout, season_day):
     except Exception as e:  # asyncua raises many types (OSError, UaError, TimeoutError); one line each
         raise click.ClickException(f"could not set scenario on {endpoint}: {type(e).__name__}: {e}") from None
     click.echo(f"scenario on {endpoint}{' ' + line if line else ''}: {now}")
+
+
+@simulate.command("set-source-schema")
+@click.argument("change", type=click.Choice(list(SOURCE_CHANGES)))
+@click.option("--endpoint", default="opc.tcp://127.0.0.1:4840/pq/sim/", show_default=True)
+@click.option("--user", default=None, help="NAME:PASSWORD if the simulator requires it.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+def set_source_schema(change, endpoint, user, timeout):
+    """Change a running simulator's address space under its clients (calls Simulator.SetSourceSchema):
+    unit_fahrenheit, remove_tag, add_tag, data_type, eu_range on every line; restore undoes them."""
+
+    async def run() -> None:
+        from asyncua import Client, ua
+
+        from .signals import NAMESPACE_URI
+
+        client = Client(endpoint, timeout=timeout)
+        if user:
+            u, _, p = user.partition(":")
+            client.set_user(u)
+            client.set_password(p)
+        async with client:
+            ns = await client.get_namespace_index(NAMESPACE_URI)
+            await client.get_node(f"ns={ns};s=Simulator").call_method(
+                f"{ns}:SetSourceSchema", ua.Variant(change, ua.VariantType.String))
+
+    try:
+        asyncio.run(asyncio.wait_for(run(), timeout * 2))
+    except Exception as e:  # asyncua raises many types (OSError, UaError, TimeoutError); one line each
+        raise click.ClickException(f"could not change the source schema on {endpoint}: {type(e).__name__}: {e}") from None
+    click.echo(f"source schema on {endpoint}: {change} ({SOURCE_CHANGES[change]})")

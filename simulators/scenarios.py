@@ -1,6 +1,7 @@
 """Scenarios: what each one changes, as a table, and scenario schedules for history.
 
-Owns ``SCENARIOS`` and ``parse_schedule``. Imports nothing of ``pq``.
+Owns ``SCENARIOS``, ``parse_schedule`` and ``SOURCE_CHANGES`` (changes of the server's address space
+under its clients, made by :mod:`simulators.source_schema`). Imports nothing of ``pq``.
 
 A scenario changes conditions (ambient, humidity, supplier), sensors (drift, stuck, status codes) or
 the server itself (restart). None of them changes the hidden defect mechanisms: a well-controlled
@@ -114,3 +115,27 @@ def parse_schedule(scenario: str | list | tuple) -> Schedule:
     if items[0][0] > 0:
         items.insert(0, (0.0, "normal"))
     return tuple(items)
+
+
+# -- source schema changes (simulators/source_schema.py makes them; `SetSourceSchema`) ----------------------
+UNIT_TAG = "melt_temp_c"  # the tag whose unit, data type and range change
+REMOVED_TAG = "screw_speed_rpm"
+ADDED_TAG = "barrel_zone4_temp_c"
+ADDED_FOLDER = "InjectionUnit"
+NEW_RANGE = (0.0, 500.0)
+
+SOURCE_CHANGES: dict[str, str] = {
+    "unit_fahrenheit": f"{UNIT_TAG}: EngineeringUnits °F instead of °C, EURange and values converted",
+    "remove_tag": f"{REMOVED_TAG} deleted from the address space",
+    "add_tag": f"new variable {ADDED_TAG} under {ADDED_FOLDER} (not in any tag map)",
+    "data_type": f"{UNIT_TAG}: DataType Float instead of Double",
+    "eu_range": f"{UNIT_TAG}: EURange {NEW_RANGE[0]:g}..{NEW_RANGE[1]:g} instead of its normal limits",
+    "restore": "undo every source change of the line",
+}
+
+
+def check_source_change(name: str) -> str:
+    """``name`` if it is a known source change; ValueError naming the valid ones otherwise."""
+    if name not in SOURCE_CHANGES:
+        raise ValueError(f"unknown source change {name!r}, expected one of: {', '.join(SOURCE_CHANGES)}")
+    return name

@@ -34,12 +34,13 @@ from pathlib import Path
 
 from asyncua import Server, ua
 
-from .address_space import VTYPE, NodeBatch, add_line, add_simulator_object
+from .address_space import VTYPE, NodeBatch, add_line, add_signal_node, add_simulator_object
 from .fast_write import fast_path_available, fast_write
 from .line_model import US, LineModel, is_bad
-from .scenarios import get_scenario, parse_schedule
+from .scenarios import check_source_change, get_scenario, parse_schedule
 from .security import APPLICATION_URI, PasswordUserManager, ensure_certificate, policies_for
 from .signals import NAMESPACE_URI, SIGNALS, SIGNALS_BY_NAME, SIMULATOR_FOLDER, gate_node_ids, line_id
+from .source_schema import apply_source_change, slot_effect
 from .write_groups import LineRunner
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class _NodeSlot:
     last_dv: ua.DataValue | None = None
     written: int = 0
     published: int = 0
+    scale: float = 1.0  # a source change: values written as value * scale + offset (°C -> °F)
+    offset: float = 0.0
+    removed: bool = False  # a source change deleted the node: nothing is written
 
 
 @dataclass
@@ -209,6 +213,7 @@ class SimulatorServer:
         if write_mode == "fast" and not self._fast:
             logger.warning("asyncua internals changed: falling back to write_attribute_value (slower)")
         self._sim_nodes: dict[str, ua.NodeId] = {}
+        self._source_changes: dict[str, set[str]] = {lid: set() for lid in self.line_ids}  # see source_schema.py
         self.server_certificate_path: Path | None = None
         self.server_key_path: Path | None = None
 
@@ -282,6 +287,8 @@ class SimulatorServer:
             [_NodeSlot(ua.NodeId(s.node_id_string(lid), 2), VTYPE[s.dtype], s.dtype) for s in SIGNALS]
             for lid in self.line_ids
         ]
+        for lid in self.line_ids:
+            self._apply_slot_effects(lid)
         await self._start_ua()
         self._running = True
         self._stats.started_at = time.time()
@@ -494,6 +501,11 @@ class SimulatorServer:
         self._hook_gate_writes(aspace, gate_nodes)
         await self._add_methods(server, sim)
         self._hook_control_writes(aspace)
+        for lid, active in self._source_changes.items():  # a restarted endpoint keeps its changed schema
+            done: set[str] = set()
+            for change in sorted(active):
+                done = await apply_source_change(server, self._ns, lid, change, done, announce=False,
+                                                 add_signal=lambda tag, lid=lid: self._add_signal_back(lid, tag))
 
     def _hook_gate_writes(self, aspace, gate_nodes: list[tuple[str, str, ua.NodeId]]) -> None:
         """Record what clients write to each line's QualityGate (what :meth:`gate_writes` returns)."""
@@ -513,6 +525,10 @@ class SimulatorServer:
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.SetSeason", ns), ua.QualifiedName("SetSeason", ns),
             self._method_set_season, [ua.VariantType.Double], [])
+        # method SetSourceSchema(change): the address space changes under the clients (source_schema.py)
+        await server.get_node(sim).add_method(
+            ua.NodeId(f"{SIMULATOR_FOLDER}.SetSourceSchema", ns), ua.QualifiedName("SetSourceSchema", ns),
+            self._method_set_source_schema, [ua.VariantType.String], [])
         await server.get_node(sim).add_method(
             ua.NodeId(f"{SIMULATOR_FOLDER}.Restart", ns), ua.QualifiedName("Restart", ns),
             self._method_restart, [ua.VariantType.Double], [])
@@ -568,6 +584,44 @@ class SimulatorServer:
             logger.warning("SetSeason refused: %s", e)
             raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument) from None
         return []
+
+    async def _method_set_source_schema(self, parent, change: ua.Variant) -> list:
+        try:
+            await self.set_source_schema(str(change.Value))
+        except ValueError as e:
+            logger.warning("SetSourceSchema refused: %s", e)
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument) from None
+        return []
+
+    async def set_source_schema(self, change: str, line: str | None = None) -> None:
+        """Change the address space under the clients (``simulators.source_schema.SOURCE_CHANGES``:
+        unit_fahrenheit, remove_tag, add_tag, data_type, eu_range, restore) on every line or ``line``,
+        announced with a model change event. While the endpoint is down the change waits for it."""
+        check_source_change(change)
+        if line is not None and line not in self.line_ids:
+            raise ValueError(f"unknown line {line!r}, expected one of: {', '.join(self.line_ids)}")
+        for lid in [line] if line else self.line_ids:
+            if self._up and self._server is not None:
+                self._source_changes[lid] = await apply_source_change(
+                    self._server, self._ns, lid, change, self._source_changes[lid], source_time=self.sim_time,
+                    add_signal=lambda tag, lid=lid: self._add_signal_back(lid, tag))
+            else:
+                self._source_changes[lid] = set() if change == "restore" else self._source_changes[lid] | {change}
+            self._apply_slot_effects(lid)
+
+    def _apply_slot_effects(self, lid: str) -> None:
+        """How the line's values are written under its source changes (°F, Float, not at all)."""
+        slots = self._slots[self.line_ids.index(lid)] if self._slots else []
+        for slot, s in zip(slots, SIGNALS):
+            slot.scale, slot.offset, vtype, slot.removed = slot_effect(self._source_changes[lid], s.name)
+            slot.vtype = vtype or VTYPE[s.dtype]
+
+    async def _add_signal_back(self, lid: str, tag: str) -> ua.NodeId:
+        i, j = self.line_ids.index(lid), next(k for k, s in enumerate(SIGNALS) if s.name == tag)
+        slot = self._slots[i][j]
+        slot.nodeid = await add_signal_node(self._server, self._ns, lid, SIGNALS[j], slot.last_dv)
+        slot.attval = self._server.iserver.aspace._nodes[slot.nodeid].attributes[ua.AttributeIds.Value]
+        return slot.nodeid
 
     async def _method_restart(self, parent, down_s: ua.Variant) -> list:
         asyncio.get_running_loop().call_later(0.1, lambda: asyncio.ensure_future(self.restart(float(down_s.Value))))
@@ -651,6 +705,8 @@ class SimulatorServer:
             ts = runner.model.start + timedelta(microseconds=t_us)
             for sig, value, status in items:
                 slot = slots[sig]
+                if slot.removed:
+                    continue
                 last = slot.last
                 changed = last is None or status != last[1] or (
                     value != last[0] and not (value != value and last[0] != last[0]))
@@ -660,7 +716,7 @@ class SimulatorServer:
                 if is_bad(status) or (slot.dtype != "string" and value != value):
                     variant = _NULL if is_bad(status) else ua.Variant(value, slot.vtype)
                 elif slot.dtype == "double":
-                    variant = ua.Variant(float(value), ua.VariantType.Double)
+                    variant = ua.Variant(float(value) * slot.scale + slot.offset, slot.vtype)
                 elif slot.dtype == "int":
                     variant = ua.Variant(int(value), ua.VariantType.Int64)
                 else:

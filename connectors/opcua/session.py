@@ -24,9 +24,16 @@ session watches the client's state: one warning when the connection is lost, one
 back, a ``connection_lost`` and a ``gap`` line event per line (never interpolated), and a health row.
 If the first connection fails the session retries with the same backoff.
 
-Why one file of ~760 lines: connect, reconnect, subscribe, the notification hot path and the
+Source schema: at every connect and reconnect, when the server announces a model change (events of
+the Server object on the data subscription) and when a monitored item reports Bad_NodeIdUnknown, the
+session compares what the server offers with the map (:mod:`connectors.opcua.source_schema`): each
+difference is a ``source_change`` line event and an ``on_source_change`` call to the listeners; a
+mapped node that comes back is monitored again.
+
+Why one file of ~880 lines: connect, reconnect, subscribe, the notification hot path and the
 flush to the spool share one connection's state and one event loop; split across modules they would
-reach into each other's private fields (conversion and events already live in their own modules).
+reach into each other's private fields (conversion, events and the schema comparison already live in
+their own modules).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
-from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+from asyncua.common.subscription import DataChangeEvent, OpcEvent, OverflowPolicy, StatusChangeEvent
 
 from pq.config import Settings
 from pq.errors import ConfigError, ConnectorError
@@ -53,6 +60,8 @@ from pq.storage.catalog import TagDef
 from connectors.opcua.convert import ConvertCounters, to_row
 from connectors.opcua.events import EventAssembler
 from connectors.opcua.security import apply_security
+from connectors.opcua.source_schema import (MODEL_CHANGE_EVENT_TYPES, NODE_GONE_CODES, SchemaWatch,
+                                             SourceChange, read_source_schema)
 from connectors.tagmap import TagMap, TagSpec
 
 __all__ = ["ConnectorSession", "Listener"]
@@ -74,6 +83,9 @@ class Listener(Protocol):
     def on_part(self, part: dict) -> None: ...
     def on_inspection(self, inspection: dict) -> None: ...
     def on_state(self, connection: str, state: str, detail: dict) -> None: ...
+    def on_source_change(self, changes: list[dict]) -> None:
+        """The server's schema changed under the map (or went back): ``SourceChange.as_dict()`` rows, ended
+        ones first; ``pauses`` says whether scores depending on ``tag`` must stop, ``ended`` that it is over."""
 
 
 def _read_ids(node_ids: list[ua.NodeId], attribute: int) -> list[ua.ReadValueId]:
@@ -181,6 +193,7 @@ class ConnectorSession:
         self._connected_once = asyncio.Event()
         self._rate_mark = (time.monotonic(), 0)
         self.samples_per_s = 0.0
+        self._init_source_schema()
         self._metric = {"samples": metrics().samples.labels(self.name),
                         "not_good": metrics().samples_bad.labels(self.name),
                         "connected": metrics().connected.labels(self.name),
@@ -246,6 +259,8 @@ class ConnectorSession:
                 conn_task.cancel()
         if self._burst_open:
             self._end_burst()
+        if self._schema_task is not None:
+            self._schema_task.cancel()
         for task in self._tasks[1:]:
             task.cancel()
         for task, result in zip(self._tasks, await asyncio.gather(*self._tasks, return_exceptions=True)):
@@ -336,6 +351,7 @@ class ConnectorSession:
                 if state is UaClientState.CONNECTED:
                     if self.state != "connected":
                         self._mark_connected("reconnected")
+                        self._request_schema_check()  # a change made during the outage
                 elif state in (UaClientState.RECONNECTING, UaClientState.DISCONNECTED):
                     if self.state == "connected":
                         self._mark_lost("connection to the server lost")
@@ -397,6 +413,10 @@ class ConnectorSession:
                            "(%d tags, first %s/%s); bursts beyond it are lost on the server", self.name, q,
                            self.tags[i].queue_size, len(revised), self.tags[i].line_id, self.tags[i].name)
         self._subscription = sub
+        self._dead_items = {i for i, t in enumerate(self.tags) if t.mode == "subscribe" and i not in nodes} | {
+            i for i, r in zip(req_tags, results) if isinstance(r, ua.StatusCode)}
+        await self._subscribe_model_changes(sub)
+        await self.check_source_schema(client)
         ok = len(req_tags) - sum(isinstance(r, ua.StatusCode) for r in results)
         polled = [i for i, t in enumerate(self.tags) if t.mode == "poll" and i in nodes]
         for interval in sorted({self.tags[i].poll_interval_ms for i in polled}):
@@ -409,17 +429,7 @@ class ConnectorSession:
 
     async def _resolve_nodes(self, client: Client) -> dict[int, ua.NodeId]:
         """Node ids from the map; nsu= URIs resolved to the server's namespace indices; unknown ones reported."""
-        ns_array = await client.get_namespace_array()
-        nodes: dict[int, ua.NodeId] = {}
-        for i, tag in enumerate(self.tags):
-            nid = ua.NodeId.from_string(tag.node_id)
-            uri = getattr(nid, "NamespaceUri", None)
-            if uri:
-                if uri not in ns_array:
-                    self._report_unknown(i, f"namespace {uri!r} is not on the server")
-                    continue
-                nid = ua.NodeId(nid.Identifier, ns_array.index(uri), nid.NodeIdType)
-            nodes[i] = nid
+        nodes = self._node_ids(await client.get_namespace_array(), report=True)
         # One batched read of the node class tells which node ids do not exist, by name.
         ids = list(nodes)
         if ids:
@@ -433,6 +443,21 @@ class ConnectorSession:
                 elif dv.Value is not None and dv.Value.Value != ua.NodeClass.Variable:
                     self._report_unknown(i, f"node class {ua.NodeClass(dv.Value.Value).name}, expected Variable")
                     del nodes[i]
+        return nodes
+
+    def _node_ids(self, ns_array: list[str], *, report: bool = False) -> dict[int, ua.NodeId]:
+        """The map's node ids with nsu= URIs turned into this server's namespace indices."""
+        nodes: dict[int, ua.NodeId] = {}
+        for i, tag in enumerate(self.tags):
+            nid = ua.NodeId.from_string(tag.node_id)
+            uri = getattr(nid, "NamespaceUri", None)
+            if uri:
+                if uri not in ns_array:
+                    if report:
+                        self._report_unknown(i, f"namespace {uri!r} is not on the server")
+                    continue
+                nid = ua.NodeId(nid.Identifier, ns_array.index(uri), nid.NodeIdType)
+            nodes[i] = nid
         return nodes
 
     def _report_unknown(self, i: int, reason: str) -> None:
@@ -461,6 +486,11 @@ class ConnectorSession:
             status = ev.notification.Status
             logger.warning("connection %s: the server reports subscription status %s", self.name,
                            getattr(status, "name", status))
+            if getattr(status, "value", None) in NODE_GONE_CODES:  # a monitored node was deleted
+                self._request_schema_check()
+        elif type(ev) is OpcEvent:  # the only events subscribed: the server's model change events
+            logger.info("connection %s: the server announces a change of its address space", self.name)
+            self._request_schema_check()
         else:
             logger.debug("connection %s: ignored %s", self.name, type(ev).__name__)
 
@@ -484,6 +514,8 @@ class ConnectorSession:
         not_good = int(np.count_nonzero(batch.status & 0xC0000000))
         if not_good:
             self._metric["not_good"].inc(not_good)
+            if np.isin(batch.status & 0xFFFF0000, NODE_GONE_CODES).any():
+                self._request_schema_check()
         parts, inspections = self.assembler.finish()
         if self._pending_samples + n > self.settings.connector_buffer_max_samples:
             # The spool refuses appends (store down and spool full under policy block) for so long that
@@ -564,6 +596,118 @@ class ConnectorSession:
         if i in self._watched:
             self.assembler.update(i, ts_us, value, status, text)
 
+    # -- source schema ------------------------------------------------------------------------------------
+    def _init_source_schema(self) -> None:
+        path = None
+        if self.spool is not None and getattr(self.spool, "path", None) is not None:
+            path = Path(self.spool.path).with_suffix(".source-schema.json")  # beside the spool, same lifetime
+        self.schema = SchemaWatch(self.tags, path)
+        self.source_changes: dict[tuple, tuple[SourceChange, str, datetime]] = {}  # key -> (change, event id, since)
+        self._dead_items: set[int] = set()  # subscribed tags without a live monitored item (node missing)
+        self._schema_lock = asyncio.Lock()
+        self._schema_task: asyncio.Task | None = None
+        self._schema_due = False
+
+    async def _subscribe_model_changes(self, sub) -> None:
+        """Model change and semantic change events of the Server object, on the data subscription."""
+        if hasattr(sub, "_client_handle"):  # asyncua numbers its own handles from 201; ours are 1..n
+            sub._client_handle = max(sub._client_handle, len(self.tags) + 1)
+        try:
+            await sub.subscribe_events(ua.ObjectIds.Server, list(MODEL_CHANGE_EVENT_TYPES))
+        except (ua.UaError, asyncio.TimeoutError, OSError, ConnectionError) as exc:
+            logger.info("connection %s: %s offers no model change events (%s); its schema is checked at every "
+                        "connect", self.name, self.endpoint, _reason(exc))
+
+    def _request_schema_check(self) -> None:
+        """Check the source schema soon (once for a burst of events), in the background."""
+        self._schema_due = True
+        if self._schema_task is None or self._schema_task.done():
+            self._schema_task = asyncio.get_running_loop().create_task(self._schema_loop(),
+                                                                       name=f"pq-schema-{self.name}")
+
+    async def _schema_loop(self) -> None:
+        while self._schema_due and not self._stopping.is_set():
+            self._schema_due = False
+            # The events of one change arrive in one publish: a short pause makes them one check, and
+            # keeps short the time a part could be decided on values from after the change.
+            await asyncio.sleep(0.05)
+            client = self._client
+            if client is None or client.uaclient.state is not UaClientState.CONNECTED:
+                return  # the next (re)connect checks
+            await self.check_source_schema(client)
+
+    async def check_source_schema(self, client: Client) -> list[dict]:
+        """Compare what the server offers with what the map expects; record and tell what changed since
+        the last check (new differences, and differences that are gone). Returns those rows."""
+        async with self._schema_lock:
+            try:
+                nodes = self._node_ids(await client.get_namespace_array())
+                facts, children = await read_source_schema(client, nodes)
+                found = self.schema.compare(nodes, facts, children)
+                self.schema.learn(facts, children)
+                await self._revive_items(nodes, facts)
+            except (OSError, asyncio.TimeoutError, ua.UaError, ConnectionError) as exc:
+                logger.warning("connection %s: cannot read the source schema of %s (%s); checking again at the "
+                               "next reconnect or model change", self.name, self.endpoint, _reason(exc))
+                return []
+            return self._report_source_changes(found)
+
+    async def _revive_items(self, nodes: dict[int, ua.NodeId], facts) -> None:
+        """A subscribed tag whose node went away has no live monitored item; when the node is back,
+        monitor it again (the values then flow and its scores resume)."""
+        revive = []
+        for i, f in facts.items():
+            if not f.present:  # listed like a node unknown at start (health detail, `pq connect check`)
+                self.unknown_nodes[f"{self.tags[i].line_id}/{self.tags[i].name}"] = f.status or "missing"
+            if self.tags[i].mode != "subscribe":
+                continue
+            if not f.present:
+                self._dead_items.add(i)
+            elif i in self._dead_items and self._subscription is not None:
+                revive.append(i)
+        if not revive:
+            return
+        results = await self._subscription.create_monitored_items(
+            [monitored_item_request(self.tags[i], nodes[i], i + 1) for i in revive])
+        for i, r in zip(revive, results):
+            if not isinstance(r, ua.StatusCode):
+                self._dead_items.discard(i)
+                self.unknown_nodes.pop(f"{self.tags[i].line_id}/{self.tags[i].name}", None)
+                logger.info("connection %s: tag %s/%s is on the server again; monitoring it", self.name,
+                            self.tags[i].line_id, self.tags[i].name)
+
+    def _report_source_changes(self, found: list[SourceChange]) -> list[dict]:
+        now = datetime.now(timezone.utc)
+        source = f"connector:{self.name}"
+        current = {c.key: c for c in found}
+        out: list[dict] = []
+        for key in [k for k in self.source_changes if k not in current]:  # back as expected: ended first
+            c, ev_id, since = self.source_changes.pop(key)
+            self._pending_records.append(("line_event", line_event(
+                "source_change", source, line_id=c.line_id, started_at=since, ended_at=now, event_id=ev_id,
+                detail=c.as_dict(ended=True))))
+            logger.info("connection %s: tag %s/%s is as expected again (was: %s)", self.name, c.line_id, c.tag,
+                        c.what())
+            out.append(c.as_dict(ended=True))
+        for key, c in current.items():
+            if key in self.source_changes:
+                continue
+            if c.kind == "added":  # information, said once: from now on the new variable is known
+                self.schema.accept_child(c.parent_id, c.tag)
+                self._pending_records.append(("line_event", line_event(
+                    "source_change", source, line_id=c.line_id, started_at=now, ended_at=now, detail=c.as_dict())))
+                logger.info("connection %s: %s", self.name, c.message())
+            else:
+                ev = line_event("source_change", source, line_id=c.line_id, started_at=now, detail=c.as_dict())
+                self.source_changes[key] = (c, ev["id"], now)
+                self._pending_records.append(("line_event", ev))
+                logger.warning("connection %s: %s (node %s)", self.name, c.message(), c.node_id)
+            out.append(c.as_dict())
+        if out:
+            self._emit("on_source_change", out)
+            self._queue_health()
+        return out
+
     # -- state, events, health ---------------------------------------------------------------------------
     def _set_state(self, state: str, *, log: bool = True, detail: dict | None = None) -> None:
         self.state = state
@@ -641,6 +785,7 @@ class ConnectorSession:
             "buffered_samples": self._pending_samples, "spool_rejections": self.spool_rejections,
             "spool": self.spool.stats() if self.spool is not None else None,
             "last_publish_age_s": last_publish_age,
+            "source_changes": [c.message() for c, _, _ in self.source_changes.values() if c.pauses],
             "last_notification_at": datetime.fromtimestamp(self.last_notification_us / 1e6, timezone.utc).isoformat()
             if self.last_notification_us else None,
             "tags": tags,

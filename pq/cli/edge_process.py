@@ -237,7 +237,11 @@ class EdgeProcess:
     async def run(self, stop: asyncio.Event | None = None, *, signals: bool = False,
                   on_started: Callable[[Any], None] | None = None) -> dict:
         """Run the connector with the runtime as its listener until ``stop`` (or SIGTERM/SIGINT with
-        ``signals``); returns the connector's final health detail. Call :meth:`close` afterwards."""
+        ``signals``); returns the connector's final health detail. Call :meth:`close` afterwards.
+
+        Every listener hook goes straight to the runtime: samples, parts, inspections, the connection's
+        state, and source schema changes (``on_source_change``: a tag's unit, type or range changed on
+        the server, or it is gone), which pause the scores that depend on the tag."""
         from connectors.runner import run_connector
 
         if self.runtime is None:

@@ -12,7 +12,8 @@ alert threshold is at risk and alerts. The database
 is never on this path: the spool writer thread (``spool_writer.py``) takes the records, and operator
 actions, the playbook and health are read and written by the housekeeper (``housekeeping.py``).
 The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``, alarm
-owners and escalation in ``duty.py``.
+owners and escalation in ``duty.py``, the scores paused by a change of the line's server (a tag's unit,
+type or range; ``on_source_change``) in ``source_changes.py``.
 
 Takes the small interfaces of ``pq/edge/interfaces.py``; must not import connectors, models, ui or
 simulators. The composition root (``pq/cli``) hands it the concrete parts.
@@ -53,6 +54,7 @@ from pq.edge.interfaces import FeatureComputer, FeatureFactory, Output, PartEven
 from pq.edge.line_state import STATES, LineState
 from pq.edge.metrics import EdgeMetrics
 from pq.edge.ringbuffer import TagRings
+from pq.edge.source_changes import SourcePauses, signals_of
 from pq.edge.spool_writer import SpoolWriter
 from pq.errors import PQError
 from pq.spool.records import SampleBatch
@@ -112,6 +114,7 @@ class LineRuntime:
         # owners and escalation; the roster's local copy sits beside the model's (pq/cli/edge_process.py)
         self.duty = DutyDesk(line_id, load_rules(settings.escalation_file),
                              RosterCache(Path(settings.data_dir) / "edge" / line_id))
+        self.source_pauses = SourcePauses(line_id)  # signals whose meaning changed on the server
         self._writer = SpoolWriter(sink, line_id) if sink is not None else None
         self._computers: dict[tuple, FeatureComputer] = {}
         self._last_cycle_end_ns: int | None = None
@@ -250,6 +253,13 @@ class LineRuntime:
         """Connector listener hook: the connection's state shows in this line's status."""
         self.connection_state = {"connection": connection, "state": state}
 
+    def on_source_change(self, changes: list[dict]) -> None:
+        """Connector listener hook: the server's schema changed under the map (or is back). Scores that
+        depend on a changed signal pause at once; the line shows why until the server is back."""
+        last = lambda tag: st.last_ts_ns if (st := self.rings.state(tag)) is not None else None  # noqa: E731
+        if self.source_pauses.apply(changes, last) and self.source_pauses.paused:
+            self.set_state("degraded", self.source_pauses.reason(self._label))
+
     def part_event(self, part: Mapping[str, Any], received_s: float | None = None) -> PartEvent | None:
         """A connector part dict (line_id, serial, cycle_start, cycle_end, product, material_lot, shift,
         context) as a PartEvent; None for another line's part."""
@@ -332,7 +342,9 @@ class LineRuntime:
             fc = self._computer_for(scorer, until_ns=ev.cycle_end_ns)
         except PQError as exc:  # the model needs a feature set this edge cannot compute
             return "no_model", f"Model {scorer.version_id} cannot be served here: {exc}"
-        problems = self.checks.signal_problems(self._key_tags(fc), ev.cycle_start_ns, ev.cycle_end_ns)
+        # A signal whose unit, type or range changed on the server (or that is gone) says so, not "stale".
+        problems = (self.source_pauses.active and self.source_pauses.problems(
+            signals_of(fc), self._label, ev.cycle_start_ns)) or self.checks.signal_problems(self._key_tags(fc), ev.cycle_start_ns, ev.cycle_end_ns)
         if not_good_ctx:
             problems.append(f"context signal(s) {', '.join(self._label(n) for n in not_good_ctx)} have Bad quality")
         x, freason = fc.vector(ev.cycle_start_ns, ev.cycle_end_ns, ctx)

@@ -44,5 +44,6 @@ def ingest_health(store: Store, now: datetime | None = None) -> list[dict]:
             "spool_oldest_s": spool.get("oldest_age_s"),
             "dropped": sum(dropped.values()) if isinstance(dropped, dict) else dropped,
             "reconnects": d.get("reconnects"),
+            "source_changes": list(d.get("source_changes") or []),  # plain sentences: scores paused by the server
         })
     return out

@@ -194,7 +194,9 @@ def _ingest_view(ctx):
                              html.Td(duration(r["spool_oldest_s"]) if r["spool_oldest_s"] is not None else "-"),
                              html.Td(r["dropped"] if r["dropped"] is not None else "-"),
                              html.Td(duration(r["reported_s_ago"]) + " ago")]))
-    return html.Table(body, className="pq-table", id="monitoring-ingest-table")
+    changes = [f"{r['component']}: {m}" for r in rows for m in r["source_changes"]]
+    return html.Div([html.Table(body, className="pq-table", id="monitoring-ingest-table"),
+                     html.Ul([html.Li(m) for m in changes], id="monitoring-source-changes") if changes else None])
 
 
 def layout(ctx, query=None, **_):
