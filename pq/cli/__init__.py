@@ -133,6 +133,7 @@ def open_store(ctx: click.Context | None = None, *, check_schema: bool = True):
         "edge": ("pq.cli.edge:edge", "Edge runtime: score parts as they are made, raise explained alerts."),
         "ui": ("pq.cli.ui:ui", "Serve the operator and engineer web UI."),
         "users": ("pq.cli.users:users", "Manage UI users and roles."),
+        "alarms": ("pq.cli.alarms:alarms", "OPC UA Alarms & Conditions server: pq's alarms in the plant HMI."),
         "demo": ("pq.cli.demo:demo", "One-command demo: simulator, history, model, edge and UI."),
     },
 )
