@@ -214,6 +214,10 @@ class Settings(BaseSettings):
         True, description="Also offer the unsecured None policy besides Basic256Sha256 / Aes256_Sha256_RsaPss "
         "SignAndEncrypt (passwords stay encrypted; messages are not signed). false in a plant"
     )
+    alarms_trust_unknown_clients: bool = Field(
+        False, description="Accept a secure session from an HMI whose certificate is not yet in PQ_PKI_DIR/alarm-clients/"
+        "trusted, and add it there (trust on first use); false = refuse it and save it under alarm-clients/rejected"
+    )
     # --- end OPC UA Alarms & Conditions server --------------------------------------------------------
 
     # --- Models (issue 6: models/) -------------------------------------------------------------------

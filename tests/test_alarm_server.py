@@ -123,9 +123,12 @@ def _client(url: str, user: str | None = None) -> Client:
     return client
 
 
-async def _secure_client(url: str, tmp_path, server: AlarmServer, user: str) -> Client:
+async def _secure_client(url: str, tmp_path, server: AlarmServer, user: str, *, trusted: bool = True) -> Client:
     cert, key, _ = await ensure_client_certificate(tmp_path / "client" / "cert.der", tmp_path / "client" / "key.pem",
                                                    host="127.0.0.1")
+    if trusted:  # what the integrator does once: the HMI's certificate goes into the server's trust list
+        server.client_trust.directory.mkdir(parents=True, exist_ok=True)
+        (server.client_trust.directory / "hmi.der").write_bytes(cert.read_bytes())
     client = _client(url, user)
     client.application_uri = "urn:pq:connector:127.0.0.1"
     await client.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key),
@@ -159,6 +162,11 @@ def test_condition_and_acknowledge_over_basic256sha256(store, tmp_path):
     async def scenario():
         server, url = _server(store, tmp_path, allow_none_policy=False)
         async with server:
+            untrusted = await _secure_client(url, tmp_path, server, "ann", trusted=False)
+            with pytest.raises(ua.UaStatusCodeError):
+                await untrusted.connect()
+            await untrusted.disconnect()
+            assert list(server.client_trust.rejected_dir.glob("*.der")), "the refused HMI certificate is kept"
             client = await _secure_client(url, tmp_path, server, "ann")
             async with client:
                 events, _ = await _subscribe(client)
@@ -311,3 +319,85 @@ def test_acknowledging_an_alert_pq_cleared_is_refused(store, tmp_path):
     row = _row(store, alert["id"])
     assert row.state == "cleared" and row.acked_at is None
     assert ("alert.acknowledge_refused", "ann", "opcua:127.0.0.1") in _audit(store, alert["id"])
+
+
+@pytest.mark.timeout(120)
+def test_updates_confirm_comment_and_refresh_for_a_late_subscriber(sqlite_store, tmp_path):
+    """A repeat written by the edge is an event; Confirm (after the acknowledgement) and AddComment are
+    stored as alert events with audit rows; a client subscribing later gets the condition by ConditionRefresh."""
+    store = sqlite_store
+    add_user(store, "ann", PASSWORD, "engineer", actor=ADMIN)
+    alert = _raise(store, severity="medium")
+
+    async def scenario():
+        server, url = _server(store, tmp_path)
+        async with server, _client(url, "ann") as client:
+            events, _ = await _subscribe(client)
+            ev = await events.wait(_of(alert["id"]), "for the raised alert")
+            assert ev.Severity == 600
+            with pytest.raises(ua.UaStatusCodeError) as exc:  # confirmation follows acknowledgement
+                await client.get_node(ev.NodeId).call_method(
+                    ua.NodeId(_O.AcknowledgeableConditionType_Confirm),
+                    ua.Variant(ev.EventId, ua.VariantType.ByteString), ua.LocalizedText("done"))
+            assert _bad(exc) == ua.StatusCodes.BadInvalidState
+            later = datetime.now(timezone.utc)
+            await asyncio.to_thread(write_alerts, store, [alert | {"repeat_count": 3, "serial": "L1-000415",
+                                                                   "severity": "high", "updated_at": later}])
+            upd = await events.wait(lambda e: _of(alert["id"])(e) and e.RepeatCount == 3, "for the repeat")
+            assert upd.Serial == "L1-000415" and upd.Severity == 900
+            line = await client.nodes.objects.get_child(
+                ["%d:pq Alarms" % upd.NodeId.NamespaceIndex, "%d:line-01" % upd.NodeId.NamespaceIndex])
+            unacked = await line.get_child("%d:UnacknowledgedAlarms" % upd.NodeId.NamespaceIndex)
+            assert await unacked.read_value() == 1
+            await _ack(client, upd, comment="")
+            acked = await events.wait(lambda e: _of(alert["id"])(e) and getattr(e, "AckedState/Id"), "acknowledged")
+            await client.get_node(ev.NodeId).call_method(
+                ua.NodeId(_O.AcknowledgeableConditionType_Confirm),
+                ua.Variant(acked.EventId, ua.VariantType.ByteString), ua.LocalizedText("heater zone 3 replaced"))
+            await events.wait(lambda e: _of(alert["id"])(e) and getattr(e, "ConfirmedState/Id"), "confirmed")
+            assert await unacked.read_value() == 0  # the data-only view of the same acknowledgement
+            highest = await line.get_child("%d:HighestSeverity" % upd.NodeId.NamespaceIndex)
+            assert await highest.read_value() == 0
+            await client.get_node(ev.NodeId).call_method(
+                ua.NodeId(_O.ConditionType_AddComment),
+                ua.Variant(acked.EventId, ua.VariantType.ByteString), ua.LocalizedText("watch the next lot"))
+            await events.wait(lambda e: _of(alert["id"])(e) and e.Comment.Text == "watch the next lot", "commented")
+            async with _client(url) as late:
+                late_events, _ = await _subscribe(late)
+                got = await late_events.wait(_of(alert["id"]), "by ConditionRefresh")
+                assert getattr(got, "ConfirmedState/Id") is True and got.Retain is True
+
+    asyncio.run(scenario())
+    assert _events(store, alert["id"]) == ["raised", "acknowledged", "confirmed", "comment"]
+    actions_ = [a for a, _, _ in _audit(store, alert["id"])]
+    assert actions_ == ["alert.acknowledged", "alert.confirmed", "alert.comment"]
+
+
+@pytest.mark.timeout(120)
+def test_serves_before_the_store_answers_and_reports_an_outage(sqlite_store, tmp_path, caplog):
+    """Started while the database is down (the CLI hands the store over once it answers), then an unreachable
+    store: the server keeps serving, logs the outage and the recovery once each, and mirrors alerts after."""
+    from sqlalchemy import create_engine
+
+    from pq.storage.engine import Store
+
+    alert = _raise(sqlite_store)
+    down = Store(create_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+                               connect_args={"connect_timeout": 2}), sqlite_store.settings)
+
+    async def scenario():
+        server, url = _server(None, tmp_path)
+        async with server, _client(url) as client:
+            events, _ = await _subscribe(client)
+            server.set_store(down)
+            await _wait(lambda: "store not reachable" in caplog.text, "the outage logged")
+            assert not events.items
+            server.set_store(sqlite_store)
+            ev = await events.wait(_of(alert["id"]), "once the store answers")
+            assert getattr(ev, "ActiveState/Id") is True
+            assert "store reachable again" in caplog.text
+        down.dispose()
+
+    caplog.set_level("INFO", logger="connectors.opcua.alarm_server")
+    asyncio.run(scenario())
+    assert caplog.text.count("store not reachable") == 1

@@ -11,6 +11,7 @@ confirmed, commented, shelved, unshelved, cleared. ConditionRefresh re-sends the
 Address space (namespace ``urn:pq:alarms``)::
 
     Objects/pq Alarms/<line_id>                 one object per line (the conditions' SourceNode)
+        OpenAlarms, UnacknowledgedAlarms, HighestSeverity, LatestMessage   variables for data-only clients
         alert:<uuid>        PqAlarmType         the condition (ConditionId); its state travels in events
             alert:<uuid>/ShelvingState          ShelvedStateMachineType: target of the shelving methods
 
@@ -21,7 +22,10 @@ Station, Score, RepeatCount and PqState.
 Identity: OPC UA users are pq users (``pq users add``), checked with :func:`pq.auth.users.authenticate`
 (same lockout and audit as the UI login). Anonymous sessions, when allowed, may browse, subscribe and
 refresh, never act: every state-changing method checks the caller's pq role (operator or above) and
-answers BadUserAccessDenied otherwise. Passwords are never logged.
+answers BadUserAccessDenied otherwise. Passwords are never logged. Secure channels: Basic256Sha256 and
+Aes256_Sha256_RsaPss with SignAndEncrypt (plus None unless refused); the server certificate is created on
+first start in the PKI directory, and an HMI's certificate must be in ``PKI/alarm-clients/trusted``
+(a refused one is saved to ``PKI/alarm-clients/rejected`` for the integrator to move).
 
 Must not import ui, models or simulators.
 """
@@ -41,6 +45,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from asyncua import Server, ua
+from asyncua.common.utils import ServiceError
 from asyncua.common.event_objects import OffNormalAlarm
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
 from asyncua.server.internal_server import InternalServer
@@ -48,6 +53,7 @@ from asyncua.server.internal_session import InternalSession
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from connectors.opcua.security import TrustList, fingerprint
 from connectors.opcua.alarm_mapping import (
     EXPOSED_STATES, SHELVING_SUFFIX, ConditionView, alert_id_from_node_name, condition_node_name, condition_view,
 )
@@ -66,6 +72,7 @@ logger = logging.getLogger(__name__)
 NAMESPACE_URI = "urn:pq:alarms"
 APPLICATION_URI_PREFIX = "urn:pq:alarms:"
 CERT_FILE, KEY_FILE = "alarm_server_cert.der", "alarm_server_key.pem"
+CLIENTS_DIR = "alarm-clients"  # PKI/alarm-clients/trusted/*.der: HMI certificates accepted; .../rejected/ the others
 
 _P = ua.SecurityPolicyType
 _SECURE_POLICIES = [_P.Basic256Sha256_SignAndEncrypt, _P.Aes256Sha256RsaPss_SignAndEncrypt]
@@ -73,6 +80,8 @@ _ROLE = "operator"
 _KEEP_CLOSED = 1000        # cleared conditions kept so a late Acknowledge gets the Part 9 answer
 _KEEP_EVENT_IDS = 50       # EventIds remembered per condition
 _COMMENT_EVENTS = ("comment", "confirmed")
+_SUMMARY = (("OpenAlarms", ua.VariantType.Int32), ("UnacknowledgedAlarms", ua.VariantType.Int32),
+            ("HighestSeverity", ua.VariantType.UInt16), ("LatestMessage", ua.VariantType.String))
 
 _S = ua.StatusCodes
 _O = ua.ObjectIds
@@ -184,13 +193,16 @@ class AlarmServer:
     """
 
     def __init__(self, store: Store | None, *, endpoint: str, pki_dir: Path, poll_s: float = 1.0,
-                 allow_anonymous: bool = True, allow_none_policy: bool = True, max_shelve_s: float | None = None):
+                 allow_anonymous: bool = True, allow_none_policy: bool = True, trust_unknown_clients: bool = False,
+                 max_shelve_s: float | None = None):
         self.store = store
         self.endpoint = endpoint
         self.pki_dir = Path(pki_dir)
         self.poll_s = poll_s
         self.allow_anonymous = allow_anonymous
         self.allow_none_policy = allow_none_policy
+        self.trust_unknown_clients = trust_unknown_clients
+        self.client_trust = TrustList(self.pki_dir / CLIENTS_DIR / "trusted", self.pki_dir / CLIENTS_DIR / "rejected")
         self._max_shelve_s = max_shelve_s
         self.server: Server | None = None
         self.certificate_path: Path | None = None
@@ -198,6 +210,7 @@ class AlarmServer:
         self._root: Any = None
         self._type_id: ua.NodeId | None = None
         self._lines: dict[str, ua.NodeId] = {}
+        self._summaries: dict[str, dict] = {}
         self._open: dict[str, _Condition] = {}
         self._closed: "OrderedDict[str, _Condition]" = OrderedDict()
         self._lock = asyncio.Lock()
@@ -232,9 +245,11 @@ class AlarmServer:
         server.set_security_policy(policies, permission_ruleset=_ReadOnlyRuleset())
         tokens = [ua.UserNameIdentityToken] + ([ua.AnonymousIdentityToken] if self.allow_anonymous else [])
         server.set_identity_tokens(tokens)
+        server.set_certificate_validator(self._validate_client_certificate)
 
         self._idx = await server.register_namespace(NAMESPACE_URI)
-        self._root = await server.nodes.objects.add_folder(ua.NodeId("pq Alarms", self._idx), "pq Alarms")
+        self._root = await server.nodes.objects.add_folder(ua.NodeId("pq Alarms", self._idx),
+                                                          ua.QualifiedName("pq Alarms", self._idx))
         alarm_type = await server.create_custom_event_type(self._idx, "PqAlarmType", _O.OffNormalAlarmType, [
             ("AlertId", ua.VariantType.String), ("LineId", ua.VariantType.String), ("Cause", ua.VariantType.String),
             ("Serial", ua.VariantType.String), ("RecommendedAction", ua.VariantType.String),
@@ -248,6 +263,22 @@ class AlarmServer:
         logger.info("A&C server on %s (policies: %s; anonymous %s), certificate %s", self.endpoint,
                     ", ".join(p.name for p in policies), "may browse" if self.allow_anonymous else "refused", cert)
         self._poll_task = asyncio.create_task(self._poll_loop(), name="pq-alarms-poll")
+
+    async def _validate_client_certificate(self, cert, app: ua.ApplicationDescription) -> None:
+        """A secure session is accepted only from an HMI whose certificate is in the trust list (or trusted on
+        first use when allowed); a refused one is saved under ``alarm-clients/rejected`` to be moved by hand."""
+        if self.client_trust.is_trusted(cert):
+            return
+        subject = cert.subject.rfc4514_string()
+        if self.trust_unknown_clients:
+            path = self.client_trust.add(cert)
+            logger.warning("OPC UA client %s (%s, SHA-256 %s) trusted on first use, saved to %s", app.ApplicationUri,
+                           subject, fingerprint(cert), path)
+            return
+        path = self.client_trust.reject(cert)
+        logger.warning("OPC UA client %s refused: certificate %s (SHA-256 %s) is not trusted; to accept it, move %s "
+                       "into %s", app.ApplicationUri, subject, fingerprint(cert), path, self.client_trust.directory)
+        raise ServiceError(_S.BadSecurityChecksFailed)
 
     async def stop(self) -> None:
         if self._poll_task is not None:
@@ -311,6 +342,7 @@ class AlarmServer:
                 gone = self._open[alert_id].view
                 sent += await self._apply(replace(gone, active=False, retain=False, state="cleared",
                                                   changed_at=datetime.now(timezone.utc)))
+            await self._write_summaries()
         return sent
 
     async def _apply(self, view: ConditionView) -> int:
@@ -334,10 +366,31 @@ class AlarmServer:
 
     async def _line_node(self, line_id: str) -> ua.NodeId:
         if line_id not in self._lines:
-            obj = await self._root.add_object(ua.NodeId(f"line:{line_id}", self._idx), line_id)
+            obj = await self._root.add_object(ua.NodeId(f"line:{line_id}", self._idx),
+                                             ua.QualifiedName(line_id, self._idx))
             await obj.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+            for name, vtype in _SUMMARY:
+                await obj.add_variable(ua.NodeId(f"line:{line_id}/{name}", self._idx), ua.QualifiedName(name, self._idx),
+                                       ua.get_default_value(vtype), varianttype=vtype)
             self._lines[line_id] = obj.nodeid
         return self._lines[line_id]
+
+    async def _write_summaries(self) -> None:
+        """Per-line variables for clients that read data but not A&C events (e.g. an HMI tag alarm on
+        UnacknowledgedAlarms > 0): written only when they change."""
+        for line_id in self._lines:
+            views = [c.view for c in self._open.values() if c.view.line_id == line_id]
+            calling = [v for v in views if not v.acked and not v.shelved]
+            latest = max(views, key=lambda v: v.changed_at, default=None)
+            values = {"OpenAlarms": len(views), "UnacknowledgedAlarms": len(calling),
+                      "HighestSeverity": max((v.severity for v in calling), default=0),
+                      "LatestMessage": latest.title if latest else ""}
+            if self._summaries.get(line_id) == values:
+                continue
+            self._summaries[line_id] = values
+            for name, vtype in _SUMMARY:
+                node = self.server.get_node(ua.NodeId(f"line:{line_id}/{name}", self._idx))
+                await node.write_value(ua.Variant(values[name], vtype))
 
     async def _add_condition_nodes(self, view: ConditionView) -> ua.NodeId:
         """A bare condition node (and its ShelvingState) so Call requests can name it; no state variables:

@@ -37,6 +37,8 @@ def serve(endpoint: str | None, no_anonymous: bool, no_none_policy: bool, pki_di
 
     HMI users log in with their pq user name and password (`pq users add`); acknowledging or
     shelving needs the role operator or above and is recorded as that user, as on the Alerts page.
+    An HMI connecting with security is refused until its certificate is moved from
+    PKI/alarm-clients/rejected into PKI/alarm-clients/trusted (or PQ_ALARMS_TRUST_UNKNOWN_CLIENTS=true).
     """
     from connectors.opcua.alarm_server import AlarmServer
     from pq.cli import get_settings
@@ -49,6 +51,7 @@ def serve(endpoint: str | None, no_anonymous: bool, no_none_policy: bool, pki_di
     server = AlarmServer(None, endpoint=endpoint, pki_dir=pki, poll_s=settings.alarms_poll_s,
                          allow_anonymous=settings.alarms_allow_anonymous and not no_anonymous,
                          allow_none_policy=settings.alarms_allow_none_policy and not no_none_policy,
+                         trust_unknown_clients=settings.alarms_trust_unknown_clients,
                          max_shelve_s=settings.ui_shelve_max_h * 3600.0)
 
     def open_store():  # also called from the opener's thread while the database is down
