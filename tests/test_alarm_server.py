@@ -7,6 +7,7 @@ Acknowledge, TimedShelve, Unshelve. Every check waits on a condition with a boun
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -16,7 +17,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from sqlalchemy import select
 
 from benchmarks.processes import free_port
-from connectors.opcua.alarm_server import NAMESPACE_URI, AlarmServer
+from connectors.opcua.alarm_server import CERT_FILE, KEY_FILE, NAMESPACE_URI, AlarmServer, ensure_server_certificate
 from connectors.opcua.security import ensure_client_certificate
 from pq.alerts import actions
 from pq.auth.roles import Actor
@@ -137,9 +138,26 @@ async def _secure_client(url: str, tmp_path, server: AlarmServer, user: str, *, 
     return client
 
 
-def _server(store, tmp_path, **kw) -> tuple[AlarmServer, str]:
-    url = f"opc.tcp://127.0.0.1:{free_port()}/pq/alarms"
-    return AlarmServer(store, endpoint=url, pki_dir=tmp_path / "pki", poll_s=0.2, **kw), url
+@pytest.fixture(scope="module")
+def server_pki(tmp_path_factory):
+    """One server certificate for the module (an RSA key costs seconds on a loaded machine)."""
+    pki = tmp_path_factory.mktemp("alarm-pki")
+    asyncio.run(ensure_server_certificate(pki, "127.0.0.1"))
+    return pki
+
+
+@pytest.fixture
+def make_server(tmp_path, server_pki):
+    """AlarmServer(store, **kw) on a free loopback port, with the module's certificate; returns (server, url)."""
+    def make(store, **kw) -> tuple[AlarmServer, str]:
+        url = f"opc.tcp://127.0.0.1:{free_port()}/pq/alarms"
+        pki = tmp_path / f"pki-{uuid.uuid4().hex[:6]}"
+        pki.mkdir()
+        for name in (CERT_FILE, KEY_FILE):
+            shutil.copy(server_pki / name, pki / name)
+        return AlarmServer(store, endpoint=url, pki_dir=pki, poll_s=0.2, **kw), url
+
+    return make
 
 
 async def _ack(client: Client, ev, comment: str = "seen at the press"):
@@ -153,14 +171,14 @@ def _bad(exc_info) -> int:
 
 
 @pytest.mark.timeout(120)
-def test_condition_and_acknowledge_over_basic256sha256(store, tmp_path):
+def test_condition_and_acknowledge_over_basic256sha256(store, tmp_path, make_server):
     """An operator acknowledges from the HMI over SignAndEncrypt: pq's alert is acknowledged by them,
     with an alert event and an audit row, and the client sees AckedState true."""
     add_user(store, "ann", PASSWORD, "operator", actor=ADMIN)
     alert = _raise(store)
 
     async def scenario():
-        server, url = _server(store, tmp_path, allow_none_policy=False)
+        server, url = make_server(store, allow_none_policy=False)
         async with server:
             untrusted = await _secure_client(url, tmp_path, server, "ann", trusted=False)
             with pytest.raises(ua.UaStatusCodeError):
@@ -189,12 +207,12 @@ def test_condition_and_acknowledge_over_basic256sha256(store, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_ui_acknowledgement_reaches_the_client_and_the_second_ack_is_refused(store, tmp_path):
+def test_ui_acknowledgement_reaches_the_client_and_the_second_ack_is_refused(store, make_server):
     add_user(store, "ann", PASSWORD, "operator", actor=ADMIN)
     alert = _raise(store)
 
     async def scenario():
-        server, url = _server(store, tmp_path)
+        server, url = make_server(store)
         async with server, _client(url, "ann") as client:
             events, _ = await _subscribe(client)
             first = await events.wait(_of(alert["id"]), "for the raised alert")
@@ -216,12 +234,12 @@ def test_ui_acknowledgement_reaches_the_client_and_the_second_ack_is_refused(sto
 
 
 @pytest.mark.timeout(120)
-def test_timed_shelve_and_unshelve_from_the_client(store, tmp_path):
+def test_timed_shelve_and_unshelve_from_the_client(store, make_server):
     add_user(store, "ann", PASSWORD, "operator", actor=ADMIN)
     alert = _raise(store)
 
     async def scenario():
-        server, url = _server(store, tmp_path)
+        server, url = make_server(store)
         async with server, _client(url, "ann") as client:
             events, _ = await _subscribe(client)
             ev = await events.wait(_of(alert["id"]), "for the raised alert")
@@ -254,13 +272,13 @@ def test_timed_shelve_and_unshelve_from_the_client(store, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_anonymous_may_watch_but_never_act(sqlite_store, tmp_path):
+def test_anonymous_may_watch_but_never_act(sqlite_store, make_server):
     store = sqlite_store
     add_user(store, "otto", PASSWORD, "operator", actor=ADMIN)
     alert = _raise(store)
 
     async def scenario():
-        server, url = _server(store, tmp_path)
+        server, url = make_server(store)
         async with server:
             async with _client(url) as client:
                 events, _ = await _subscribe(client)
@@ -279,7 +297,7 @@ def test_anonymous_may_watch_but_never_act(sqlite_store, tmp_path):
                 await bad.connect()
             await bad.disconnect()
 
-        closed, url2 = _server(store, tmp_path, allow_anonymous=False)
+        closed, url2 = make_server(store, allow_anonymous=False)
         async with closed:
             with pytest.raises(ua.UaStatusCodeError):
                 async with _client(url2):
@@ -292,12 +310,12 @@ def test_anonymous_may_watch_but_never_act(sqlite_store, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_acknowledging_an_alert_pq_cleared_is_refused(store, tmp_path):
+def test_acknowledging_an_alert_pq_cleared_is_refused(store, make_server):
     add_user(store, "ann", PASSWORD, "operator", actor=ADMIN)
     alert = _raise(store)
 
     async def scenario():
-        server, url = _server(store, tmp_path)
+        server, url = make_server(store)
         async with server, _client(url, "ann") as client:
             events, _ = await _subscribe(client)
             ev = await events.wait(_of(alert["id"]), "for the raised alert")
@@ -322,7 +340,7 @@ def test_acknowledging_an_alert_pq_cleared_is_refused(store, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_updates_confirm_comment_and_refresh_for_a_late_subscriber(sqlite_store, tmp_path):
+def test_updates_confirm_comment_and_refresh_for_a_late_subscriber(sqlite_store, make_server):
     """A repeat written by the edge is an event; Confirm (after the acknowledgement) and AddComment are
     stored as alert events with audit rows; a client subscribing later gets the condition by ConditionRefresh."""
     store = sqlite_store
@@ -330,7 +348,7 @@ def test_updates_confirm_comment_and_refresh_for_a_late_subscriber(sqlite_store,
     alert = _raise(store, severity="medium")
 
     async def scenario():
-        server, url = _server(store, tmp_path)
+        server, url = make_server(store)
         async with server, _client(url, "ann") as client:
             events, _ = await _subscribe(client)
             ev = await events.wait(_of(alert["id"]), "for the raised alert")
@@ -374,7 +392,7 @@ def test_updates_confirm_comment_and_refresh_for_a_late_subscriber(sqlite_store,
 
 
 @pytest.mark.timeout(120)
-def test_serves_before_the_store_answers_and_reports_an_outage(sqlite_store, tmp_path, caplog):
+def test_serves_before_the_store_answers_and_reports_an_outage(sqlite_store, caplog, make_server):
     """Started while the database is down (the CLI hands the store over once it answers), then an unreachable
     store: the server keeps serving, logs the outage and the recovery once each, and mirrors alerts after."""
     from sqlalchemy import create_engine
@@ -386,7 +404,7 @@ def test_serves_before_the_store_answers_and_reports_an_outage(sqlite_store, tmp
                                connect_args={"connect_timeout": 2}), sqlite_store.settings)
 
     async def scenario():
-        server, url = _server(None, tmp_path)
+        server, url = make_server(None)
         async with server, _client(url) as client:
             events, _ = await _subscribe(client)
             server.set_store(down)
