@@ -188,8 +188,8 @@ class AlarmServer:
 
     Example::
 
-        async with AlarmServer(store, endpoint="opc.tcp://0.0.0.0:4850", pki_dir=Path("var/pki")) as srv:
-            await srv.serve_forever()
+        async with AlarmServer(store, endpoint="opc.tcp://0.0.0.0:4850", pki_dir=Path("var/pki")):
+            await stop_requested.wait()
     """
 
     def __init__(self, store: Store | None, *, endpoint: str, pki_dir: Path, poll_s: float = 1.0,
@@ -299,39 +299,35 @@ class AlarmServer:
     async def __aexit__(self, *exc) -> None:
         await self.stop()
 
-    async def serve_forever(self) -> None:
-        while True:
-            await asyncio.sleep(3600)
-
     # -- mirroring the store ---------------------------------------------------------------------
     async def _poll_loop(self) -> None:
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a bug must not stop the mirroring for good: reported with its traceback, retried
+                logger.exception("A&C server: refresh failed; retrying in %.1f s", self.poll_s)
             await asyncio.sleep(self.poll_s)
-
-    def condition(self, alert_id: str) -> ConditionView | None:
-        """The view clients currently have of an alert (open or recently cleared), else None."""
-        cond = self._open.get(alert_id) or self._closed.get(alert_id)
-        return cond.view if cond else None
 
     async def refresh(self) -> int:
         """Read the store once and send an event for every condition that changed; returns how many."""
         store = self.store
         if store is None or self.server is None:
             return 0
-        try:
-            rows, extras = await asyncio.to_thread(_read_alerts, store, list(self._open))
-        except (PQError, SQLAlchemyError) as exc:
-            if not self._store_down:
-                logger.warning("A&C server: store not reachable (%s); clients keep the last state, retrying every "
-                               "%.1f s", type(exc).__name__, self.poll_s)
-                self._store_down = True
-            return 0
-        if self._store_down:
-            logger.info("A&C server: store reachable again")
-            self._store_down = False
-        sent = 0
+        # One refresh at a time, read and apply together: a slower read applied after a newer one would
+        # send clients an older state (an acknowledgement flickering back to unacknowledged).
         async with self._lock:
+            try:
+                rows, extras = await asyncio.to_thread(_read_alerts, store, list(self._open))
+            except (PQError, SQLAlchemyError) as exc:
+                if not self._store_down:
+                    logger.warning("A&C server: store not reachable (%s); clients keep the last state, retrying "
+                                   "every %.1f s", type(exc).__name__, self.poll_s)
+                    self._store_down = True
+                return 0
+            if self._store_down:
+                logger.info("A&C server: store reachable again")
+                self._store_down = False
+            sent = 0
             seen = set()
             for row in rows:
                 seen.add(row["id"])
@@ -505,12 +501,14 @@ class AlarmServer:
             return Actor(user.name, user.pq_role or "", client=f"opcua:{host}"), host
         return None, host
 
-    async def _guard(self, method: str, object_id: ua.NodeId, event_id: Any = None,
-                     ) -> tuple[ua.StatusCode | None, Actor | None, str | None, _Condition | None]:
+    def _guard(self, method: str, object_id: ua.NodeId, event_id: Any = None,
+               ) -> tuple[ua.StatusCode | None, Actor | None, str | None, _Condition | None]:
         """The checks every method shares: the condition exists, the caller may act, the EventId is known."""
         alert_id, cond = self._resolve(object_id)
         if cond is None:
             return ua.StatusCode(_S.BadNodeIdUnknown), None, None, None
+        if self.store is None:
+            return ua.StatusCode(_S.BadResourceUnavailable), None, None, None
         actor, host = self._caller()
         if actor is None or not allows(actor.role, _ROLE):
             who = actor.username if actor else "anonymous"
@@ -526,7 +524,7 @@ class AlarmServer:
         return ua.StatusCode(code) if code is not None else []
 
     async def _m_acknowledge(self, object_id: ua.NodeId, event_id: Any = None, comment: Any = None):
-        bad, actor, alert_id, cond = await self._guard("Acknowledge", object_id, _value(event_id))
+        bad, actor, alert_id, cond = self._guard("Acknowledge", object_id, _value(event_id))
         if bad is not None:
             return bad
         text = _text(comment)
@@ -534,7 +532,7 @@ class AlarmServer:
         return await self._finish(code)
 
     async def _m_confirm(self, object_id: ua.NodeId, event_id: Any = None, comment: Any = None):
-        bad, actor, alert_id, cond = await self._guard("Confirm", object_id, _value(event_id))
+        bad, actor, alert_id, cond = self._guard("Confirm", object_id, _value(event_id))
         if bad is not None:
             return bad
         if cond.view.confirmed:
@@ -546,7 +544,7 @@ class AlarmServer:
         return await self._finish(code)
 
     async def _m_add_comment(self, object_id: ua.NodeId, event_id: Any = None, comment: Any = None):
-        bad, actor, alert_id, cond = await self._guard("AddComment", object_id, _value(event_id))
+        bad, actor, alert_id, cond = self._guard("AddComment", object_id, _value(event_id))
         if bad is not None:
             return bad
         text = _text(comment)
@@ -556,7 +554,7 @@ class AlarmServer:
         return await self._finish(code)
 
     async def _m_timed_shelve(self, object_id: ua.NodeId, shelving_time: Any = None, comment: Any = None):
-        bad, actor, alert_id, cond = await self._guard("TimedShelve", object_id)
+        bad, actor, alert_id, cond = self._guard("TimedShelve", object_id)
         if bad is not None:
             return bad
         try:
@@ -569,14 +567,14 @@ class AlarmServer:
     async def _m_one_shot_shelve(self, object_id: ua.NodeId, comment: Any = None):
         # pq has no "until it returns to normal" shelve: a one-shot shelve lasts the longest timed shelve;
         # when pq clears the alert meanwhile the condition leaves the summary anyway.
-        bad, actor, alert_id, cond = await self._guard("OneShotShelve", object_id)
+        bad, actor, alert_id, cond = self._guard("OneShotShelve", object_id)
         if bad is not None:
             return bad
         code = await asyncio.to_thread(_shelve, self.store, alert_id, actor, self.max_shelve_s, _text(comment))
         return await self._finish(code)
 
     async def _m_unshelve(self, object_id: ua.NodeId, comment: Any = None):
-        bad, actor, alert_id, cond = await self._guard("Unshelve", object_id)
+        bad, actor, alert_id, cond = self._guard("Unshelve", object_id)
         if bad is not None:
             return bad
         code = await asyncio.to_thread(_unshelve, self.store, alert_id, actor, _text(comment))
