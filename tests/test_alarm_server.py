@@ -380,6 +380,11 @@ def test_updates_confirm_comment_and_refresh_for_a_late_subscriber(sqlite_store,
                 ua.NodeId(_O.ConditionType_AddComment),
                 ua.Variant(acked.EventId, ua.VariantType.ByteString), ua.LocalizedText("watch the next lot"))
             await events.wait(lambda e: _of(alert["id"])(e) and e.Comment.Text == "watch the next lot", "commented")
+            with pytest.raises(ua.UaStatusCodeError) as exc:  # refused whole, never cut
+                await client.get_node(ev.NodeId).call_method(
+                    ua.NodeId(_O.ConditionType_AddComment),
+                    ua.Variant(acked.EventId, ua.VariantType.ByteString), ua.LocalizedText("x" * 500))
+            assert _bad(exc) == ua.StatusCodes.BadInvalidArgument
             async with _client(url) as late:
                 late_events, _ = await _subscribe(late)
                 got = await late_events.wait(_of(alert["id"]), "by ConditionRefresh")

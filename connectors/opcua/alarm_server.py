@@ -80,6 +80,9 @@ _ROLE = "operator"
 _KEEP_CLOSED = 1000        # cleared conditions kept so a late Acknowledge gets the Part 9 answer
 _KEEP_EVENT_IDS = 50       # EventIds remembered per condition
 _COMMENT_EVENTS = ("comment", "confirmed")
+# A comment also becomes part of a shelve reason ("shelved from the HMI (opcua:<address>): <comment>"),
+# whose limit is the smaller one.
+_COMMENT_MAX = min(actions.COMMENT_MAX_CHARS, actions.REASON_MAX_CHARS - 80)
 _SUMMARY = (("OpenAlarms", ua.VariantType.Int32), ("UnacknowledgedAlarms", ua.VariantType.Int32),
             ("HighestSeverity", ua.VariantType.UInt16), ("LatestMessage", ua.VariantType.String))
 
@@ -501,9 +504,10 @@ class AlarmServer:
             return Actor(user.name, user.pq_role or "", client=f"opcua:{host}"), host
         return None, host
 
-    def _guard(self, method: str, object_id: ua.NodeId, event_id: Any = None,
+    def _guard(self, method: str, object_id: ua.NodeId, event_id: Any = None, comment: Any = None,
                ) -> tuple[ua.StatusCode | None, Actor | None, str | None, _Condition | None]:
-        """The checks every method shares: the condition exists, the caller may act, the EventId is known."""
+        """The checks every method shares: the condition exists, the caller may act, the EventId is known,
+        the comment fits (refused rather than cut: nothing the operator typed is dropped silently)."""
         alert_id, cond = self._resolve(object_id)
         if cond is None:
             return ua.StatusCode(_S.BadNodeIdUnknown), None, None, None
@@ -517,6 +521,10 @@ class AlarmServer:
             return ua.StatusCode(_S.BadUserAccessDenied), None, None, None
         if event_id is not None and bytes(event_id) not in cond.event_ids:
             return ua.StatusCode(_S.BadEventIdUnknown), actor, alert_id, cond
+        if len(_text(comment) or "") > _COMMENT_MAX:
+            logger.info("OPC UA %s on alert %s refused: comment longer than %d characters", method, alert_id,
+                        _COMMENT_MAX)
+            return ua.StatusCode(_S.BadInvalidArgument), actor, alert_id, cond
         return None, actor, alert_id, cond
 
     async def _finish(self, code: int | None) -> ua.StatusCode | list:
@@ -524,7 +532,7 @@ class AlarmServer:
         return ua.StatusCode(code) if code is not None else []
 
     async def _m_acknowledge(self, object_id: ua.NodeId, event_id: Any = None, comment: Any = None):
-        bad, actor, alert_id, cond = self._guard("Acknowledge", object_id, _value(event_id))
+        bad, actor, alert_id, cond = self._guard("Acknowledge", object_id, _value(event_id), comment)
         if bad is not None:
             return bad
         text = _text(comment)
@@ -532,7 +540,7 @@ class AlarmServer:
         return await self._finish(code)
 
     async def _m_confirm(self, object_id: ua.NodeId, event_id: Any = None, comment: Any = None):
-        bad, actor, alert_id, cond = self._guard("Confirm", object_id, _value(event_id))
+        bad, actor, alert_id, cond = self._guard("Confirm", object_id, _value(event_id), comment)
         if bad is not None:
             return bad
         if cond.view.confirmed:
@@ -544,7 +552,7 @@ class AlarmServer:
         return await self._finish(code)
 
     async def _m_add_comment(self, object_id: ua.NodeId, event_id: Any = None, comment: Any = None):
-        bad, actor, alert_id, cond = self._guard("AddComment", object_id, _value(event_id))
+        bad, actor, alert_id, cond = self._guard("AddComment", object_id, _value(event_id), comment)
         if bad is not None:
             return bad
         text = _text(comment)
@@ -554,7 +562,7 @@ class AlarmServer:
         return await self._finish(code)
 
     async def _m_timed_shelve(self, object_id: ua.NodeId, shelving_time: Any = None, comment: Any = None):
-        bad, actor, alert_id, cond = self._guard("TimedShelve", object_id)
+        bad, actor, alert_id, cond = self._guard("TimedShelve", object_id, comment=comment)
         if bad is not None:
             return bad
         try:
@@ -567,14 +575,14 @@ class AlarmServer:
     async def _m_one_shot_shelve(self, object_id: ua.NodeId, comment: Any = None):
         # pq has no "until it returns to normal" shelve: a one-shot shelve lasts the longest timed shelve;
         # when pq clears the alert meanwhile the condition leaves the summary anyway.
-        bad, actor, alert_id, cond = self._guard("OneShotShelve", object_id)
+        bad, actor, alert_id, cond = self._guard("OneShotShelve", object_id, comment=comment)
         if bad is not None:
             return bad
         code = await asyncio.to_thread(_shelve, self.store, alert_id, actor, self.max_shelve_s, _text(comment))
         return await self._finish(code)
 
     async def _m_unshelve(self, object_id: ua.NodeId, comment: Any = None):
-        bad, actor, alert_id, cond = self._guard("Unshelve", object_id)
+        bad, actor, alert_id, cond = self._guard("Unshelve", object_id, comment=comment)
         if bad is not None:
             return bad
         code = await asyncio.to_thread(_unshelve, self.store, alert_id, actor, _text(comment))
@@ -606,8 +614,7 @@ def _text(comment: Any) -> str | None:
     value = _value(comment)
     if isinstance(value, ua.LocalizedText):
         value = value.Text
-    text = (value or "").strip() if isinstance(value, str) else ""
-    return text[: actions.COMMENT_MAX_CHARS] or None
+    return ((value or "").strip() if isinstance(value, str) else "") or None
 
 
 def _read_alerts(store: Store, shown: list[str]) -> tuple[list[dict], dict[str, tuple[bool, str | None]]]:
@@ -711,7 +718,7 @@ def _shelve(store: Store, alert_id: str, actor: Actor, duration_s: float, commen
 
     def run() -> int | None:
         try:
-            result = actions.shelve(store, alert_id, actor=actor, reason=reason[: actions.REASON_MAX_CHARS],
+            result = actions.shelve(store, alert_id, actor=actor, reason=reason,
                                     duration_s=duration_s)
         except InvalidRequest as exc:  # the reason is ours, so it is the duration (60 s .. PQ_UI_SHELVE_MAX_H)
             logger.info("OPC UA TimedShelve on alert %s refused: %s", alert_id, exc)
