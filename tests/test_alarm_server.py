@@ -424,3 +424,30 @@ def test_serves_before_the_store_answers_and_reports_an_outage(sqlite_store, cap
     caplog.set_level("INFO", logger="connectors.opcua.alarm_server")
     asyncio.run(scenario())
     assert caplog.text.count("store not reachable") == 1
+
+
+@pytest.mark.timeout(120)
+def test_cli_serves_while_the_database_is_down_and_stops_cleanly(tmp_path, monkeypatch):
+    """`pq alarms serve` with an unreachable database: it listens, says so in one line (no traceback), and
+    SIGTERM ends it with exit code 0."""
+    import subprocess
+    import sys
+
+    from benchmarks.processes import spawn, wait_listening
+
+    port = free_port()
+    log = tmp_path / "alarms.log"
+    monkeypatch.setenv("PQ_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/nowhere")  # nothing listens
+    monkeypatch.setenv("PQ_DATA_DIR", str(tmp_path / "var"))
+    with open(log, "w") as out:
+        proc = spawn([sys.executable, "-m", "pq.cli", "alarms", "serve", "--endpoint", f"opc.tcp://127.0.0.1:{port}",
+                      "--no-none-policy", "--pki-dir", str(tmp_path / "pki")], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_listening(proc, port, 90, what="pq alarms serve", log=log)
+    finally:
+        proc.terminate()
+        rc = proc.wait(30)
+    text = log.read_text()
+    assert rc == 0, text
+    assert "not reachable" in text and "Traceback" not in text
+    assert (tmp_path / "pki" / "alarm_server_cert.der").exists()
