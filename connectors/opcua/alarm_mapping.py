@@ -20,8 +20,9 @@ from typing import Any, Mapping
 __all__ = ["SEVERITY", "EXPOSED_STATES", "ConditionView", "condition_view", "condition_node_name",
            "alert_id_from_node_name", "SHELVING_SUFFIX"]
 
-# pq severity -> OPC UA Severity (1..1000). Part 9 leaves the scale to the server; 300/600/900 fall in
-# the low/medium/high bands most HMIs (Ignition: Low/Medium/High) map severities to by default.
+# pq severity -> OPC UA Severity (1..1000). Part 9 leaves the scale to the server; 300/600/900 sit in the
+# middle of the lower, middle and upper thirds, so an HMI's severity -> priority bands read them as low,
+# medium and high whatever their exact edges.
 SEVERITY: dict[str, int] = {"low": 300, "medium": 600, "high": 900}
 
 # Suppressed alerts are held back during a flood and never annunciated by pq (not published to any

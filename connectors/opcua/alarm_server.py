@@ -15,7 +15,7 @@ Address space (namespace ``urn:pq:alarms``)::
         alert:<uuid>        PqAlarmType         the condition (ConditionId); its state travels in events
             alert:<uuid>/ShelvingState          ShelvedStateMachineType: target of the shelving methods
 
-Events are emitted by the Server object (clients subscribe there, as Ignition does). ``PqAlarmType``
+Events are emitted by the Server object (``i=2253``), where A&C clients subscribe. ``PqAlarmType``
 is an ``OffNormalAlarmType`` with the pq fields AlertId, LineId, Cause, Serial, RecommendedAction,
 Station, Score, RepeatCount and PqState.
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import uuid
 from collections import OrderedDict
@@ -45,18 +46,18 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from asyncua import Server, ua
-from asyncua.common.utils import ServiceError
 from asyncua.common.event_objects import OffNormalAlarm
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from connectors.opcua.security import TrustList, fingerprint
 from connectors.opcua.alarm_mapping import (
     EXPOSED_STATES, SHELVING_SUFFIX, ConditionView, alert_id_from_node_name, condition_node_name, condition_view,
 )
+from connectors.opcua.security import TrustList, fingerprint
 from pq.alerts import actions
 from pq.auth import audit
 from pq.auth.roles import Actor, allows
@@ -160,8 +161,6 @@ class _Condition:
 
 async def ensure_server_certificate(pki_dir: Path, host: str | None = None) -> tuple[Path, Path]:
     """Create the server's self-signed certificate (DER) and key (PEM, mode 600) in ``pki_dir`` unless present."""
-    import os
-
     from asyncua.crypto.cert_gen import setup_self_signed_certificate
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -178,6 +177,7 @@ async def ensure_server_certificate(pki_dir: Path, host: str | None = None) -> t
     finally:
         os.umask(old_umask)
     os.chmod(key, 0o600)
+    os.chmod(cert, 0o644)  # public: the integrator copies it into the HMI's trust list
     if fresh:
         logger.info("created the A&C server certificate %s", cert)
     return cert, key
