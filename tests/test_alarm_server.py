@@ -255,6 +255,7 @@ def test_timed_shelve_and_unshelve_from_the_client(store, make_server):
                 lambda e: _of(alert["id"])(e) and getattr(e, "ShelvingState/CurrentState").Text == "TimedShelved",
                 "shelved")
             assert shelved.SuppressedOrShelved is True and 0 < getattr(shelved, "ShelvingState/UnshelveTime") <= 600_000
+            assert shelved.ClientUserId == "ann"  # who made the latest change, though nobody acknowledged
             row = await asyncio.to_thread(_row, store, alert["id"])
             assert row.state == "shelved" and "shelved from the HMI" in row.shelve_reason
             until = row.shelved_until if row.shelved_until.tzinfo else row.shelved_until.replace(tzinfo=timezone.utc)

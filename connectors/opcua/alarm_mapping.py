@@ -7,7 +7,7 @@ event fires when the snapshot changes). Imports pq only; asyncua stays in ``alar
 
 Example::
 
-    view = condition_view(alert_row, confirmed=False, comment=None, now=datetime.now(timezone.utc))
+    view = condition_view(alert_row, confirmed=False, comment=None)
     view.severity, view.active, view.acked, view.retain   # 900, True, False, True
 """
 
@@ -73,6 +73,7 @@ class ConditionView:
     active: bool                # ActiveState: pq has not cleared it
     acked: bool                 # AckedState
     acked_by: str | None
+    client_user: str | None     # ClientUserId: who made the latest operator change (ack, shelve, comment ...)
     confirmed: bool             # ConfirmedState: a Confirm was recorded (alert_events 'confirmed')
     shelved_until: datetime | None
     retain: bool                # Retain: in the alarm summary until pq clears it
@@ -91,7 +92,8 @@ class ConditionView:
         return max(0.0, (self.shelved_until - now).total_seconds() * 1000.0)
 
 
-def condition_view(row: Mapping[str, Any], *, confirmed: bool, comment: str | None) -> ConditionView:
+def condition_view(row: Mapping[str, Any], *, confirmed: bool, comment: str | None,
+                   last_actor: str | None = None) -> ConditionView:
     """The condition an ``alerts`` row reads as (see the module docstring for the mapping)."""
     state = row["state"]
     acked_at, cleared_at, updated_at = _utc(row.get("acked_at")), _utc(row.get("cleared_at")), _utc(row["updated_at"])
@@ -105,6 +107,7 @@ def condition_view(row: Mapping[str, Any], *, confirmed: bool, comment: str | No
         active=state != "cleared",
         acked=acked_at is not None,
         acked_by=row.get("acked_by"),
+        client_user=last_actor or row.get("acked_by"),
         confirmed=confirmed,
         shelved_until=_utc(row.get("shelved_until")) if state == "shelved" else None,
         # pq's "cleared" is final (a new occurrence is a new alert): the condition leaves the summary.

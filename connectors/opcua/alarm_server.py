@@ -80,7 +80,8 @@ _SECURE_POLICIES = [_P.Basic256Sha256_SignAndEncrypt, _P.Aes256Sha256RsaPss_Sign
 _ROLE = "operator"
 _KEEP_CLOSED = 1000        # cleared conditions kept so a late Acknowledge gets the Part 9 answer
 _KEEP_EVENT_IDS = 50       # EventIds remembered per condition
-_COMMENT_EVENTS = ("comment", "confirmed")
+# alert_events written by people (the edge writes raised / updated / cleared / suppressed as 'edge')
+_OPERATOR_EVENTS = ("acknowledged", "shelved", "unshelved", "feedback", "comment", "confirmed")
 # A comment also becomes part of a shelve reason ("shelved from the HMI (opcua:<address>): <comment>"),
 # whose limit is the smaller one.
 _COMMENT_MAX = min(actions.COMMENT_MAX_CHARS, actions.REASON_MAX_CHARS - 80)
@@ -334,8 +335,8 @@ class AlarmServer:
             seen = set()
             for row in rows:
                 seen.add(row["id"])
-                confirmed, comment = extras.get(row["id"], (False, None))
-                sent += await self._apply(condition_view(row, confirmed=confirmed, comment=comment))
+                confirmed, comment, actor = extras.get(row["id"], (False, None, None))
+                sent += await self._apply(condition_view(row, confirmed=confirmed, comment=comment, last_actor=actor))
             for alert_id in [a for a in self._open if a not in seen]:
                 # Gone from the exposed states (e.g. deleted by retention): close it for the clients.
                 gone = self._open[alert_id].view
@@ -447,7 +448,7 @@ class AlarmServer:
         put("Quality", ua.StatusCode(_S.Good), ua.VariantType.StatusCode)
         put("LastSeverity", v.severity, ua.VariantType.UInt16)
         put("Comment", ua.LocalizedText(v.comment or ""), LT)
-        put("ClientUserId", v.acked_by or "", S)
+        put("ClientUserId", v.client_user or "", S)
         two_state("ActiveState", v.active, "Active", "Inactive", v.raised_at if v.active else v.changed_at)
         two_state("AckedState", v.acked, "Acknowledged", "Unacknowledged", None)
         two_state("ConfirmedState", v.confirmed, "Confirmed", "Unconfirmed", None)
@@ -617,9 +618,9 @@ def _text(comment: Any) -> str | None:
     return ((value or "").strip() if isinstance(value, str) else "") or None
 
 
-def _read_alerts(store: Store, shown: list[str]) -> tuple[list[dict], dict[str, tuple[bool, str | None]]]:
+def _read_alerts(store: Store, shown: list[str]) -> tuple[list[dict], dict[str, tuple[bool, str | None, str | None]]]:
     """Open alerts plus the ones clients still show (to see them clear), and per alert whether it was
-    confirmed and its latest comment."""
+    confirmed, its latest comment and who made the latest operator change."""
     a, e = schema.alerts.c, schema.alert_events.c
     with store.engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(
@@ -629,14 +630,15 @@ def _read_alerts(store: Store, shown: list[str]) -> tuple[list[dict], dict[str, 
         for start in range(0, len(missing), 500):
             rows += [dict(r._mapping) for r in conn.execute(
                 select(schema.alerts).where(a.id.in_(missing[start:start + 500]), a.state.in_(EXPOSED_STATES)))]
-        extras: dict[str, tuple[bool, str | None]] = {}
+        extras: dict[str, tuple[bool, str | None, str | None]] = {}
         ids = [r["id"] for r in rows]
         for start in range(0, len(ids), 500):
-            for r in conn.execute(select(e.alert_id, e.event, e.detail).where(
-                    e.alert_id.in_(ids[start:start + 500]), e.event.in_(_COMMENT_EVENTS)).order_by(e.at)):
-                confirmed, comment = extras.get(r.alert_id, (False, None))
-                text = (r.detail or {}).get("comment") or comment
-                extras[r.alert_id] = (confirmed or r.event == "confirmed", text)
+            for r in conn.execute(select(e.alert_id, e.event, e.detail, e.username).where(
+                    e.alert_id.in_(ids[start:start + 500]), e.event.in_(_OPERATOR_EVENTS)).order_by(e.at)):
+                confirmed, comment, _ = extras.get(r.alert_id, (False, None, None))
+                if r.event in ("comment", "confirmed"):
+                    comment = (r.detail or {}).get("comment") or comment
+                extras[r.alert_id] = (confirmed or r.event == "confirmed", comment, r.username)
     return rows, extras
 
 
