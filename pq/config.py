@@ -209,6 +209,28 @@ class Settings(BaseSettings):
     )
     plant_timezone: str = Field("UTC", description="IANA time zone of the plant's shift clock, e.g. Europe/Berlin")
 
+    # --- OPC UA Alarms & Conditions server (issue 16: connectors/opcua/alarm_server.py, pq alarms serve) ---
+    alarms_endpoint: str = Field(
+        "opc.tcp://0.0.0.0:4850", description="Endpoint `pq alarms serve` listens on (the HMI connects here)"
+    )
+    alarms_poll_s: float = Field(
+        1.0, gt=0, le=60, description="How often the A&C server reads alerts from the store and sends the changes "
+        "to OPC UA clients"
+    )
+    alarms_allow_anonymous: bool = Field(
+        True, description="Anonymous OPC UA sessions may browse and subscribe to alarms (never acknowledge or shelve: "
+        "that needs a pq user with role operator or above)"
+    )
+    alarms_allow_none_policy: bool = Field(
+        True, description="Also offer the unsecured None policy besides Basic256Sha256 / Aes256_Sha256_RsaPss "
+        "SignAndEncrypt (passwords stay encrypted; messages are not signed). false in a plant"
+    )
+    alarms_trust_unknown_clients: bool = Field(
+        False, description="Accept a secure session from an HMI whose certificate is not yet in PQ_PKI_DIR/alarm-clients/"
+        "trusted, and add it there (trust on first use); false = refuse it and save it under alarm-clients/rejected"
+    )
+    # --- end OPC UA Alarms & Conditions server --------------------------------------------------------
+
     # --- Models (issue 6: models/) -------------------------------------------------------------------
     model_feature_set: str = Field(
         "default-1", description="Feature-set version `pq train` and `pq report robustness` use by default"

@@ -135,6 +135,7 @@ def open_store(ctx: click.Context | None = None, *, check_schema: bool = True):
         "users": ("pq.cli.users:users", "Manage UI users and roles."),
         "handover": ("pq.cli.handover:handover", "Shift handover: summary per line and shift; send it to the plant."),
         "roster": ("pq.cli.roster:roster", "Who is on duty per line and shift: alarm owners and escalation."),
+        "alarms": ("pq.cli.alarms:alarms", "OPC UA Alarms & Conditions server: pq's alarms in the plant HMI."),
         "demo": ("pq.cli.demo:demo", "One-command demo: simulator, history, model, edge and UI."),
     },
 )
