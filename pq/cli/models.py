@@ -172,7 +172,7 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
 
 @click.group()
 def models():
-    """Model registry: list, show, compare, promote, roll back."""
+    """Model registry: list, show, compare, shadow, promote, roll back."""
 
 
 @models.command("list")
@@ -240,11 +240,25 @@ def show(version_id, as_json):
 @click.argument("candidate_id", type=int)
 @click.argument("production_id", type=int, required=False)
 @click.option("--margin", type=float, help="Tolerance (PQ_MODEL_PROMOTION_MARGIN).")
-def compare(candidate_id, production_id, margin):
-    """Per-regime false-alarm rate and recall of a candidate against production (or another version)."""
+@click.option("--live", is_flag=True, help="On live parts: what the candidate decided in shadow beside production.")
+@click.option("--replay", is_flag=True, help="On a stored window of served vectors (--line, --since, --until).")
+@click.option("--line", "line_id", help="With --live / --replay: one line (required with --replay).")
+@click.option("--since", help="With --live / --replay: first cycle end (ISO).")
+@click.option("--until", help="With --live / --replay: end (exclusive, ISO).")
+@click.option("--json", "as_json", is_flag=True, help="With --live / --replay: the whole comparison as JSON.")
+def compare(candidate_id, production_id, margin, live, replay, line_id, since, until, as_json):
+    """Per-regime false-alarm rate and recall of a candidate against production (or another version).
+
+    Without --live / --replay: the two versions' validation metrics. --live: per regime band, both
+    models' alarms/h, diverted share, agreement and, where labelled, FAR and recall over the parts the
+    candidate scored in shadow; --replay: the same over stored served vectors of --line.
+    """
     from models.registry import compare as do_compare, get_version, production_version
 
     settings, store = _ctx()
+    if live or replay:
+        _compare_shadow(store, settings, candidate_id, replay, line_id, since, until, as_json)
+        return
     if production_id is None:
         c = get_version(store, candidate_id)
         p = production_version(store, c.line_id, c.product)
@@ -258,6 +272,68 @@ def compare(candidate_id, production_id, margin):
     for r in res["regimes"] + res["decisions"]:
         click.echo(f"  {r['regime']}={r['band']:<18} {r['metric']:<7} {_fmt(r['candidate']):>8} vs "
                    f"{_fmt(r['production']):>8}  {'WORSE' if r['worse'] else ''}")
+
+
+def _compare_shadow(store, settings, candidate_id, replay, line_id, since, until, as_json) -> None:
+    """``compare --live`` / ``--replay``: one line overall, one per regime band."""
+    from models.shadow import compare_live, compare_replay
+
+    if replay:
+        if not line_id:
+            raise click.UsageError("--replay needs --line (the served vectors of one line)")
+        res = compare_replay(store, candidate_id, line_id=line_id, since=iso_time(since), until=iso_time(until),
+                             two=settings.edge_decisions == "two")
+    else:
+        res = compare_live(store, candidate_id, line_id=line_id, since=iso_time(since), until=iso_time(until))
+    if as_json:
+        click.echo(json.dumps(res, default=str))
+        return
+    o = res["overall"]
+    if not o["parts"]:
+        click.echo(f"no parts: #{candidate_id} " + ("has no stored served vectors with production decisions in that "
+                                                     "window" if replay else "has not scored any part in shadow yet"))
+        return
+    click.echo(f"{res['mode']}: #{candidate_id} vs production {res['versions']['production']} on {o['parts']} parts, "
+               f"{o['hours']:.2f} h ({res['period'][0]} .. {res['period'][1]}); {o['labelled']} labelled, "
+               f"{o['defects']} defects")
+    click.echo(f"{'regime':<14} {'band':<18} {'parts':>6} {'agree':>6}  {'alarms/h prod':>13} {'cand':>6}  "
+               f"{'diverted prod':>13} {'cand':>6}  {'FAR prod':>8} {'cand':>6}  {'recall prod':>11} {'cand':>6}")
+    for r in [{"regime": "overall", "band": "", **o}] + res["bands"]:
+        p, c = r["production"], r["challenger"]
+        click.echo(f"{r['regime']:<14} {str(r['band']):<18} {r['parts']:>6} {_fmt(r['agreement'], 3):>6}  "
+                   f"{_fmt(p['alarms_per_h'], 2):>13} {_fmt(c['alarms_per_h'], 2):>6}  "
+                   f"{_fmt(p['diverted_share'], 3):>13} {_fmt(c['diverted_share'], 3):>6}  "
+                   f"{_fmt(p['far'], 3):>8} {_fmt(c['far'], 3):>6}  {_fmt(p['recall'], 3):>11} {_fmt(c['recall'], 3):>6}")
+
+
+@models.command()
+@click.argument("version_id", type=int, required=False)
+@click.option("--line", "line_id", required=True, help="The line whose edge scores the challenger.")
+@click.option("--product", help="Only this product's parts (default: all products of the line).")
+@click.option("--stop", is_flag=True, help="End the shadow running for --line (and --product).")
+@click.option("--reason", help="Why (recorded; required to start).")
+@click.option("--user", help="Engineer responsible (default: the OS user).")
+def shadow(version_id, line_id, product, stop, reason, user):
+    """Run a version in shadow beside production on a line (champion / challenger), or --stop it.
+
+    The edge scores every part with production and the challenger on the same served vector, acts
+    only on production's decision and records both; compare with `pq models compare ID --live`.
+    """
+    from models.registry import start_shadow, stop_shadow
+
+    _, store = _ctx()
+    if stop:
+        if version_id is not None:
+            raise click.UsageError("--stop takes no version: it ends whatever runs in shadow for --line")
+        sh = stop_shadow(store, line_id=line_id, product=product, by=_user(user), reason=reason or "shadow stopped")
+        click.echo(f"shadow of #{sh.model_version_id} for {sh.scope} stopped")
+        return
+    if version_id is None:
+        raise click.UsageError("give the VERSION_ID to run in shadow, or --stop")
+    if not reason:
+        raise click.UsageError("--reason is required to start a shadow (what the challenger should show)")
+    sh = start_shadow(store, version_id, line_id=line_id, product=product, by=_user(user), reason=reason)
+    click.echo(f"#{sh.model_version_id} runs in shadow for {sh.scope}; edges pick it up at their next model poll")
 
 
 @models.command()

@@ -12,6 +12,10 @@ alert threshold is at risk and alerts. The database
 is never on this path: the spool writer thread (``spool_writer.py``) takes the records, and operator
 actions, the playbook and health are read and written by the housekeeper (``housekeeping.py``).
 The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``.
+Shadow (champion / challenger): after production's decision is published and its latency taken,
+the version in shadow (``ScorerProvider.challenger_for``) scores the same served vector and a
+``shadow_score`` record goes to the spool with both models' decisions (``shadow.py``); a challenger
+that raises or returns NaN is retired at this edge with a line event, production untouched.
 
 Takes the small interfaces of ``pq/edge/interfaces.py``; must not import connectors, models, ui or
 simulators. The composition root (``pq/cli``) hands it the concrete parts.
@@ -48,6 +52,7 @@ from pq.edge.checks import CycleChecks
 from pq.edge.interfaces import FeatureComputer, FeatureFactory, Output, PartEvent, Sample, Scorer, ScorerProvider, Sink
 from pq.edge.line_state import STATES, LineState
 from pq.edge.metrics import EdgeMetrics
+from pq.edge.shadow import ShadowFailure, ShadowLane, rebase_vector
 from pq.edge.ringbuffer import TagRings
 from pq.edge.spool_writer import SpoolWriter
 from pq.errors import PQError
@@ -112,6 +117,9 @@ class LineRuntime:
         self.counts = {"ok": 0, "at_risk": 0, "not_scored": 0}
         self.latencies_ms: deque[float] = deque(maxlen=2048)
         self.last_serial: str | None = None
+        self._served: tuple | None = None  # (scorer, vector, score) of the part being decided, for the shadow
+        self._lanes: dict[str, ShadowLane] = {}  # "production" / "challenger" -> lane of the current version
+        self.shadow_counts = {"scored": 0, "failed": 0}
 
     @property
     def state(self) -> str:
@@ -293,6 +301,7 @@ class LineRuntime:
                              "material_lot": ctx.get("material_lot"), "shift": ctx.get("shift")})
         latency_ms = (time.perf_counter() - ev.received_s) * 1000.0
         pred["latency_ms"] = latency_ms
+        self._shadow(ev, ctx, pred, records, now)  # after production's decision is out: adds nothing to it
         # The decision exists and is published; only now is it handed to the spool.
         records.insert(0, ("prediction", pred))
         for ch in changes:
@@ -344,6 +353,7 @@ class LineRuntime:
             return "degraded", f"No value for {', '.join(missing)} in this cycle" + (f" ({freason})" if freason else "")
         pred["score"], pred["threshold"] = float(s.probability), float(s.threshold)
         pred["decision"] = "at_risk" if s.at_risk else "ok"
+        self._served = (scorer, vec, s)
         if two:
             changes.extend(self._divert(ev, ctx, s, pred, now, scorer.episode_rule))
         elif s.at_risk:
@@ -409,6 +419,57 @@ class LineRuntime:
                 "features": {k: (v if math.isfinite(v) else None) for k, v in vec.items()},
                 "reason": reason, "computed_at": now}
 
+    # ------------------------------------------------------------------ shadow (champion / challenger)
+    def _lane(self, role: str, scorer: Scorer) -> ShadowLane:
+        """The lane of ``scorer`` in ``role``; a new version starts a new lane (a fresh episode memory)."""
+        lane = self._lanes.get(role)
+        if lane is None or lane.scorer is not scorer:
+            lane = self._lanes[role] = ShadowLane(scorer, two=self.settings.edge_decisions == "two")
+        return lane
+
+    def _shadow(self, ev: PartEvent, ctx: Mapping[str, Any], pred: dict, records: list[tuple[str, dict]],
+                now: datetime) -> None:
+        """Score the challenger on the vector production just decided on and record both decisions."""
+        served, self._served = self._served, None
+        challenger_for = getattr(self.scorers, "challenger_for", None)
+        if served is None or challenger_for is None:
+            return
+        challenger = challenger_for(ctx.get("product"))
+        if challenger is None:
+            return
+        scorer, vec, s = served
+        lane = self._lanes.get("challenger")
+        if lane is None or lane.scorer is not challenger:
+            self._lanes.clear()  # a new challenger: both lanes start on the same part
+        t0 = time.perf_counter()
+        try:
+            theirs = self._lane("challenger", challenger).decide(
+                rebase_vector(vec, ctx, scorer.baseline, challenger.baseline), ctx)
+        except ShadowFailure as exc:
+            self._retire_challenger(challenger, str(exc), now)
+            return
+        ours = self._lane("production", scorer).decide(vec, ctx, score=s)
+        self.shadow_counts["scored"] += 1
+        plain = {k: v for k, v in ctx.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        records.append(("shadow_score", {
+            "id": pred["id"], "decided_at": now, "line_id": self.line_id, "serial": ev.serial,
+            "cycle_end": _ns_to_dt(ev.cycle_end_ns), "product": ctx.get("product"), "context": plain,
+            **{f"production_{k}": v for k, v in ours.items()}, **{f"challenger_{k}": v for k, v in theirs.items()},
+            "challenger_ms": (time.perf_counter() - t0) * 1000.0}))
+
+    def _retire_challenger(self, challenger: Scorer, reason: str, now: datetime) -> None:
+        """A challenger that raised or gave NaN leaves the shadow at this edge; a line event says so."""
+        self.shadow_counts["failed"] += 1
+        self._lanes.pop("challenger", None)
+        retire = getattr(self.scorers, "retire_challenger", None)
+        if retire is not None:
+            retire(challenger.version_id, reason)
+        self._spool([("line_event", {
+            "id": str(uuid.uuid4()), "line_id": self.line_id, "source": f"edge:{self.line_id}",
+            "kind": "shadow_removed", "started_at": now, "ended_at": now,
+            "detail": {"reason": f"Model {challenger.version_id} taken out of shadow: {reason}; "
+                                 "production keeps deciding", "model_version_id": challenger.version_id}})])
+
     # ------------------------------------------------------------------ effects
     def _publish(self, changes: Iterable[Change]) -> None:
         for ch in changes:
@@ -467,7 +528,7 @@ class LineRuntime:
                 "spool_depth": spool_depth, "spool_errors": self.spool_dropped, "outputs": outputs,
                 "output_failures": sum(int(o.get("failures", 0)) for o in outputs.values()),
                 "playbook": {"source": self.playbook.current.source, "error": self.playbook.error},
-                "decisions": dict(self.counts), "latency": self.latency_percentiles(),
+                "decisions": dict(self.counts), "shadow": dict(self.shadow_counts), "latency": self.latency_percentiles(),
                 "alerts": self.board.counts(), "flooding": self.board.flooding, "last_serial": self.last_serial,
                 "samples": self.rings.samples_total, "ring_fill": round(self.rings.fill(), 3)}
 
