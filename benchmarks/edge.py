@@ -15,7 +15,13 @@ store (decide, INSERT, COMMIT) — what a design with the database on the decisi
 The store is a temporary SQLite file unless a database is configured (``PQ_DATABASE_URL`` or the
 config file); there the bench's rows (lines ``bench-edge-N``) are deleted before and after the run.
 ``loss`` = parts decided minus their predictions committed; ``dropped`` = batches the bounded
-queues refused, sink errors and spool drops. ``--quick``: two lines for four seconds, one part per
+queues refused, sink errors and spool drops.
+
+Shadow (champion / challenger): the same run is repeated with a second 100-tree model in shadow on
+every line (scored after production's decision, its ``shadow_score`` rows spooled and committed):
+``p99_ms`` / ``p99_ms_with_shadow`` are production's decision p99 without and with it (the goal:
+at most +20 %), ``shadow_scores`` the rows committed, ``challenger_p99_ms`` the challenger's own
+scoring time per part. ``loss`` and ``dropped`` cover both runs. ``--quick``: two lines for four seconds, one part per
 second each, the same path and JSON keys.
 """
 
@@ -101,11 +107,18 @@ def _scorer(fs, tags: list[str], *, hz: float, cycle_s: float, at_risk_share: fl
 
 
 class _Fixed:
-    def __init__(self, scorer):
+    def __init__(self, scorer, challenger=None):
         self.scorer = scorer
+        self.challenger = challenger
 
     def scorer_for(self, product):
         return self.scorer
+
+    def challenger_for(self, product):
+        return self.challenger
+
+    def retire_challenger(self, version_id, reason):
+        raise RuntimeError(f"bench challenger {version_id} failed: {reason}")  # a broken bench, not a figure
 
     def status(self):
         return {"model_version_id": self.scorer.version_id}
@@ -138,8 +151,10 @@ def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
     try:
         migrate.upgrade(store)
         _delete_bench_rows(store)  # an interrupted run's rows would count as this run's predictions
-        result = _run(store, settings, tmp, n_lines=n_lines, n_tags=n_tags, hz=hz, seconds=seconds, cycle_s=cycle_s,
-                      at_risk_share=at_risk_share)
+        kw = dict(n_lines=n_lines, n_tags=n_tags, hz=hz, seconds=seconds, cycle_s=cycle_s, at_risk_share=at_risk_share)
+        result = _run(store, settings, tmp, **kw)
+        shadowed = _run(store, settings, tmp, shadow=True, **kw)
+        result = _with_shadow(result, shadowed)
     finally:
         try:
             _delete_bench_rows(store)
@@ -153,12 +168,28 @@ def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
                f"dropped {result['dropped']}")
     click.echo(f"reference: one line, unloaded, decide + synchronous store commit p99 "
                f"{result['baseline_sync_commit_unloaded_p99_ms']} ms (not a like-for-like baseline: no ratio reported)")
+    click.echo(f"with a challenger in shadow: decision p99 {result['p99_ms_with_shadow']} ms vs {result['p99_ms']} ms "
+               f"without ({result['shadow_p99_change_pct']:+.1f} %, goal at most +20 %); {result['shadow_scores']} shadow "
+               f"rows committed, challenger scoring p99 {result['challenger_p99_ms']} ms")
     if as_json:
         click.echo(json.dumps(result))
 
 
+def _with_shadow(result: dict, shadowed: dict) -> dict:
+    """The plain run's figures, production's p99 with a challenger in shadow beside them, and loss and
+    drops of both runs."""
+    p99, p99s = result["decision_p99_ms"], shadowed["decision_p99_ms"]
+    return result | {
+        "p99_ms": p99, "p99_ms_with_shadow": p99s, "p50_ms_with_shadow": shadowed["decision_p50_ms"],
+        "shadow_p99_change_pct": round((p99s - p99) / p99 * 100.0, 1) if p99 and p99s is not None else 0.0,
+        "shadow_parts": shadowed["parts"], "shadow_scores": shadowed["shadow_scores"],
+        "challenger_p99_ms": shadowed["challenger_p99_ms"],
+        "loss": result["loss"] + shadowed["loss"] + (shadowed["parts"] - shadowed["not_scored"] - shadowed["shadow_scores"]),
+        "dropped": result["dropped"] + shadowed["dropped"]}
+
+
 def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, seconds: float, cycle_s: float,
-         at_risk_share: float) -> dict:
+         at_risk_share: float, shadow: bool = False) -> dict:
     import psutil
     from sqlalchemy import func, select
 
@@ -180,10 +211,15 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     tag_names = (spec_tags + [f"extra_{i}_c" for i in range(max(0, n_tags - len(spec_tags)))])[:n_tags]
     scorer = _scorer(fs, [t for t in tag_names if t in spec_tags], hz=hz, cycle_s=cycle_s,
                      at_risk_share=at_risk_share)
-    lines = [f"{_LINE_PREFIX}{i + 1}" for i in range(n_lines)]
+    challenger = None
+    if shadow:  # another fit of the same parts: a retrained model, as a challenger would be
+        challenger = _scorer(fs, [t for t in tag_names if t in spec_tags], hz=hz, cycle_s=cycle_s,
+                             at_risk_share=at_risk_share, seed=8)
+        challenger.version_id = 2
+    lines = [f"{_LINE_PREFIX}{'s' if shadow else ''}{i + 1}" for i in range(n_lines)]
     for line in lines:
         ensure_line(store, line)
-    spool = Spool(tmp / "edge.sqlite", fsync=settings.spool_fsync)
+    spool = Spool(tmp / f"edge{'-shadow' if shadow else ''}.sqlite", fsync=settings.spool_fsync)
     commits: list[float] = []
     alert_commits: list[float] = []
 
@@ -198,7 +234,7 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     drainer = SpoolDrainer(spool, store, listeners=[on_commit]).start()
     runtimes = []
     for line in lines:
-        rt = LineRuntime(line, scorers=_Fixed(scorer), sink=spool, settings=settings, playbook=PlaybookLoader(),
+        rt = LineRuntime(line, scorers=_Fixed(scorer, challenger), sink=spool, settings=settings, playbook=PlaybookLoader(),
                          feature_factory=lambda s: StreamingFeatures(fs, None, capacity_s=30, max_rate_hz=hz * 2))
         runtimes.append(rt)
     warm = runtimes[0].warm_up()
@@ -283,6 +319,10 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     with store.engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(schema.predictions)
                               .where(schema.predictions.c.line_id.in_(lines))).scalar()
+        shadow_rows = conn.execute(select(func.count()).select_from(schema.shadow_scores)
+                                   .where(schema.shadow_scores.c.line_id.in_(lines))).scalar()
+        challenger_ms = [r[0] for r in conn.execute(select(schema.shadow_scores.c.challenger_ms)
+                                                    .where(schema.shadow_scores.c.line_id.in_(lines)))]
     samples = sum(rt.rings.samples_total for rt in runtimes)
 
     # Baseline: the decision is only "made" once committed synchronously to the store. Each part is
@@ -291,7 +331,7 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     base_lat = []
     rt = runtimes[0]
     base_start_ns, base_end_ns = last_cycle.get(rt.line_id, (time.time_ns() - int(cycle_s * 1e9), time.time_ns()))
-    for i in range(min(200, max(50, n_parts))):
+    for i in range(0 if shadow else min(200, max(50, n_parts))):  # the reference once, in the plain run
         ev = PartEvent(f"base-{i}", base_start_ns, base_end_ns, time.perf_counter(), dict(_CONTEXT))
         saved, rt.sink = rt.sink, None
         d = rt.on_part(ev)
@@ -316,5 +356,6 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
         "stored_predictions": stored, "loss": n_parts - stored, "dropped": dropped_total,
         "cpu_pct": round(cpu_pct, 1), "rss_mb": round(rss_mb, 1),
         "baseline_sync_commit_unloaded_p99_ms": base_p99,
+        "shadow_scores": shadow_rows, "challenger_p99_ms": _pct(challenger_ms, 99) if challenger_ms else 0.0,
         "store": store.dialect,
     }

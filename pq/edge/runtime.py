@@ -234,6 +234,12 @@ class LineRuntime:
                 scorer.score({n: 0.0 for n in scorer.feature_names}, {}, explain=True)
             except PQError as exc:
                 logger.warning("line %s: warm-up of model %s failed: %s", self.line_id, scorer.version_id, exc)
+        challenger = getattr(self.scorers, "challenger_for", lambda _p: None)(None)
+        if challenger is not None:  # its first predict costs milliseconds too: not on the first shadow part
+            try:
+                challenger.score({n: 0.0 for n in challenger.feature_names}, {}, explain=True)
+            except PQError as exc:
+                logger.warning("line %s: warm-up of challenger %s failed: %s", self.line_id, challenger.version_id, exc)
         return time.perf_counter() - t0
 
     def _label(self, signal: str) -> str:

@@ -31,7 +31,7 @@ class Page:
 
 def all_pages() -> list[Page]:
     from ui.pages import (alert_detail, alerts, audit, conditions, line_overview, models, monitoring,
-                          playbook, users)
+                          playbook, shadow, users)
 
-    return [line_overview.PAGE, alerts.PAGE, alert_detail.PAGE, models.PAGE, conditions.PAGE,
+    return [line_overview.PAGE, alerts.PAGE, alert_detail.PAGE, models.PAGE, shadow.PAGE, conditions.PAGE,
             monitoring.PAGE, playbook.PAGE, audit.PAGE, users.PAGE]
