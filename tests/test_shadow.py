@@ -290,3 +290,61 @@ def test_cli_shadow_checks_the_role(sqlite_store, artifacts):
     assert res.exit_code == 0 and "has not scored any part in shadow yet" in res.output
     res = run("--stop", "--line", LINE, "--user", "eve")
     assert res.exit_code == 0 and registry.shadow_version(store, LINE, None) is None
+
+
+def _callback(client, dash_app, token, output_contains, outputs, inputs, state, changed):
+    key = next(k for k in dash_app.callback_map if output_contains in k)
+    outs = [{"id": i, "property": p} for i, p in outputs]
+    body = {"output": key, "outputs": outs if len(outs) > 1 else outs[0],
+            "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+            "state": [{"id": i, "property": p, "value": v} for i, p, v in state], "changedPropIds": [changed]}
+    return client.post("/_dash-update-component", json=body, headers={"X-CSRFToken": token})
+
+
+def _ui_login(client, name):
+    from tests._ui_helpers import PASSWORDS
+
+    client.get("/login")
+    with client.session_transaction() as s:
+        token = s["csrf"]
+    client.post("/login", data={"username": name, "password": PASSWORDS[name], "csrf": token, "next": "/models"})
+    with client.session_transaction() as s:
+        return s.get("csrf", token)
+
+
+def test_ui_shadow_page_role_checked_and_audited(sqlite_store, artifacts, settings_factory):
+    from tests._ui_helpers import add_users
+    from ui.app import create_app
+
+    store = sqlite_store
+    add_users(store)
+    prod, chal = _register(store, artifacts[0]), _register(store, artifacts[1])
+    registry.promote(store, prod.id, approved_by="eng", reason="first model")
+    dash_app = create_app(settings_factory(), store)
+    start = dict(outputs=[("shadow-message", "children"), ("shadow-running", "children")],
+                 inputs=[("shadow-start", "n_clicks", 1), ("shadow-stop", "n_clicks", None)],
+                 state=[("shadow-version", "value", chal.id), ("shadow-line", "value", LINE),
+                        ("shadow-reason", "value", "stricter cut on the new supplier")],
+                 changed="shadow-start.n_clicks")
+    op = dash_app.server.test_client()
+    assert _callback(op, dash_app, _ui_login(op, "op"), "shadow-message", **start).status_code == 403
+    assert registry.shadow_version(store, LINE, None) is None
+    eng = dash_app.server.test_client()
+    token = _ui_login(eng, "eng")
+    r = _callback(eng, dash_app, token, "shadow-message", **start)
+    assert r.status_code == 200 and b"runs in shadow" in r.data, r.data[:400]
+    assert registry.shadow_version(store, LINE, None).id == chal.id
+    with store.engine.connect() as conn:
+        row = conn.execute(select(schema.audit_log).where(schema.audit_log.c.action == "model.shadow")).one()
+    assert row.username == "eng" and row.client != "cli"
+    body = {"output": "page-content.children", "outputs": {"id": "page-content", "property": "children"},
+            "inputs": [{"id": "url", "property": "pathname", "value": "/models/shadow"}],
+            "state": [{"id": "url", "property": "search", "value": ""}], "changedPropIds": ["url.pathname"]}
+    r = eng.post("/_dash-update-component", json=body, headers={"X-CSRFToken": token})
+    assert r.status_code == 200 and b"shadow-running-table" in r.data and LINE.encode() in r.data
+    r = _callback(eng, dash_app, token, "shadow-result",
+                  outputs=[("shadow-result", "children")], inputs=[("shadow-compare", "n_clicks", 1)],
+                  state=[("shadow-candidate", "value", chal.id), ("shadow-compare-line", "value", LINE),
+                         ("shadow-mode", "value", "live"), ("shadow-window", "start_date", None),
+                         ("shadow-window", "end_date", None)], changed="shadow-compare.n_clicks")
+    assert r.status_code == 200 and b"has not scored any part in shadow" in r.data, r.data[:400]
