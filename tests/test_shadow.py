@@ -348,3 +348,84 @@ def test_ui_shadow_page_role_checked_and_audited(sqlite_store, artifacts, settin
                          ("shadow-mode", "value", "live"), ("shadow-window", "start_date", None),
                          ("shadow-window", "end_date", None)], changed="shadow-compare.n_clicks")
     assert r.status_code == 200 and b"has not scored any part in shadow" in r.data, r.data[:400]
+
+
+# ------------------------------------------------------------------ on the simulator's live line
+from tests.test_e2e_edge import (LINE as SIM_LINE, LIVE_SPEED, LIVE_START, SAMPLE_HZ, SCENARIO,  # noqa: E402
+                                 Recorder, _register_and_promote, _tagmap_for, _until, trained_model)  # noqa: F401
+
+
+def _stricter(artifact: bytes, factor: float) -> bytes:
+    """The same booster with a higher diversion threshold: a challenger that diverts fewer parts."""
+    import gzip
+    import json
+
+    doc = json.loads(gzip.decompress(artifact))
+    doc["decisions"]["threshold"] = min(0.99, doc["decisions"]["threshold"] * factor)
+    return gzip.compress(json.dumps(doc).encode(), mtime=0)
+
+
+@pytest.mark.timeout(900)  # the first run trains the session's model (tests/test_e2e_edge.py) too
+def test_challenger_in_shadow_on_the_simulator_line(store, settings_factory, trained_model):
+    """A live simulator line through EdgeProcess (what `pq edge run` runs): a challenger put in shadow
+    mid-run is picked up by the model poll, scores every part production scores, changes none of
+    production's decisions, and the live comparison equals the replay of the same parts."""
+    from prometheus_client import CollectorRegistry
+
+    from pq.cli.edge_process import EdgeProcess
+    from pq.edge.metrics import EdgeMetrics
+    from pq.storage import Store
+    from simulators.server import SimulatorServer
+
+    store_url = store.engine.url.render_as_string(hide_password=False)
+    v1 = _register_and_promote(store, trained_model, "e2e", "e2e: production")
+    reg = dict(trained_model["reg"], artifact=_stricter(trained_model["reg"]["artifact"], 1.5))
+    v2 = registry.register(store, trained_by="e2e", **reg).id
+    settings = settings_factory(database_url=store_url, edge_flood_limit=10_000, spool_fsync="normal",
+                                connector_watchdog_s=10.0, connector_request_timeout_s=30.0, edge_model_poll_s=1.0)
+
+    async def scenario():
+        async with SimulatorServer(lines=1, seed=21, speed=LIVE_SPEED, scenario=SCENARIO, port=0, sample_hz=SAMPLE_HZ,
+                                   start=LIVE_START) as sim:
+            rec = Recorder()
+            proc = EdgeProcess(SIM_LINE, settings=settings, open_store=lambda: Store.open(settings),
+                               tagmap=_tagmap_for(sim.endpoint), outputs=[rec], metrics=EdgeMetrics(CollectorRegistry()))
+            await asyncio.to_thread(proc.start)
+            stop = asyncio.Event()
+            task = asyncio.create_task(proc.run(stop))
+            try:
+                await _until(lambda: len(rec.decisions) >= 5, 180, "no part decided after the edge started")
+                await asyncio.to_thread(registry.start_shadow, store, v2, line_id=SIM_LINE, by="e2e",
+                                        reason="e2e: stricter diversion")
+                await _until(lambda: proc.runtime.shadow_counts["scored"] >= 40, 300,
+                             lambda: f"the challenger scored {proc.runtime.shadow_counts} parts")
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 60)
+                status = proc.runtime.status()
+                await asyncio.to_thread(proc.close, 60)
+            return rec, status
+
+    import asyncio
+
+    rec, status = asyncio.run(scenario())
+    assert set(status["model"]["shadow"].values()) == {v2} and not status["model"]["shadow_retired"], status["model"]
+    assert status["shadow"]["failed"] == 0
+    p, sh = schema.predictions, schema.shadow_scores
+    with store.engine.connect() as conn:
+        preds = {r.id: r for r in conn.execute(select(p).where(p.c.line_id == SIM_LINE))}
+        rows = conn.execute(select(sh).order_by(sh.c.decided_at)).all()
+    assert len(rows) == status["shadow"]["scored"] >= 40
+    first = rows[0].decided_at
+    scored_since = {i for i, r in preds.items() if r.decided_at >= first and r.decision != "not_scored"}
+    assert {r.id for r in rows} == scored_since  # every part production scored has its shadow row
+    for r in rows:  # production decided as it would have alone: its own score, its own threshold
+        pr = preds[r.id]
+        assert (r.production_version_id, r.production_decision) == (v1, pr.decision)
+        assert r.production_probability == pytest.approx(pr.score) and r.challenger_version_id == v2
+    assert sum(r.challenger_decision == "at_risk" for r in rows) <= sum(r.production_decision == "at_risk" for r in rows)
+    live = compare_live(store, v2, line_id=SIM_LINE)
+    replay = compare_replay(store, v2, line_id=SIM_LINE, since=rows[0].cycle_end)
+    assert live["overall"]["parts"] == len(rows) and live["bands"]
+    for key in ("overall", "bands", "period", "versions"):
+        assert replay[key] == live[key], key

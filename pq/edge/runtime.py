@@ -288,6 +288,7 @@ class LineRuntime:
 
     def _decide(self, ev: PartEvent) -> Decision:
         now = self.clock()
+        self._served = None  # set by _score for this part only
         ctx = dict(ev.context)
         not_good_ctx = ctx.pop("_not_good", None) or []
         if ctx.get("station") is None:
