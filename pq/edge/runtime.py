@@ -308,7 +308,6 @@ class LineRuntime:
                              "material_lot": ctx.get("material_lot"), "shift": ctx.get("shift")})
         latency_ms = (time.perf_counter() - ev.received_s) * 1000.0
         pred["latency_ms"] = latency_ms
-        self._shadow(ev, ctx, pred, records, now)  # after production's decision is out: adds nothing to it
         # The decision exists and is published; only now is it handed to the spool.
         records.insert(0, ("prediction", pred))
         for ch in changes:
@@ -324,6 +323,7 @@ class LineRuntime:
         if self.metrics is not None:
             self.metrics.decision_latency.labels(self.line_id).observe(latency_ms / 1000.0)
             self.metrics.decisions.labels(self.line_id, pred["decision"]).inc()
+        self._shadow(ev, ctx, pred, now)  # production's decision is out and handed over: nothing of it waits
         return Decision(pred, changes, latency_ms)
 
     def _score(self, ev: PartEvent, ctx: dict, not_good_ctx: Sequence[str], pred: dict,
@@ -434,8 +434,7 @@ class LineRuntime:
             lane = self._lanes[role] = ShadowLane(scorer, two=self.settings.edge_decisions == "two")
         return lane
 
-    def _shadow(self, ev: PartEvent, ctx: Mapping[str, Any], pred: dict, records: list[tuple[str, dict]],
-                now: datetime) -> None:
+    def _shadow(self, ev: PartEvent, ctx: Mapping[str, Any], pred: dict, now: datetime) -> None:
         """Score the challenger on the vector production just decided on and record both decisions."""
         served, self._served = self._served, None
         challenger_for = getattr(self.scorers, "challenger_for", None)
@@ -452,17 +451,18 @@ class LineRuntime:
         try:
             theirs = self._lane("challenger", challenger).decide(
                 rebase_vector(vec, ctx, scorer.baseline, challenger.baseline), ctx)
-        except ShadowFailure as exc:
-            self._retire_challenger(challenger, str(exc), now)
+            ours = self._lane("production", scorer).decide(vec, ctx, score=s)
+        except Exception as exc:  # noqa: BLE001 - whatever the challenger does, production's part is decided
+            self._retire_challenger(challenger, str(exc) if isinstance(exc, ShadowFailure)
+                                    else f"{type(exc).__name__}: {exc}", now)
             return
-        ours = self._lane("production", scorer).decide(vec, ctx, score=s)
         self.shadow_counts["scored"] += 1
         plain = {k: v for k, v in ctx.items() if isinstance(v, (str, int, float, bool)) or v is None}
-        records.append(("shadow_score", {
+        self._spool([("shadow_score", {
             "id": pred["id"], "decided_at": now, "line_id": self.line_id, "serial": ev.serial,
             "cycle_end": _ns_to_dt(ev.cycle_end_ns), "product": ctx.get("product"), "context": plain,
             **{f"production_{k}": v for k, v in ours.items()}, **{f"challenger_{k}": v for k, v in theirs.items()},
-            "challenger_ms": (time.perf_counter() - t0) * 1000.0}))
+            "challenger_ms": (time.perf_counter() - t0) * 1000.0})])
 
     def _retire_challenger(self, challenger: Scorer, reason: str, now: datetime) -> None:
         """A challenger that raised or gave NaN leaves the shadow at this edge; a line event says so."""
