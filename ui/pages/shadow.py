@@ -101,6 +101,11 @@ def layout(ctx, query=None, **_):
     ])
 
 
+def _span(hours: float) -> str:
+    minutes = hours * 60
+    return f"{hours:.1f} h" if hours >= 2 else f"{minutes:.0f} min" if minutes >= 2 else f"{minutes * 60:.0f} s"
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{v * 100:.1f} %"
 
@@ -126,7 +131,7 @@ def _result_view(res: dict):
     words = "on live parts in shadow" if res["mode"] == "live" else "replayed on stored parts"
     return html.Div(id="shadow-result-table", children=[
         html.P(f"Candidate #{res['candidate']} against production {', '.join(f'#{v}' for v in res['versions']['production'])} "
-               f"{words}: {o['parts']} parts over {o['hours']:.1f} h, {o['labelled']} with a label "
+               f"{words}: {o['parts']} parts over {_span(o['hours'])}, {o['labelled']} with a label "
                f"({o['defects']} defects). False alarm rate and recall count diverted parts among labelled ones."),
         html.Table(rows, className="pq-table")])
 
