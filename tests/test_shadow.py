@@ -8,6 +8,7 @@ real stores (SQLite and PostgreSQL), the real spool and drainer.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -199,6 +200,17 @@ def test_challenger_in_shadow_live_equals_replay_and_promotion_states_evidence(s
     assert {b["regime"] for b in live["bands"]} >= {"ambient", "material_lot", "shift", "product"}
     for key in ("overall", "bands", "period", "versions"):
         assert replay[key] == live[key], key
+    # the same through the CLI
+    from pq.cli import cli
+
+    env = {"PQ_DATABASE_URL": store.settings.database_url, "PQ_DATA_DIR": str(store.settings.data_dir)}
+    got = {mode: CliRunner().invoke(cli, ["models", "compare", str(chal.id), mode, "--line", LINE, "--json"], env=env)
+           for mode in ("--live", "--replay")}
+    assert all(r.exit_code == 0 for r in got.values()), {m: r.output[-500:] for m, r in got.items()}
+    as_json = {m: json.loads(r.output.strip().splitlines()[-1]) for m, r in got.items()}
+    assert as_json["--live"]["overall"] == as_json["--replay"]["overall"] == json.loads(json.dumps(live["overall"]))
+    listing = CliRunner().invoke(cli, ["models", "list"], env=env)
+    assert listing.exit_code == 0 and f"~ shadow {LINE}/*" in listing.output, listing.output
 
     # labels arrive: FAR and recall of each
     with store.engine.begin() as conn:

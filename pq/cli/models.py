@@ -180,20 +180,24 @@ def models():
 @click.option("--line", "line_id")
 @click.option("--limit", type=int, default=50, show_default=True)
 def list_cmd(name, line_id, limit):
-    """Versions, newest first; * marks production versions."""
-    from models.registry import list_versions, production_map
+    """Versions, newest first; * marks production versions, ~ versions running in shadow."""
+    from models.registry import list_versions, production_map, shadows
 
     _, store = _ctx()
     prod = {}
     for scope, vid in production_map(store).items():
         prod.setdefault(vid, []).append(scope)
+    shadow = {}
+    for scope, sh in shadows(store).items():
+        shadow.setdefault(sh.model_version_id, []).append(scope)
     click.echo(f"{'id':>4} {'name':<18} {'ver':>3} {'kind':<17} {'scope':<14} {'feature set':<18} {'thr':>7} "
                f"{'recall':>7} {'FAR':>7} {'by':<10} {'created':<16} production")
     for v in list_versions(store, name=name, line_id=line_id, limit=limit):
         m = v.metrics or {}
         click.echo(f"{v.id:>4} {v.name:<18} {v.version:>3} {v.kind:<17} {v.scope:<14} {v.feature_set_version:<18} "
                    f"{v.threshold:>7.4f} {_fmt(m.get('recall')):>7} {_fmt(m.get('far')):>7} {(v.trained_by or ''):<10} "
-                   f"{v.created_at:%Y-%m-%d %H:%M} {'* ' + ', '.join(prod[v.id]) if v.id in prod else ''}")
+                   f"{v.created_at:%Y-%m-%d %H:%M} {'* ' + ', '.join(prod[v.id]) if v.id in prod else ''}"
+                   f"{'~ shadow ' + ', '.join(shadow[v.id]) if v.id in shadow else ''}")
 
 
 @models.command()
