@@ -517,7 +517,7 @@ def shadow_version(store, line_id: str | None, product: str | None) -> ModelVers
     return None
 
 
-def start_shadow(store, version_id: int, *, line_id: str, product: str | None = None, by: str, reason: str,
+def start_shadow(store, version_id: int, *, line_id: str, product: str | None = None, by: str, reason: str = "",
                  client: str = "cli", require_known_user: bool = False) -> Shadow:
     """Run ``version_id`` in shadow on ``line_id`` (optionally one product) beside production.
 
@@ -541,8 +541,7 @@ def start_shadow(store, version_id: int, *, line_id: str, product: str | None = 
             f"{v.label} uses feature set {v.feature_set_version!r} but production {prod.label} uses "
             f"{prod.feature_set_version!r}; a challenger is scored on the vector served to production, so it must "
             "be trained on the same feature set")
-    if not reason or not reason.strip():
-        raise ModelError("shadow needs a reason (what the challenger should show)")
+    reason = (reason or "").strip() or "(no reason given)"  # a shadow acts on nothing: the reason is optional
     t = schema.model_shadows
     now = datetime.now(timezone.utc)
     with store.engine.begin() as conn:

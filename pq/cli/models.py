@@ -315,7 +315,7 @@ def _compare_shadow(store, settings, candidate_id, replay, line_id, since, until
 @click.option("--line", "line_id", required=True, help="The line whose edge scores the challenger.")
 @click.option("--product", help="Only this product's parts (default: all products of the line).")
 @click.option("--stop", is_flag=True, help="End the shadow running for --line (and --product).")
-@click.option("--reason", help="Why (recorded; required to start).")
+@click.option("--reason", help="Why: what the challenger should show (recorded).")
 @click.option("--user", help="Engineer responsible (default: the OS user).")
 def shadow(version_id, line_id, product, stop, reason, user):
     """Run a version in shadow beside production on a line (champion / challenger), or --stop it.
@@ -334,8 +334,6 @@ def shadow(version_id, line_id, product, stop, reason, user):
         return
     if version_id is None:
         raise click.UsageError("give the VERSION_ID to run in shadow, or --stop")
-    if not reason:
-        raise click.UsageError("--reason is required to start a shadow (what the challenger should show)")
     sh = start_shadow(store, version_id, line_id=line_id, product=product, by=_user(user), reason=reason)
     click.echo(f"#{sh.model_version_id} runs in shadow for {sh.scope}; edges pick it up at their next model poll")
 
