@@ -81,8 +81,12 @@ class ModelWatcher:
         if challenger is None or challenger.version_id in self._retired:
             return None
         prod = self.scorer_for(product)
-        if prod is None or prod.feature_set_version != challenger.feature_set_version \
-                or prod.version_id == challenger.version_id:
+        if prod is None or prod.version_id == challenger.version_id:
+            return None
+        if prod.feature_set_version != challenger.feature_set_version:  # the registry refuses this; a later
+            self.retire_challenger(challenger.version_id,  # promotion of another feature set can still cause it
+                                   f"feature set {challenger.feature_set_version!r} is not production's "
+                                   f"{prod.feature_set_version!r}: it cannot be scored on the served vector")
             return None
         return challenger
 
