@@ -22,6 +22,7 @@ Example::
     res = compare_live(store, 8, line_id="line-1")
     res["overall"]["agreement"], res["overall"]["challenger"]["alarms_per_h"], res["bands"][0]
     compare_replay(store, 8, line_id="line-1", since=last_monday, until=today)   # same shape
+    put_in_shadow(store, 9, "line-1", "scheduler")      # the retraining scheduler's hand-over
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pq.errors import ModelError
 from pq.storage import schema
 
 __all__ = ["live_rows", "replay_rows", "labels_for", "compare_rows", "compare_live", "compare_replay", "evidence",
-           "SIDES"]
+           "put_in_shadow", "SIDES"]
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +235,17 @@ def evidence(store, candidate_id: int) -> dict | None:
                          "until": p.until.isoformat() if p.until else None} for p in periods],
             "parts": o["parts"], "hours": o["hours"], "agreement": o["agreement"], "labelled": o["labelled"],
             **{side: {k: o[side][k] for k in ("alarms_per_h", "diverted_share", "far", "recall")} for side in SIDES}}
+
+
+def put_in_shadow(store, version_id: int, line_id: str | None, actor: str) -> str:
+    """A proposed candidate in shadow beside production (``models.scheduler.Shadow``: the retraining
+    scheduler's hand-over); returns what was done, in words. ModelError / FeatureMismatch when refused
+    (no line, no production, another feature set ...), as ``models.registry.start_shadow`` says."""
+    from models.registry import get_version, start_shadow
+
+    line = line_id or get_version(store, version_id).line_id
+    if not line:
+        raise ModelError(f"model #{version_id} serves all lines: name the line whose edge should run it in shadow")
+    sh = start_shadow(store, version_id, line_id=line, by=actor,
+                      reason="proposed by the retraining schedule; promotion stays an engineer's decision")
+    return f"in shadow on {sh.scope} since {sh.since:%Y-%m-%d %H:%M} UTC"

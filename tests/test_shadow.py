@@ -146,13 +146,20 @@ def test_shadow_rules_in_the_registry(store, artifacts):
     assert registry.shadow_version(store, "line-other", None) is None
     assert set(registry.shadows(store)) == {f"{LINE}/*"}
     registry.stop_shadow(store, line_id=LINE, by="eve", reason="enough")
+    from models.shadow import put_in_shadow  # the retraining scheduler's hand-over
+
+    with pytest.raises(ModelError, match="serves all lines"):
+        put_in_shadow(store, chal.id, None, "scheduler")
+    assert put_in_shadow(store, chal.id, LINE, "scheduler").startswith(f"in shadow on {LINE}/*")
+    registry.stop_shadow(store, line_id=LINE, by="eve", reason="enough")
     assert registry.shadow_version(store, LINE, None) is None
     with pytest.raises(ModelError, match="no version runs in shadow"):
         registry.stop_shadow(store, line_id=LINE, by="eve")
     with store.engine.connect() as conn:
         actions = [r.action for r in conn.execute(select(schema.audit_log.c.action)
-                                                  .where(schema.audit_log.c.action.like("model.shadow%")))]
-    assert actions == ["model.shadow", "model.shadow_stop"]
+                                                  .where(schema.audit_log.c.action.like("model.shadow%"))
+                                                  .order_by(schema.audit_log.c.id))]
+    assert actions == ["model.shadow", "model.shadow_stop"] * 2
 
 
 def test_challenger_in_shadow_live_equals_replay_and_promotion_states_evidence(store, artifacts, settings_factory,
