@@ -17,6 +17,14 @@ config file); there the bench's rows (lines ``bench-edge-N``) are deleted before
 ``loss`` = parts decided minus their predictions committed; ``dropped`` = batches the bounded
 queues refused, sink errors and spool drops. ``--quick``: two lines for four seconds, one part per
 second each, the same path and JSON keys.
+
+Shadow (champion / challenger): a second 100-tree model (another fit of the same parts, as a
+retrained challenger would be) runs in shadow on every line, switched on and off every
+``--shadow-segment`` seconds, so both halves of the run share the machine's load as it comes and
+goes. Production's decision latency is split by whether the challenger was on when the part was
+decided: ``p99_ms`` (off) and ``p99_ms_with_shadow`` (on); the goal is at most +20 %.
+``shadow_scores`` are the challenger's rows committed (every part production scored while it was
+on, else counted in ``loss``), ``challenger_p99_ms`` its own scoring time after each decision.
 """
 
 from __future__ import annotations
@@ -101,11 +109,21 @@ def _scorer(fs, tags: list[str], *, hz: float, cycle_s: float, at_risk_share: fl
 
 
 class _Fixed:
-    def __init__(self, scorer):
+    """Production for every line, and the challenger while ``shadow_on``."""
+
+    def __init__(self, scorer, challenger=None):
         self.scorer = scorer
+        self.challenger = challenger
+        self.shadow_on = False
 
     def scorer_for(self, product):
         return self.scorer
+
+    def challenger_for(self, product):
+        return self.challenger if self.shadow_on else None
+
+    def retire_challenger(self, version_id, reason):
+        raise RuntimeError(f"bench challenger {version_id} failed: {reason}")  # a broken bench, not a figure
 
     def status(self):
         return {"model_version_id": self.scorer.version_id}
@@ -122,9 +140,11 @@ def _pct(a, q):
 @click.option("--seconds", default=30.0, show_default=True, help="Measured duration.")
 @click.option("--cycle-s", default=2.0, show_default=True, help="Machine cycle (one part per cycle per line).")
 @click.option("--at-risk", "at_risk_share", default=0.1, show_default=True, help="Share of parts pushed to at risk.")
-@quick_option({"--lines": 2, "--seconds": 4.0, "--cycle-s": 1.0})
+@click.option("--shadow-segment", "shadow_segment_s", default=5.0, show_default=True,
+              help="Seconds between switching the challenger in shadow on and off.")
+@quick_option({"--lines": 2, "--seconds": 4.0, "--cycle-s": 1.0, "--shadow-segment": 1.0})
 @json_option
-def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
+def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, shadow_segment_s, quick, as_json):
     """Edge decision and commit latency for L lines x T tags x R Hz."""
     from pq.cli import get_settings
     from pq.storage import Store, migrate
@@ -139,7 +159,7 @@ def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
         migrate.upgrade(store)
         _delete_bench_rows(store)  # an interrupted run's rows would count as this run's predictions
         result = _run(store, settings, tmp, n_lines=n_lines, n_tags=n_tags, hz=hz, seconds=seconds, cycle_s=cycle_s,
-                      at_risk_share=at_risk_share)
+                      at_risk_share=at_risk_share, shadow_segment_s=shadow_segment_s)
     finally:
         try:
             _delete_bench_rows(store)
@@ -153,12 +173,15 @@ def edge(n_lines, n_tags, hz, seconds, cycle_s, at_risk_share, quick, as_json):
                f"dropped {result['dropped']}")
     click.echo(f"reference: one line, unloaded, decide + synchronous store commit p99 "
                f"{result['baseline_sync_commit_unloaded_p99_ms']} ms (not a like-for-like baseline: no ratio reported)")
+    click.echo(f"production decision p99 with a challenger in shadow {result['p99_ms_with_shadow']} ms, without "
+               f"{result['p99_ms']} ms ({result['shadow_p99_change_pct']:+.1f} %, goal at most +20 %); "
+               f"{result['shadow_scores']} shadow rows committed, challenger scoring p99 {result['challenger_p99_ms']} ms")
     if as_json:
         click.echo(json.dumps(result))
 
 
 def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, seconds: float, cycle_s: float,
-         at_risk_share: float) -> dict:
+         at_risk_share: float, shadow_segment_s: float) -> dict:
     import psutil
     from sqlalchemy import func, select
 
@@ -180,6 +203,10 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     tag_names = (spec_tags + [f"extra_{i}_c" for i in range(max(0, n_tags - len(spec_tags)))])[:n_tags]
     scorer = _scorer(fs, [t for t in tag_names if t in spec_tags], hz=hz, cycle_s=cycle_s,
                      at_risk_share=at_risk_share)
+    challenger = _scorer(fs, [t for t in tag_names if t in spec_tags], hz=hz, cycle_s=cycle_s,
+                         at_risk_share=at_risk_share, seed=8)
+    challenger.version_id = 2
+    provider = _Fixed(scorer, challenger)
     lines = [f"{_LINE_PREFIX}{i + 1}" for i in range(n_lines)]
     for line in lines:
         ensure_line(store, line)
@@ -198,12 +225,14 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     drainer = SpoolDrainer(spool, store, listeners=[on_commit]).start()
     runtimes = []
     for line in lines:
-        rt = LineRuntime(line, scorers=_Fixed(scorer), sink=spool, settings=settings, playbook=PlaybookLoader(),
+        rt = LineRuntime(line, scorers=provider, sink=spool, settings=settings, playbook=PlaybookLoader(),
                          feature_factory=lambda s: StreamingFeatures(fs, None, capacity_s=30, max_rate_hz=hz * 2))
         runtimes.append(rt)
+    provider.shadow_on = True  # warm the challenger up too
     warm = runtimes[0].warm_up()
     for rt in runtimes[1:]:
         rt.warm_up()
+    provider.shadow_on = False
     click.echo(f"warm-up {warm:.1f} s; {n_lines} lines x {n_tags} tags x {hz:g} Hz for {seconds:g} s, "
                f"one part per {cycle_s:g} s per line; store {store.display_url}", err=True)
 
@@ -247,13 +276,27 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
                 q.put_nowait(items)
             await asyncio.sleep(max(0.0, t_next - time.monotonic()))
 
+    split = {True: [], False: []}  # production's decision latency with / without the challenger on
+    expected_shadow = [0]
+
     async def consume(rt, q, stop):
         while not stop.is_set() or not q.empty():
             try:
                 items = await asyncio.wait_for(q.get(), 0.5)
             except asyncio.TimeoutError:
                 continue
-            rt.handle(items)
+            on = provider.shadow_on  # switched only between awaits: constant through handle()
+            for d in rt.handle(items):
+                split[on].append(d.latency_ms)
+                expected_shadow[0] += on and d.decision != "not_scored"
+
+    async def toggle(stop):
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), shadow_segment_s)
+            except asyncio.TimeoutError:
+                provider.shadow_on = not provider.shadow_on
+        provider.shadow_on = False
 
     async def main():
         stop = asyncio.Event()
@@ -261,6 +304,7 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
         tasks = [asyncio.create_task(produce(i, line, q, stop)) for i, (line, q) in enumerate(zip(lines, queues))]
         tasks += [asyncio.create_task(consume(rt, q, stop)) for rt, q in zip(runtimes, queues)]
         tasks += [asyncio.create_task(Housekeeper(rt).run(stop)) for rt in runtimes]
+        tasks.append(asyncio.create_task(toggle(stop)))
         proc.cpu_percent(None)
         await asyncio.sleep(seconds)
         cpu = proc.cpu_percent(None)
@@ -283,6 +327,8 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
     with store.engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(schema.predictions)
                               .where(schema.predictions.c.line_id.in_(lines))).scalar()
+        shadow_ms = [r[0] for r in conn.execute(select(schema.shadow_scores.c.challenger_ms)
+                                                .where(schema.shadow_scores.c.line_id.in_(lines)))]
     samples = sum(rt.rings.samples_total for rt in runtimes)
 
     # Baseline: the decision is only "made" once committed synchronously to the store. Each part is
@@ -302,6 +348,7 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
         base_lat.append((time.perf_counter() - ev.received_s) * 1000)
     base_p99 = _pct(base_lat, 99)
     ours_p99 = _pct(lat, 99)
+    p99_off, p99_on = _pct(split[False], 99), _pct(split[True], 99)
     dropped_total = dropped["queue"] + sum(rt.spool_dropped for rt in runtimes) + spool.stats().get("dropped_records", 0)
     for rt in runtimes:
         rt.close()
@@ -313,7 +360,12 @@ def _run(store, settings, tmp: Path, *, n_lines: int, n_tags: int, hz: float, se
         "not_scored": decisions["not_scored"],
         "decision_p50_ms": _pct(lat, 50), "decision_p99_ms": ours_p99, "decision_max_ms": _pct(lat, 100),
         "commit_p50_ms": _pct(commit_ms, 50), "commit_p99_ms": _pct(commit_ms, 99),
-        "stored_predictions": stored, "loss": n_parts - stored, "dropped": dropped_total,
+        "stored_predictions": stored, "loss": n_parts - stored + expected_shadow[0] - len(shadow_ms),
+        "dropped": dropped_total,
+        "p99_ms": p99_off, "p99_ms_with_shadow": p99_on, "p50_ms": _pct(split[False], 50),
+        "p50_ms_with_shadow": _pct(split[True], 50), "parts_with_shadow": len(split[True]),
+        "shadow_p99_change_pct": round((p99_on - p99_off) / p99_off * 100.0, 1) if p99_on and p99_off else 0.0,
+        "shadow_scores": len(shadow_ms), "challenger_p99_ms": _pct(shadow_ms, 99) if shadow_ms else 0.0,
         "cpu_pct": round(cpu_pct, 1), "rss_mb": round(rss_mb, 1),
         "baseline_sync_commit_unloaded_p99_ms": base_p99,
         "store": store.dialect,

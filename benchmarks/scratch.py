@@ -16,7 +16,7 @@ __all__ = ["delete_lines"]
 
 def delete_lines(store, line_like: str, *, health_component: str | None = None) -> None:
     """Delete the lines whose id is LIKE ``line_like`` and everything written for them: samples of
-    their tags, parts and their features, inspections, predictions, alerts and their events, line
+    their tags, parts and their features, inspections, predictions and shadow scores, alerts and their events, line
     events and health rows (those of their lines, and of components LIKE ``health_component``),
     then their tags and the lines themselves."""
     from sqlalchemy import delete, or_, select
@@ -33,7 +33,7 @@ def delete_lines(store, line_like: str, *, health_component: str | None = None) 
         conn.execute(delete(sc.alert_events).where(sc.alert_events.c.alert_id.in_(alerts)))
         conn.execute(delete(sc.part_features).where(sc.part_features.c.part_id.in_(parts)))
         conn.execute(delete(sc.samples).where(sc.samples.c.tag_id.in_(tags)))
-        for table in (sc.alerts, sc.predictions, sc.parts, sc.inspections, sc.line_events, sc.tags):
+        for table in (sc.alerts, sc.predictions, sc.shadow_scores, sc.parts, sc.inspections, sc.line_events, sc.tags):
             conn.execute(delete(table).where(table.c.line_id.like(line_like)))
         conn.execute(delete(sc.component_health).where(health))
         conn.execute(delete(sc.lines).where(sc.lines.c.id.like(line_like)))

@@ -5,6 +5,13 @@ regime, who trained it) and ``model_deployments`` (promotion history; the latest
 its production version), and writes an ``audit_log`` row for every register, promote and rollback.
 Imports pq and models only; the edge and the UI on other machines share models through the store.
 
+Shadow (champion / challenger): ``model_shadows`` says which version runs in shadow per scope
+(``start_shadow`` / ``stop_shadow``, audited, engineers and admins only). A challenger must use
+production's feature-set version (the edge scores both on the same served vector) and must not be
+production itself. Promoting a version that ran in shadow records its shadow evidence (period,
+parts, agreement, alarms/h of both, FAR/recall where labelled; ``models/shadow.py``) in the audit
+row and ends its shadow.
+
 A scope is ``LINE/PRODUCT`` with ``*`` for "all": ``line-1/*``, ``*/*``, ``line-2/housing-a``.
 The edge asks for the most specific scope that has a production version.
 
@@ -23,6 +30,8 @@ Example::
     promote(store, v.id, approved_by="bob", reason="better FAR in heatwave")
     production_version(store, "line-1", "housing-a")      # -> ModelVersion | None
     rollback(store, "*/*", approved_by="bob", reason="operators report false alarms")
+    start_shadow(store, 8, line_id="line-1", by="bob", reason="retrained on the new supplier")
+    shadow_version(store, "line-1", "housing-a")          # -> ModelVersion | None (version 8)
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ from pq.storage import schema
 
 __all__ = ["ModelVersion", "Deployment", "register", "list_versions", "get_version", "load_artifact",
            "promote", "rollback", "production_version", "production_map", "deployments", "compare",
-           "scope_of", "parse_scope", "DEFAULT_MARGIN"]
+           "scope_of", "parse_scope", "DEFAULT_MARGIN", "Shadow", "start_shadow", "stop_shadow", "shadow_version",
+           "shadows", "shadow_periods"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +104,18 @@ class Deployment:
     reason: str
     override: bool
     at: datetime
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A challenger running (or that ran) in shadow for a scope since ``since`` (until ``until``)."""
+
+    scope: str
+    model_version_id: int
+    since: datetime
+    until: datetime | None
+    by: str
+    reason: str
 
 
 _MV_COLS = [f.name for f in fields(ModelVersion) if f.name != "artifact"]
@@ -386,21 +408,36 @@ def promote(store, version_id: int, *, scope: str | None = None, approved_by: st
             f"{v.label} is worse than production #{current} beyond the margin {margin} in "
             f"{len(checks['worse'])} regime band(s): {lines}; retrain, or promote with an explicit override "
             "and a reason (recorded in the audit log)")
+    evidence = _shadow_evidence(store, v.id)
     now = datetime.now(timezone.utc)
+    for period in (evidence or {}).get("periods", ()):
+        period["until"] = period["until"] or now.isoformat()  # the promotion ends a running shadow
     with store.engine.begin() as conn:
+        for running in [p for p in _periods(_shadow_rows(conn)) if p.until is None and p.model_version_id == v.id]:
+            conn.execute(insert(schema.model_shadows).values(  # promoted: its shadow is over
+                scope=running.scope, model_version_id=None, action="stop", by=approved_by,
+                reason=f"promoted to production for {scope}", at=now))
         did = conn.execute(insert(d).values(scope=scope, model_version_id=v.id, action="promote",
                                             approved_by=approved_by, reason=reason, override=bool(override and checks["worse"]),
                                             at=now)).inserted_primary_key[0]
         _audit(conn, approved_by, "model.promote", f"model_version:{v.id}",
                {"scope": scope, "previous": current, "reason": reason, "override": bool(override),
                 "worse_regimes": checks["worse"], "feature_set_version": v.feature_set_version,
-                "edge_feature_sets": edge_sets or "unknown (no edge has reported one)"}, client)
+                "edge_feature_sets": edge_sets or "unknown (no edge has reported one)",
+                "shadow_evidence": evidence or "none: this version never ran in shadow"}, client)
     if override and checks["worse"]:
         logger.warning("model %s promoted to %s by %s OVERRIDING %d worse regime band(s): %s",
                        v.label, scope, approved_by, len(checks["worse"]), reason)
     else:
         logger.info("model %s promoted to %s by %s (previous #%s)", v.label, scope, approved_by, current)
     return Deployment(did, scope, v.id, "promote", approved_by, reason, bool(override and checks["worse"]), now)
+
+
+def _shadow_evidence(store, version_id: int) -> dict | None:
+    """What the version showed in shadow on live parts (models/shadow.py), or None if it never ran there."""
+    from models.shadow import evidence
+
+    return evidence(store, version_id)
 
 
 def rollback(store, scope: str, *, approved_by: str, reason: str, client: str = "cli",
@@ -427,3 +464,112 @@ def rollback(store, scope: str, *, approved_by: str, reason: str, client: str = 
                {"scope": scope, "from": current, "to": target, "reason": reason}, client)
     logger.info("scope %s rolled back from #%d to #%d by %s", scope, current, target, approved_by)
     return Deployment(did, scope, target, "rollback", approved_by, reason, False, now)
+
+
+# -- shadow (champion / challenger) ---------------------------------------------------------------------
+
+def _shadow_rows(conn, scope: str | None = None, version_id: int | None = None) -> list:
+    t = schema.model_shadows
+    q = select(t).order_by(t.c.at, t.c.id)
+    if scope is not None:
+        q = q.where(t.c.scope == scope)
+    return list(conn.execute(q))
+
+
+def _periods(rows) -> list[Shadow]:
+    """Start/stop rows (oldest first) as periods; a start while another runs ends the earlier one."""
+    out: list[Shadow] = []
+    running: dict[str, Shadow] = {}
+    for r in rows:
+        cur = running.pop(r.scope, None)
+        if cur is not None:
+            out.append(Shadow(cur.scope, cur.model_version_id, cur.since, r.at, cur.by, cur.reason))
+        if r.action == "start":
+            running[r.scope] = Shadow(r.scope, r.model_version_id, r.at, None, r.by, r.reason)
+    return out + list(running.values())
+
+
+def shadows(store) -> dict[str, Shadow]:
+    """{scope: the running shadow} for every scope that has one."""
+    with store.engine.connect() as conn:
+        return {p.scope: p for p in _periods(_shadow_rows(conn)) if p.until is None}
+
+
+def shadow_periods(store, version_id: int) -> list[Shadow]:
+    """Every period ``version_id`` ran in shadow, oldest first (the last one may still run)."""
+    with store.engine.connect() as conn:
+        return [p for p in _periods(_shadow_rows(conn)) if p.model_version_id == int(version_id)]
+
+
+def shadow_version(store, line_id: str | None, product: str | None) -> ModelVersion | None:
+    """The version in shadow for (line, product): the most specific scope with a running shadow."""
+    scopes = list(dict.fromkeys([scope_of(line_id, product), scope_of(line_id, None)]))
+    t = schema.model_shadows
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(t.c.scope, t.c.model_version_id, t.c.action).where(t.c.scope.in_(scopes))
+                            .order_by(t.c.at.desc(), t.c.id.desc())).all()
+    latest: dict[str, tuple] = {}
+    for r in rows:
+        latest.setdefault(r.scope, (r.action, r.model_version_id))
+    for s in scopes:
+        if s in latest and latest[s][0] == "start":
+            return get_version(store, latest[s][1])
+    return None
+
+
+def start_shadow(store, version_id: int, *, line_id: str, product: str | None = None, by: str, reason: str = "",
+                 client: str = "cli", require_known_user: bool = False) -> Shadow:
+    """Run ``version_id`` in shadow on ``line_id`` (optionally one product) beside production.
+
+    Refused: a version trained for another line or product, no production version to compare with,
+    the production version itself, or another feature-set version than production's (the edge scores
+    the challenger on production's served vector). A challenger already in shadow there is replaced."""
+    if not line_id:
+        raise ModelError("shadow needs a line (--line): the challenger runs at that line's edge")
+    v = get_version(store, version_id)
+    scope = scope_of(line_id, product)
+    if (v.line_id and v.line_id != line_id) or (v.product and product and v.product != product):
+        raise ModelError(f"{v.label} was trained for {v.scope} and cannot shadow {scope}")
+    prod = production_version(store, line_id, product)
+    if prod is None:
+        raise ModelError(f"no version is in production for {scope}: a challenger needs a production model "
+                         "to run beside (promote one first)")
+    if prod.id == v.id:
+        raise ModelError(f"{v.label} is the production version of {scope}; choose another version for the shadow")
+    if prod.feature_set_version != v.feature_set_version:
+        raise FeatureMismatch(
+            f"{v.label} uses feature set {v.feature_set_version!r} but production {prod.label} uses "
+            f"{prod.feature_set_version!r}; a challenger is scored on the vector served to production, so it must "
+            "be trained on the same feature set")
+    reason = (reason or "").strip() or "(no reason given)"  # a shadow acts on nothing: the reason is optional
+    t = schema.model_shadows
+    now = datetime.now(timezone.utc)
+    with store.engine.begin() as conn:
+        _check_user(conn, by, require_known=require_known_user, what="shadow")
+        conn.execute(insert(t).values(scope=scope, model_version_id=v.id, action="start", by=by, reason=reason,
+                                      at=now))
+        _audit(conn, by, "model.shadow", f"model_version:{v.id}",
+               {"scope": scope, "production": prod.id, "reason": reason,
+                "feature_set_version": v.feature_set_version}, client)
+    logger.info("model %s in shadow for %s beside production %s, by %s", v.label, scope, prod.label, by)
+    return Shadow(scope, v.id, now, None, by, reason)
+
+
+def stop_shadow(store, *, line_id: str, product: str | None = None, by: str, reason: str = "shadow stopped",
+                client: str = "cli", require_known_user: bool = False) -> Shadow:
+    """End the shadow running for (line, product); ModelError when none runs there."""
+    scope = scope_of(line_id, product)
+    t = schema.model_shadows
+    now = datetime.now(timezone.utc)
+    with store.engine.begin() as conn:
+        _check_user(conn, by, require_known=require_known_user, what="stop shadow")
+        running = [p for p in _periods(_shadow_rows(conn, scope)) if p.until is None]
+        if not running:
+            raise ModelError(f"no version runs in shadow for {scope}")
+        conn.execute(insert(t).values(scope=scope, model_version_id=None, action="stop", by=by,
+                                      reason=reason or "shadow stopped", at=now))
+        _audit(conn, by, "model.shadow_stop", f"model_version:{running[0].model_version_id}",
+               {"scope": scope, "reason": reason}, client)
+    logger.info("shadow of model #%d for %s stopped by %s", running[0].model_version_id, scope, by)
+    p = running[0]
+    return Shadow(p.scope, p.model_version_id, p.since, now, by, reason)

@@ -57,7 +57,7 @@ def test_db_upgrade_and_info(tmp_path):
     assert run_pq("db", "upgrade", env=env).returncode == 0
     proc = run_pq("db", "info", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "schema_version         0007" in proc.stdout and "samples" in proc.stdout
+    assert "schema_version         0008" in proc.stdout and "samples" in proc.stdout
 
 
 def test_unreachable_database_is_reported_not_a_traceback(tmp_path):

@@ -422,3 +422,20 @@ def test_cli_run_now_proposes_and_only_an_engineer_approves(sqlite_store, tmp_pa
     assert proc.returncode == 0 and "#1 is now in production for */*" in proc.stdout, proc.stderr
     assert proposals.get_proposal(store, 1).trigger == "run-now by eng: drift"
     assert "approved by eng" in _run_pq("models", "schedule", "list", env=env).stdout
+
+
+def test_the_scheduler_process_puts_a_passing_candidate_in_shadow_on_its_line(history):
+    """The composition root's hook (pq models scheduler) is the real shadow deployment: the proposed
+    candidate runs beside production on the schedule's line, and production stays what it was."""
+    from pq.cli.models import _shadow
+
+    store = history
+    prod = _production(store)
+    line = store.engine.connect().execute(select(schema.parts.c.line_id).limit(1)).scalar_one()
+    s = add_schedule(store, f"{line}/*", approver="eng", actor="eng", every_days=7, config=SMALL)
+    _make_due(store, s.id, timedelta(minutes=1))
+    assert Scheduler(lambda: store, shadow=_shadow).run(once=True) == 1
+    (p,) = proposals.list_proposals(store)
+    assert p.status == "proposed" and p.shadow.startswith(f"in shadow on {line}/"), p.shadow
+    assert registry.shadow_version(store, line, None).id == p.candidate_version_id
+    assert registry.production_version(store, line, None).id == prod.id

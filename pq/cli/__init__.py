@@ -127,7 +127,7 @@ def open_store(ctx: click.Context | None = None, *, check_schema: bool = True):
         "connect": ("pq.cli.connect:connect", "OPC UA connector: browse a server, certificates, run a tag map."),
         "features": ("pq.cli.features:features", "Feature sets: show the spec, backfill vectors from raw samples."),
         "train": ("pq.cli.models:train", "Train a defect model on the store's history."),
-        "models": ("pq.cli.models:models", "Model registry: list, promote, roll back, scheduled retraining."),
+        "models": ("pq.cli.models:models", "Model registry: list, compare, shadow, promote, roll back, scheduled retraining."),
         "report": ("pq.cli.models:report", "Reports: robustness per environmental regime."),
         "import": ("pq.cli.models:import_history", "Import a part-level history (CSV/Parquet) into the store."),
         "edge": ("pq.cli.edge:edge", "Edge runtime: score parts as they are made, raise explained alerts."),

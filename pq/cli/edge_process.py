@@ -2,7 +2,8 @@
 
 Owns :class:`EdgeProcess`, which hands the concrete parts to a :class:`~pq.edge.runtime.LineRuntime`
 through the edge's interfaces: the OPC UA connector session from the tag map (``connectors``), the
-production model from the registry with hot reload (``models``), the streaming features with the
+production model from the registry with hot reload (``models``) and the version in shadow beside it
+(champion / challenger, picked up by the same poll), the streaming features with the
 tag map's limits, the edge spool and its drainer, the plant outputs, the housekeeper, and a local
 copy of the last production model so that the edge starts and scores while the database is down.
 Part of the composition root: only ``pq edge run`` imports it.
@@ -143,6 +144,15 @@ class EdgeProcess:
         v = production_version(store, self.line_id, product)
         return v.id if v is not None else None
 
+    def _resolve_shadow(self, product):
+        from models.registry import shadow_version
+
+        store = self.store
+        if store is None:
+            raise StorageError("store not reachable")
+        v = shadow_version(store, self.line_id, product)
+        return v.id if v is not None else None
+
     def _load(self, version_id: int):
         from models.registry import load_artifact
         from models.scoring import Scorer
@@ -162,6 +172,17 @@ class EdgeProcess:
             logger.warning("line %s: cannot keep a local copy of model %s in %s: %s", self.line_id, v.id,
                            self.model_cache.directory, exc)
         return scorer
+
+    def _load_challenger(self, version_id: int):
+        """A version for the shadow: from the registry only (the local copy is production's alone)."""
+        from models.registry import load_artifact
+        from models.scoring import Scorer
+
+        if self.store is None:
+            raise StorageError(f"challenger model version {version_id}: store not reachable")
+        v, blob = load_artifact(self.store, version_id)
+        logger.info("line %s: loaded challenger %s for the shadow", self.line_id, v.label)
+        return Scorer.from_bytes(blob, v.artifact_sha256, v.id)
 
     def _adopt_cached_model(self) -> None:
         from models.scoring import Scorer
@@ -216,7 +237,8 @@ class EdgeProcess:
         s = self.settings
         records.register()
         self.spool = open_spool(s, f"edge-{self.line_id}")
-        self.watcher = ModelWatcher(self.line_id, resolve=self._resolve, load=self._load, poll_s=s.edge_model_poll_s)
+        self.watcher = ModelWatcher(self.line_id, resolve=self._resolve, load=self._load, poll_s=s.edge_model_poll_s,
+                                    resolve_shadow=self._resolve_shadow, load_shadow=self._load_challenger)
         if not self.opener.try_once():
             self._adopt_cached_model()
             self.opener.start()

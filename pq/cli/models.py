@@ -172,7 +172,7 @@ def train(feature_set, line_id, product, kind, name, alarm_budget, target_recall
 
 @click.group()
 def models():
-    """Model registry: list, show, compare, promote, roll back; scheduled retraining and its proposals."""
+    """Model registry: list, show, compare, shadow, promote, roll back; scheduled retraining and its proposals."""
 
 
 @models.command("list")
@@ -180,20 +180,24 @@ def models():
 @click.option("--line", "line_id")
 @click.option("--limit", type=int, default=50, show_default=True)
 def list_cmd(name, line_id, limit):
-    """Versions, newest first; * marks production versions."""
-    from models.registry import list_versions, production_map
+    """Versions, newest first; * marks production versions, ~ versions running in shadow."""
+    from models.registry import list_versions, production_map, shadows
 
     _, store = _ctx()
     prod = {}
     for scope, vid in production_map(store).items():
         prod.setdefault(vid, []).append(scope)
+    shadow = {}
+    for scope, sh in shadows(store).items():
+        shadow.setdefault(sh.model_version_id, []).append(scope)
     click.echo(f"{'id':>4} {'name':<18} {'ver':>3} {'kind':<17} {'scope':<14} {'feature set':<18} {'thr':>7} "
                f"{'recall':>7} {'FAR':>7} {'by':<10} {'created':<16} production")
     for v in list_versions(store, name=name, line_id=line_id, limit=limit):
         m = v.metrics or {}
         click.echo(f"{v.id:>4} {v.name:<18} {v.version:>3} {v.kind:<17} {v.scope:<14} {v.feature_set_version:<18} "
                    f"{v.threshold:>7.4f} {_fmt(m.get('recall')):>7} {_fmt(m.get('far')):>7} {(v.trained_by or ''):<10} "
-                   f"{v.created_at:%Y-%m-%d %H:%M} {'* ' + ', '.join(prod[v.id]) if v.id in prod else ''}")
+                   f"{v.created_at:%Y-%m-%d %H:%M} {'* ' + ', '.join(prod[v.id]) if v.id in prod else ''}"
+                   f"{'~ shadow ' + ', '.join(shadow[v.id]) if v.id in shadow else ''}")
 
 
 @models.command()
@@ -240,11 +244,25 @@ def show(version_id, as_json):
 @click.argument("candidate_id", type=int)
 @click.argument("production_id", type=int, required=False)
 @click.option("--margin", type=float, help="Tolerance (PQ_MODEL_PROMOTION_MARGIN).")
-def compare(candidate_id, production_id, margin):
-    """Per-regime false-alarm rate and recall of a candidate against production (or another version)."""
+@click.option("--live", is_flag=True, help="On live parts: what the candidate decided in shadow beside production.")
+@click.option("--replay", is_flag=True, help="On a stored window of served vectors (--line, --since, --until).")
+@click.option("--line", "line_id", help="With --live / --replay: one line (required with --replay).")
+@click.option("--since", help="With --live / --replay: first cycle end (ISO).")
+@click.option("--until", help="With --live / --replay: end (exclusive, ISO).")
+@click.option("--json", "as_json", is_flag=True, help="With --live / --replay: the whole comparison as JSON.")
+def compare(candidate_id, production_id, margin, live, replay, line_id, since, until, as_json):
+    """Per-regime false-alarm rate and recall of a candidate against production (or another version).
+
+    Without --live / --replay: the two versions' validation metrics. --live: per regime band, both
+    models' alarms/h, diverted share, agreement and, where labelled, FAR and recall over the parts the
+    candidate scored in shadow; --replay: the same over stored served vectors of --line.
+    """
     from models.registry import compare as do_compare, get_version, production_version
 
     settings, store = _ctx()
+    if live or replay:
+        _compare_shadow(store, settings, candidate_id, replay, line_id, since, until, as_json)
+        return
     if production_id is None:
         c = get_version(store, candidate_id)
         p = production_version(store, c.line_id, c.product)
@@ -258,6 +276,66 @@ def compare(candidate_id, production_id, margin):
     for r in res["regimes"] + res["decisions"]:
         click.echo(f"  {r['regime']}={r['band']:<18} {r['metric']:<7} {_fmt(r['candidate']):>8} vs "
                    f"{_fmt(r['production']):>8}  {'WORSE' if r['worse'] else ''}")
+
+
+def _compare_shadow(store, settings, candidate_id, replay, line_id, since, until, as_json) -> None:
+    """``compare --live`` / ``--replay``: one line overall, one per regime band."""
+    from models.shadow import compare_live, compare_replay
+
+    if replay:
+        if not line_id:
+            raise click.UsageError("--replay needs --line (the served vectors of one line)")
+        res = compare_replay(store, candidate_id, line_id=line_id, since=iso_time(since), until=iso_time(until),
+                             two=settings.edge_decisions == "two")
+    else:
+        res = compare_live(store, candidate_id, line_id=line_id, since=iso_time(since), until=iso_time(until))
+    if as_json:
+        click.echo(json.dumps(res, default=str))
+        return
+    o = res["overall"]
+    if not o["parts"]:
+        click.echo(f"no parts: #{candidate_id} " + ("has no stored served vectors with production decisions in that "
+                                                     "window" if replay else "has not scored any part in shadow yet"))
+        return
+    click.echo(f"{res['mode']}: #{candidate_id} vs production {res['versions']['production']} on {o['parts']} parts, "
+               f"{o['hours']:.2f} h ({res['period'][0]} .. {res['period'][1]}); {o['labelled']} labelled, "
+               f"{o['defects']} defects")
+    click.echo(f"{'regime':<14} {'band':<18} {'parts':>6} {'agree':>6}  {'alarms/h prod':>13} {'cand':>6}  "
+               f"{'diverted prod':>13} {'cand':>6}  {'FAR prod':>8} {'cand':>6}  {'recall prod':>11} {'cand':>6}")
+    for r in [{"regime": "overall", "band": "", **o}] + res["bands"]:
+        p, c = r["production"], r["challenger"]
+        click.echo(f"{r['regime']:<14} {str(r['band']):<18} {r['parts']:>6} {_fmt(r['agreement'], 3):>6}  "
+                   f"{_fmt(p['alarms_per_h'], 2):>13} {_fmt(c['alarms_per_h'], 2):>6}  "
+                   f"{_fmt(p['diverted_share'], 3):>13} {_fmt(c['diverted_share'], 3):>6}  "
+                   f"{_fmt(p['far'], 3):>8} {_fmt(c['far'], 3):>6}  {_fmt(p['recall'], 3):>11} {_fmt(c['recall'], 3):>6}")
+
+
+@models.command()
+@click.argument("version_id", type=int, required=False)
+@click.option("--line", "line_id", required=True, help="The line whose edge scores the challenger.")
+@click.option("--product", help="Only this product's parts (default: all products of the line).")
+@click.option("--stop", is_flag=True, help="End the shadow running for --line (and --product).")
+@click.option("--reason", help="Why: what the challenger should show (recorded).")
+@click.option("--user", help="Engineer responsible (default: the OS user).")
+def shadow(version_id, line_id, product, stop, reason, user):
+    """Run a version in shadow beside production on a line (champion / challenger), or --stop it.
+
+    The edge scores every part with production and the challenger on the same served vector, acts
+    only on production's decision and records both; compare with `pq models compare ID --live`.
+    """
+    from models.registry import start_shadow, stop_shadow
+
+    _, store = _ctx()
+    if stop:
+        if version_id is not None:
+            raise click.UsageError("--stop takes no version: it ends whatever runs in shadow for --line")
+        sh = stop_shadow(store, line_id=line_id, product=product, by=_user(user), reason=reason or "shadow stopped")
+        click.echo(f"shadow of #{sh.model_version_id} for {sh.scope} stopped")
+        return
+    if version_id is None:
+        raise click.UsageError("give the VERSION_ID to run in shadow, or --stop")
+    sh = start_shadow(store, version_id, line_id=line_id, product=product, by=_user(user), reason=reason)
+    click.echo(f"#{sh.model_version_id} runs in shadow for {sh.scope}; edges pick it up at their next model poll")
 
 
 @models.command()
@@ -304,9 +382,11 @@ def _train_defaults(settings) -> dict:
             "min_defects": settings.model_min_defects}
 
 
-# Shadow deployments are built beside this work: the integrator hands models' put_in_shadow(store,
-# version_id, line_id, actor) here; until then a passing candidate's proposal says "shadow: not available".
-_SHADOW = None
+def _shadow(store, version_id: int, line_id: str | None, actor: str) -> str:
+    """The scheduler's hand-over: a passing candidate goes into shadow beside production on its line."""
+    from models.shadow import put_in_shadow
+
+    return put_in_shadow(store, version_id, line_id, actor)
 
 
 def _scheduler(settings, store=None, **kw):
@@ -319,7 +399,7 @@ def _scheduler(settings, store=None, **kw):
         return opened
 
     sched = Scheduler((lambda: store) if store is not None else open_checked, defaults=_train_defaults(settings),
-                      shadow=_SHADOW, margin=settings.model_promotion_margin, **kw)
+                      shadow=_shadow, margin=settings.model_promotion_margin, **kw)
     sched.store = store
     return sched
 

@@ -99,9 +99,17 @@ class Scorer(Protocol):
 
 
 class ScorerProvider(Protocol):
-    """Hands out the production scorer for a product; swapping it is the provider's business."""
+    """Hands out the production scorer for a product; swapping it is the provider's business.
+
+    Champion / challenger (optional: a provider without these methods has no shadow): ``challenger_for``
+    is the version in shadow for the product (same feature set as production's, or None), scored after
+    production's decision and never acted on; ``retire_challenger`` takes it out of shadow at this edge."""
 
     def scorer_for(self, product: str | None) -> Scorer | None: ...
+
+    def challenger_for(self, product: str | None) -> Scorer | None: ...
+
+    def retire_challenger(self, version_id: int, reason: str) -> None: ...
 
     def status(self) -> dict: ...
 

@@ -8,11 +8,18 @@ within ``poll_s`` plus the load time, without a restart. A version that fails to
 once and the previous one keeps scoring; the status says so. Must not import connectors, models,
 ui or simulators: ``resolve`` and ``load`` are handed in by the composition root.
 
+Shadow (champion / challenger): with ``resolve_shadow``, the same poll also asks which version runs
+in shadow for (line, product) and loads it; :meth:`challenger_for` hands it out only while its
+feature-set version equals production's (the same served vector). A challenger the runtime retires
+(:meth:`retire_challenger`: it raised or gave NaN) is not served again at this edge until the
+registry names another version.
+
 Example::
 
     watcher = ModelWatcher("line-1", resolve=lambda product: registry_lookup(product),
                            load=lambda version_id: load_scorer(version_id), poll_s=5).start()
     scorer = watcher.scorer_for("housing-a")
+    challenger = watcher.challenger_for("housing-a")    # None unless a version is in shadow
 """
 
 from __future__ import annotations
@@ -32,9 +39,16 @@ _RETRY_FAILED_S = 60.0
 
 class ModelWatcher:
     def __init__(self, line_id: str, *, resolve: Callable[[str | None], int | None],
-                 load: Callable[[int], Any], poll_s: float = 5.0):
+                 load: Callable[[int], Any], poll_s: float = 5.0,
+                 resolve_shadow: Callable[[str | None], int | None] | None = None,
+                 load_shadow: Callable[[int], Any] | None = None):
         self.line_id = line_id
         self._resolve = resolve
+        self._resolve_shadow = resolve_shadow
+        self._load_shadow = load_shadow or load
+        self._challengers: dict[str, Any] = {}  # product key -> challenger scorer (absent: none)
+        self._shadow_versions: dict[str, int | None] = {}
+        self._retired: dict[int, str] = {}  # challenger version id -> why this edge stopped scoring it
         self._load = load
         self.poll_s = poll_s
         self._scorers: dict[str, Any] = {}  # product key -> scorer (None: no model)
@@ -58,6 +72,30 @@ class ModelWatcher:
             self._wanted.add(key)  # first part of a new product: resolve it in the background
             self._wake.set()
         return scorer if scorer is not None else self._scorers.get(_ALL)
+
+    def challenger_for(self, product: str | None) -> Any:
+        """The version in shadow for the product (falling back to the line-wide one), or None; never
+        one whose feature set differs from the production scorer's, nor one retired at this edge."""
+        key = _ALL if product is None else str(product)
+        challenger = self._challengers.get(key) or self._challengers.get(_ALL)
+        if challenger is None or challenger.version_id in self._retired:
+            return None
+        prod = self.scorer_for(product)
+        if prod is None or prod.version_id == challenger.version_id:
+            return None
+        if prod.feature_set_version != challenger.feature_set_version:  # the registry refuses this; a later
+            self.retire_challenger(challenger.version_id,  # promotion of another feature set can still cause it
+                                   f"feature set {challenger.feature_set_version!r} is not production's "
+                                   f"{prod.feature_set_version!r}: it cannot be scored on the served vector")
+            return None
+        return challenger
+
+    def retire_challenger(self, version_id: int, reason: str) -> None:
+        """Stop scoring ``version_id`` in shadow at this edge (it raised or returned NaN); logged once."""
+        if version_id not in self._retired:
+            logger.error("line %s: challenger model %s taken out of shadow at this edge: %s", self.line_id,
+                         version_id, reason)
+        self._retired[version_id] = reason
 
     def adopt(self, product: str | None, version_id: int, scorer: Any) -> None:
         """Serve ``scorer`` (e.g. the local copy of the last production model) until the registry
@@ -139,16 +177,53 @@ class ModelWatcher:
             changed = True
             logger.info("line %s product %s: model version %s in production (was %s)", self.line_id,
                         product or "(all)", version_id, old)
+        if self._resolve_shadow is not None and not self._poll_shadow():
+            return changed
         self.last_poll_ok_s = time.time()
         live = set(self._versions.values())
         for vid in [v for v in self._cache if v not in live]:
             del self._cache[vid]  # keep memory bounded across many promotions
         return changed
 
+    def _poll_shadow(self) -> bool:
+        """Resolve and load the challenger of every product seen so far; False when the registry is down."""
+        for key in sorted(self._wanted):
+            try:
+                version_id = self._resolve_shadow(None if key == _ALL else key)
+            except Exception as exc:  # noqa: BLE001 - the shadow is optional; production's poll reports outages
+                logger.debug("line %s: cannot ask the registry for the shadow model: %s", self.line_id, exc)
+                return False
+            if self._shadow_versions.get(key, -1) == version_id:
+                continue
+            old = self._shadow_versions.get(key)
+            if version_id is None:
+                self._challengers.pop(key, None)
+                self._shadow_versions[key] = None
+                if old is not None:
+                    logger.info("line %s product %s: shadow of model version %s ended", self.line_id, key, old)
+                continue
+            scorer = self._cache.get(version_id)  # production's cache is production's: challengers stay out
+            if scorer is None:
+                try:
+                    scorer = self._load_shadow(version_id)
+                except Exception as exc:  # noqa: BLE001 - a broken challenger must not touch production
+                    self.retire_challenger(version_id, f"failed to load: {exc}")
+                    self._shadow_versions[key] = version_id
+                    continue
+            self._challengers[key], self._shadow_versions[key] = scorer, version_id
+            self._retired.pop(version_id, None)  # named again by the registry after a retirement: try it again
+            logger.info("line %s product %s: model version %s in shadow (was %s)", self.line_id,
+                        "(all)" if key == _ALL else key, version_id, old)
+        return True
+
     def status(self) -> dict:
         versions = {("*" if k == _ALL else k): v for k, v in self._versions.items()}
         errors = [m for m, _t in list(self._failed.values())[-3:]]
         if self._resolve_error:
             errors.append(self._resolve_error)
-        return {"model_version_id": self._versions.get(_ALL), "versions": versions, "errors": errors,
-                "swaps": self.swaps}
+        out = {"model_version_id": self._versions.get(_ALL), "versions": versions, "errors": errors,
+               "swaps": self.swaps}
+        if self._resolve_shadow is not None:
+            out["shadow"] = {("*" if k == _ALL else k): v for k, v in self._shadow_versions.items() if v is not None}
+            out["shadow_retired"] = {str(k): v for k, v in self._retired.items()}
+        return out

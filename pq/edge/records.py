@@ -1,6 +1,7 @@
 """The edge's spool record kinds and their idempotent store writers.
 
-Owns the kinds ``prediction``, ``alert``, ``alert_event`` and ``part_features`` (``health`` and
+Owns the kinds ``prediction``, ``alert``, ``alert_event``, ``part_features`` and ``shadow_score``
+(a challenger's decision beside production's on the same part; ``health`` and
 ``line_event`` are the spool's own): how a decision made in memory reaches the store, written by
 the spool's drainer, never on the decision path. Ids are UUIDs minted at the edge, so a replay
 after a crash or an outage writes nothing twice. :func:`register` adds the writers to the spool's
@@ -33,7 +34,7 @@ from pq.storage.engine import Store
 from pq.storage.parts import insert_ignore
 
 __all__ = ["register", "write_predictions", "write_alerts", "write_alert_events", "write_part_features",
-           "EDGE_KINDS", "PREDICTION_COLUMNS"]
+           "write_shadow_scores", "EDGE_KINDS", "PREDICTION_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +134,19 @@ def write_part_features(store: Store, payloads: list[dict]) -> int:
     return len(rows)
 
 
+_SHADOW_COLUMNS = tuple(c.name for c in schema.shadow_scores.columns)
+
+
+def write_shadow_scores(store: Store, payloads: list[dict]) -> int:
+    """Payload: one shadow_scores row (id = the production prediction's id); a replay writes nothing twice."""
+    rows = _last_by_id(payloads, _SHADOW_COLUMNS)
+    with store.engine.begin() as conn:
+        conn.execute(insert_ignore(store, schema.shadow_scores, ["id", "decided_at"]), rows)
+    return len(rows)
+
+
 EDGE_KINDS = {"prediction": write_predictions, "alert": write_alerts, "alert_event": write_alert_events,
-              "part_features": write_part_features}
+              "part_features": write_part_features, "shadow_score": write_shadow_scores}
 
 
 def register() -> None:

@@ -14,6 +14,10 @@ actions, the playbook and health are read and written by the housekeeper (``hous
 The checks live in ``checks.py``, the line's state and its line events in ``line_state.py``, alarm
 owners and escalation in ``duty.py``, the scores paused by a change of the line's server (a tag's unit,
 type or range; ``on_source_change``) in ``source_changes.py``.
+Shadow (champion / challenger): after production's decision is published and its latency taken,
+the version in shadow (``ScorerProvider.challenger_for``) scores the same served vector and a
+``shadow_score`` record goes to the spool with both models' decisions (``shadow.py``); a challenger
+that raises or returns NaN is retired at this edge with a line event, production untouched.
 
 Takes the small interfaces of ``pq/edge/interfaces.py``; must not import connectors, models, ui or
 simulators. The composition root (``pq/cli``) hands it the concrete parts.
@@ -53,6 +57,7 @@ from pq.edge.duty import DutyDesk, RosterCache
 from pq.edge.interfaces import FeatureComputer, FeatureFactory, Output, PartEvent, Sample, Scorer, ScorerProvider, Sink
 from pq.edge.line_state import STATES, LineState
 from pq.edge.metrics import EdgeMetrics
+from pq.edge.shadow import ShadowFailure, ShadowLane, rebase_vector
 from pq.edge.ringbuffer import TagRings
 from pq.edge.source_changes import SourcePauses, signals_of
 from pq.edge.spool_writer import SpoolWriter
@@ -122,6 +127,9 @@ class LineRuntime:
         self.counts = {"ok": 0, "at_risk": 0, "not_scored": 0}
         self.latencies_ms: deque[float] = deque(maxlen=2048)
         self.last_serial: str | None = None
+        self._served: tuple | None = None  # (scorer, vector, score) of the part being decided, for the shadow
+        self._lanes: dict[str, ShadowLane] = {}  # "production" / "challenger" -> lane of the current version
+        self.shadow_counts = {"scored": 0, "failed": 0}
 
     @property
     def state(self) -> str:
@@ -236,6 +244,12 @@ class LineRuntime:
                 scorer.score({n: 0.0 for n in scorer.feature_names}, {}, explain=True)
             except PQError as exc:
                 logger.warning("line %s: warm-up of model %s failed: %s", self.line_id, scorer.version_id, exc)
+        challenger = getattr(self.scorers, "challenger_for", lambda _p: None)(None)
+        if challenger is not None:  # its first predict costs milliseconds too: not on the first shadow part
+            try:
+                challenger.score({n: 0.0 for n in challenger.feature_names}, {}, explain=True)
+            except PQError as exc:
+                logger.warning("line %s: warm-up of challenger %s failed: %s", self.line_id, challenger.version_id, exc)
         return time.perf_counter() - t0
 
     def _label(self, signal: str) -> str:
@@ -291,6 +305,7 @@ class LineRuntime:
 
     def _decide(self, ev: PartEvent) -> Decision:
         now = self.clock()
+        self._served = None  # set by _score for this part only
         ctx = dict(ev.context)
         not_good_ctx = ctx.pop("_not_good", None) or []
         if ctx.get("station") is None:
@@ -326,6 +341,7 @@ class LineRuntime:
         if self.metrics is not None:
             self.metrics.decision_latency.labels(self.line_id).observe(latency_ms / 1000.0)
             self.metrics.decisions.labels(self.line_id, pred["decision"]).inc()
+        self._shadow(ev, ctx, pred, now)  # production's decision is out and handed over: nothing of it waits
         return Decision(pred, changes, latency_ms)
 
     def _score(self, ev: PartEvent, ctx: dict, not_good_ctx: Sequence[str], pred: dict,
@@ -364,6 +380,7 @@ class LineRuntime:
             return "degraded", f"No value for {', '.join(missing)} in this cycle" + (f" ({freason})" if freason else "")
         pred["score"], pred["threshold"] = float(s.probability), float(s.threshold)
         pred["decision"] = "at_risk" if s.at_risk else "ok"
+        self._served = (scorer, vec, s)
         if two:
             changes.extend(self._divert(ev, ctx, s, pred, now, scorer.episode_rule))
         elif s.at_risk:
@@ -433,6 +450,57 @@ class LineRuntime:
         """Newly raised alarms go to the on-duty operator of the part's shift: a lookup in memory."""
         changes.extend(self.duty.assign(self.board, changes, now, shift=shift))
 
+    # ------------------------------------------------------------------ shadow (champion / challenger)
+    def _lane(self, role: str, scorer: Scorer) -> ShadowLane:
+        """The lane of ``scorer`` in ``role``; a new version starts a new lane (a fresh episode memory)."""
+        lane = self._lanes.get(role)
+        if lane is None or lane.scorer is not scorer:
+            lane = self._lanes[role] = ShadowLane(scorer, two=self.settings.edge_decisions == "two")
+        return lane
+
+    def _shadow(self, ev: PartEvent, ctx: Mapping[str, Any], pred: dict, now: datetime) -> None:
+        """Score the challenger on the vector production just decided on and record both decisions."""
+        served, self._served = self._served, None
+        challenger_for = getattr(self.scorers, "challenger_for", None)
+        if served is None or challenger_for is None:
+            return
+        challenger = challenger_for(ctx.get("product"))
+        if challenger is None:
+            return
+        scorer, vec, s = served
+        lane = self._lanes.get("challenger")
+        if lane is None or lane.scorer is not challenger:
+            self._lanes.clear()  # a new challenger: both lanes start on the same part
+        t0 = time.perf_counter()
+        try:
+            theirs = self._lane("challenger", challenger).decide(
+                rebase_vector(vec, ctx, scorer.baseline, challenger.baseline), ctx)
+            ours = self._lane("production", scorer).decide(vec, ctx, score=s)
+        except Exception as exc:  # noqa: BLE001 - whatever the challenger does, production's part is decided
+            self._retire_challenger(challenger, str(exc) if isinstance(exc, ShadowFailure)
+                                    else f"{type(exc).__name__}: {exc}", now)
+            return
+        self.shadow_counts["scored"] += 1
+        plain = {k: v for k, v in ctx.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        self._spool([("shadow_score", {
+            "id": pred["id"], "decided_at": now, "line_id": self.line_id, "serial": ev.serial,
+            "cycle_end": _ns_to_dt(ev.cycle_end_ns), "product": ctx.get("product"), "context": plain,
+            **{f"production_{k}": v for k, v in ours.items()}, **{f"challenger_{k}": v for k, v in theirs.items()},
+            "challenger_ms": (time.perf_counter() - t0) * 1000.0})])
+
+    def _retire_challenger(self, challenger: Scorer, reason: str, now: datetime) -> None:
+        """A challenger that raised or gave NaN leaves the shadow at this edge; a line event says so."""
+        self.shadow_counts["failed"] += 1
+        self._lanes.pop("challenger", None)
+        retire = getattr(self.scorers, "retire_challenger", None)
+        if retire is not None:
+            retire(challenger.version_id, reason)
+        self._spool([("line_event", {
+            "id": str(uuid.uuid4()), "line_id": self.line_id, "source": f"edge:{self.line_id}",
+            "kind": "shadow_removed", "started_at": now, "ended_at": now,
+            "detail": {"reason": f"Model {challenger.version_id} taken out of shadow: {reason}; "
+                                 "production keeps deciding", "model_version_id": challenger.version_id}})])
+
     # ------------------------------------------------------------------ effects
     def _publish(self, changes: Iterable[Change]) -> None:
         for ch in changes:
@@ -491,7 +559,7 @@ class LineRuntime:
                 "spool_depth": spool_depth, "spool_errors": self.spool_dropped, "outputs": outputs,
                 "output_failures": sum(int(o.get("failures", 0)) for o in outputs.values()),
                 "playbook": {"source": self.playbook.current.source, "error": self.playbook.error},
-                "decisions": dict(self.counts), "latency": self.latency_percentiles(),
+                "decisions": dict(self.counts), "shadow": dict(self.shadow_counts), "latency": self.latency_percentiles(),
                 "alerts": self.board.counts(), "flooding": self.board.flooding, "last_serial": self.last_serial,
                 "duty": self.duty.status(),
                 "samples": self.rings.samples_total, "ring_fill": round(self.rings.fill(), 3)}

@@ -32,7 +32,7 @@ from pq.storage.types import Json, UtcDateTime
 
 __all__ = ["metadata"] + [
     "lines", "tags", "samples", "parts", "part_features", "feature_sets", "inspections", "predictions",
-    "alerts", "alert_events", "model_versions", "model_deployments",
+    "alerts", "alert_events", "model_versions", "model_deployments", "model_shadows", "shadow_scores",
     "training_jobs", "training_schedules", "training_proposals", "users", "audit_log", "playbook_versions",
     "component_health", "line_events", "handover_notes", "rosters",
 ]
@@ -243,6 +243,46 @@ model_deployments = Table(
     Column("override", Boolean, nullable=False, default=False),
     Column("at", UtcDateTime, nullable=False),
     Index(None, "scope", "at"),
+)
+
+# Champion / challenger: the latest row of a scope says which version runs in shadow there (action
+# "start") or that none does ("stop"). Separate from model_deployments, whose latest row is production.
+model_shadows = Table(
+    "model_shadows", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scope", String(200), nullable=False, comment="line/product the challenger shadows, '*' for all products"),
+    Column("model_version_id", Integer, ForeignKey("model_versions.id"), comment="NULL on a stop row"),
+    Column("action", String(16), nullable=False, comment="start | stop"),
+    Column("by", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index(None, "scope", "at"),
+)
+
+# One row per part scored by production while a challenger ran in shadow: both models on the same
+# served vector, each with its own two decisions (diverted? would an operator alarm have opened?).
+shadow_scores = Table(
+    "shadow_scores", metadata,
+    Column("id", String(36), primary_key=True, comment="the production prediction's id"),
+    Column("decided_at", UtcDateTime, primary_key=True),
+    Column("line_id", String(64), nullable=False),
+    Column("serial", String(100), nullable=False),
+    Column("cycle_end", UtcDateTime, nullable=False),
+    Column("product", String(100)),
+    Column("context", Json, comment="regime context of the part (ambient, humidity, lot, shift ...)"),
+    Column("production_version_id", Integer, nullable=False),
+    Column("production_probability", Float, nullable=False),
+    Column("production_threshold", Float, nullable=False),
+    Column("production_decision", String(16), nullable=False, comment="ok | at_risk (diverted)"),
+    Column("production_alarm", Boolean, nullable=False, comment="this part opened an operator alarm episode"),
+    Column("challenger_version_id", Integer, nullable=False),
+    Column("challenger_probability", Float, nullable=False),
+    Column("challenger_threshold", Float, nullable=False),
+    Column("challenger_decision", String(16), nullable=False, comment="ok | at_risk (would have diverted)"),
+    Column("challenger_alarm", Boolean, nullable=False, comment="would have opened an operator alarm episode"),
+    Column("challenger_ms", Float, comment="time to score the challenger, after production's decision"),
+    Index(None, "challenger_version_id", "decided_at"),
+    Index(None, "line_id", "decided_at"),
 )
 
 training_jobs = Table(

@@ -20,8 +20,10 @@ __all__ = ["configure", "apply_retention", "HYPERTABLES"]
 
 logger = logging.getLogger(__name__)
 
-# table -> (time column, chunk interval). Samples dominate volume; predictions grow one row per part.
-HYPERTABLES = {"samples": ("ts", "1 day"), "predictions": ("decided_at", "7 days")}
+# table -> (time column, chunk interval). Samples dominate volume; predictions grow one row per part,
+# shadow_scores one per part while a challenger runs in shadow.
+HYPERTABLES = {"samples": ("ts", "1 day"), "predictions": ("decided_at", "7 days"),
+               "shadow_scores": ("decided_at", "7 days")}
 
 
 def configure(store: Store) -> None:

@@ -31,7 +31,7 @@ class Page:
 
 def all_pages() -> list[Page]:
     from ui.pages import (alert_detail, alerts, audit, conditions, handover, line_overview, models, monitoring,
-                          playbook, roster, users)
+                          playbook, roster, shadow, users)
 
-    return [line_overview.PAGE, alerts.PAGE, alert_detail.PAGE, handover.PAGE, models.PAGE, conditions.PAGE,
-            monitoring.PAGE, playbook.PAGE, audit.PAGE, users.PAGE, roster.PAGE]
+    return [line_overview.PAGE, alerts.PAGE, alert_detail.PAGE, handover.PAGE, models.PAGE, shadow.PAGE,
+            conditions.PAGE, monitoring.PAGE, playbook.PAGE, audit.PAGE, users.PAGE, roster.PAGE]

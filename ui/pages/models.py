@@ -1,7 +1,8 @@
 """Models (engineers): versions and their metrics overall and per environmental regime, retrain
 in the background with a progress bar, compare a candidate with production, promote and roll back
 with a required reason (audited with the approver's name by models.registry); scheduled retraining
-and its proposals (ui/pages/models_schedules.py).
+and its proposals (ui/pages/models_schedules.py). Shadow runs and their comparison live on their own
+page (ui/pages/shadow.py), linked from here.
 """
 
 from __future__ import annotations
@@ -155,6 +156,8 @@ def layout(ctx, query=None, **_):
     default_fs = _default_feature_set(ctx, fs)
     return html.Div(className="pq-page", children=[
         html.H1("Models"),
+        dcc.Link("Shadow: run a version beside production and compare", href="/models/shadow",
+                 id="models-shadow-link", className="pq-btn"),
         dcc.Store(id="models-changed", data=0),
         dcc.Interval(id="models-interval", interval=1000),
         html.Section(className="pq-section", children=[html.H2("Versions"),
