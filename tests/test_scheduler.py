@@ -431,7 +431,8 @@ def test_the_scheduler_process_puts_a_passing_candidate_in_shadow_on_its_line(hi
 
     store = history
     prod = _production(store)
-    line = store.engine.connect().execute(select(schema.parts.c.line_id).limit(1)).scalar_one()
+    with store.engine.connect() as conn:
+        line = conn.execute(select(schema.parts.c.line_id).limit(1)).scalar_one()
     s = add_schedule(store, f"{line}/*", approver="eng", actor="eng", every_days=7, config=SMALL)
     _make_due(store, s.id, timedelta(minutes=1))
     assert Scheduler(lambda: store, shadow=_shadow).run(once=True) == 1
