@@ -22,7 +22,7 @@ from pq import __version__
 from pq.config import Settings, load_settings
 from pq.errors import PQError
 
-__all__ = ["main", "cli", "get_settings", "open_store", "iso_time", "simulator_history"]
+__all__ = ["main", "cli", "get_settings", "open_store", "admin_actor", "iso_time", "simulator_history"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,20 @@ def simulator_history():
     from simulators.history import generate_history
 
     return generate_history
+
+
+def admin_actor():
+    """Who acts for commands that administer pq (users, rosters): whoever can run them already holds
+    the database URL, so they act as an admin, audited as ``cli:<os user>``."""
+    import getpass
+
+    from pq.auth.roles import Actor
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return Actor(f"cli:{who}", "admin", client="cli")
 
 
 def open_store(ctx: click.Context | None = None, *, check_schema: bool = True):

@@ -7,28 +7,15 @@ Like ``pq users``, whoever can run this already holds the database URL, so the C
 
 from __future__ import annotations
 
-import getpass
 
 import click
 
 from pq.alerts.roster import DUTY_ROLES
-from pq.auth.roles import Actor
+from pq.cli import admin_actor, open_store
 
 __all__ = ["roster"]
 
 
-def _store():
-    from pq.cli import open_store
-
-    return open_store()
-
-
-def _actor() -> Actor:
-    try:
-        who = getpass.getuser()
-    except (KeyError, OSError):
-        who = "unknown"
-    return Actor(f"cli:{who}", "admin", client="cli")
 
 
 @click.group()
@@ -46,7 +33,7 @@ def set_(line_id: str, shift: str, role: str, username: str, contact: str | None
     """Put USERNAME on duty as ROLE for LINE_ID and SHIFT (* = every line / shift); replaces who held it."""
     from pq.alerts.roster_store import set_duty
 
-    d = set_duty(_store(), line_id, shift, role, username, actor=_actor(), contact=contact)
+    d = set_duty(open_store(), line_id, shift, role, username, actor=admin_actor(), contact=contact)
     click.echo(f"{d.username} is {role.replace('_', ' ')} for line {d.line_id}, shift {d.shift}")
 
 
@@ -58,7 +45,7 @@ def remove(line_id: str, shift: str, role: str):
     """Take whoever is ROLE for LINE_ID and SHIFT off the roster."""
     from pq.alerts.roster_store import remove_duty
 
-    who = remove_duty(_store(), line_id, shift, role, actor=_actor())
+    who = remove_duty(open_store(), line_id, shift, role, actor=admin_actor())
     click.echo(f"{who} removed as {role.replace('_', ' ')} for line {line_id}, shift {shift}")
 
 
@@ -68,7 +55,7 @@ def list_(line_id: str | None):
     """List the roster: line, shift, duty role, user, contact."""
     from pq.alerts.roster_store import list_duties
 
-    rows = list_duties(_store(), line_id)
+    rows = list_duties(open_store(), line_id)
     if not rows:
         click.echo("nobody on the roster yet: add someone with `pq roster set LINE SHIFT operator USER`")
         return

@@ -7,30 +7,18 @@ line of standard input with ``--password-stdin``), never from an argument that `
 
 from __future__ import annotations
 
-import getpass
 import sys
 from datetime import datetime, timezone
 
 import click
 
 from pq.auth import users as users_mod
-from pq.auth.roles import ROLES, Actor
+from pq.auth.roles import ROLES
+from pq.cli import admin_actor, open_store
 
 __all__ = ["users"]
 
 
-def _store():
-    from pq.cli import open_store
-
-    return open_store()
-
-
-def _actor() -> Actor:
-    try:
-        who = getpass.getuser()
-    except (KeyError, OSError):
-        who = "unknown"
-    return Actor(f"cli:{who}", "admin", client="cli")
 
 
 def _read_password(password_stdin: bool) -> str:
@@ -50,7 +38,7 @@ def users():
 @click.option("--password-stdin", is_flag=True, help="Read the password from one line of standard input.")
 def add(username: str, role: str, password_stdin: bool):
     """Create a user; the password is prompted for (hidden)."""
-    user = users_mod.add_user(_store(), username, _read_password(password_stdin), role, actor=_actor())
+    user = users_mod.add_user(open_store(), username, _read_password(password_stdin), role, actor=admin_actor())
     click.echo(f"user {user.username} added with role {user.role}")
 
 
@@ -59,7 +47,7 @@ def add(username: str, role: str, password_stdin: bool):
 @click.option("--password-stdin", is_flag=True, help="Read the password from one line of standard input.")
 def passwd(username: str, password_stdin: bool):
     """Set a user's password (also unlocks a locked account; their open sessions end)."""
-    users_mod.set_password(_store(), username, _read_password(password_stdin), actor=_actor())
+    users_mod.set_password(open_store(), username, _read_password(password_stdin), actor=admin_actor())
     click.echo(f"password of {username} changed")
 
 
@@ -68,7 +56,7 @@ def passwd(username: str, password_stdin: bool):
 @click.argument("role", type=click.Choice(ROLES))
 def role(username: str, role: str):
     """Change a user's role."""
-    users_mod.set_role(_store(), username, role, actor=_actor())
+    users_mod.set_role(open_store(), username, role, actor=admin_actor())
     click.echo(f"{username} is now {role}")
 
 
@@ -76,7 +64,7 @@ def role(username: str, role: str):
 @click.argument("username")
 def disable(username: str):
     """Disable an account; the user is logged out at their next click."""
-    users_mod.set_active(_store(), username, False, actor=_actor())
+    users_mod.set_active(open_store(), username, False, actor=admin_actor())
     click.echo(f"{username} disabled")
 
 
@@ -84,14 +72,14 @@ def disable(username: str):
 @click.argument("username")
 def enable(username: str):
     """Enable a disabled (or locked) account again."""
-    users_mod.set_active(_store(), username, True, actor=_actor())
+    users_mod.set_active(open_store(), username, True, actor=admin_actor())
     click.echo(f"{username} enabled")
 
 
 @users.command("list")
 def list_():
     """List users with role, state and last login."""
-    rows = users_mod.list_users(_store())
+    rows = users_mod.list_users(open_store())
     if not rows:
         click.echo("no users yet: create one with `pq users add NAME --role admin`")
         return
