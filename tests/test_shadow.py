@@ -385,7 +385,7 @@ def _stricter(artifact: bytes, factor: float) -> bytes:
 
 
 @pytest.mark.timeout(900)  # the first run trains the session's model (tests/test_e2e_edge.py) too
-def test_challenger_in_shadow_on_the_simulator_line(store, settings_factory, trained_model):
+def test_challenger_in_shadow_on_the_simulator_line(store, settings_factory, trained_model):  # noqa: F811
     """A live simulator line through EdgeProcess (what `pq edge run` runs): a challenger put in shadow
     mid-run is picked up by the model poll, scores every part production scores, changes none of
     production's decisions, and the live comparison equals the replay of the same parts."""
