@@ -28,8 +28,9 @@ Example::
                      outputs=[mqtt], playbook=PlaybookLoader(), settings=settings)
     rt.handle(batch)                # a batch of Samples / SampleBatch / PartEvents; or as a connector listener
 
-Why one file of ~500 lines: it is the decision path only (input, features, checks, score, the two
-decisions, hand-over); state, checks, the spool writer and housekeeping already live in their own modules.
+Why one file of ~600 lines: it is the decision path only (input, features, checks, score, the two
+decisions, hand-over, and the challenger right after it); state, checks, duty, source pauses, the shadow
+lanes, the spool writer and housekeeping already live in their own modules.
 """
 
 from __future__ import annotations
