@@ -267,9 +267,16 @@ def test_timed_shelve_and_unshelve_from_the_client(store, make_server):
             with pytest.raises(ua.UaStatusCodeError) as exc:
                 await shelving.call_method(ua.NodeId(_O.ShelvedStateMachineType_Unshelve))
             assert _bad(exc) == ua.StatusCodes.BadConditionNotShelved
+            # and the other way: shelved on pq's own page, the HMI shows it shelved with the time left
+            await asyncio.to_thread(actions.shelve, store, alert["id"], actor=Actor("bob", "operator", "10.0.0.9"),
+                                    reason="sensor being replaced", duration_s=900)
+            ui_shelved = await events.wait(
+                lambda e: _of(alert["id"])(e) and getattr(e, "ShelvingState/CurrentState").Text == "TimedShelved"
+                and e.ClientUserId == "bob", "shelved from the UI")
+            assert 0 < getattr(ui_shelved, "ShelvingState/UnshelveTime") <= 900_000
 
     asyncio.run(scenario())
-    assert _events(store, alert["id"]) == ["raised", "shelved", "unshelved"]
+    assert _events(store, alert["id"]) == ["raised", "shelved", "unshelved", "shelved"]
 
 
 @pytest.mark.timeout(120)
