@@ -173,6 +173,11 @@ def test_demo_end_to_end_and_ctrl_c(demo_home):
     try:
         demo.wait_for(lambda: "pq demo is running" in demo.text(), 600, "UI")
         assert re.search(r"operator\s+password\s+\S+", demo.text()), "the demo prints its users"
+        # the demo users are on duty for every line and shift: the demo's alarms have an owner
+        roster = _query(demo.db, "SELECT group_concat(duty_role || '=' || username, ',') FROM "
+                                 "(SELECT duty_role, username FROM rosters WHERE line_id = '*' AND shift = '*' "
+                                 "ORDER BY duty_role)")
+        assert roster == "operator=operator,quality_engineer=admin,shift_lead=engineer", roster
         children = demo.observe()
         assert len(children) >= 3, "simulator, edge and UI run as child processes"
 

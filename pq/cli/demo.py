@@ -6,7 +6,8 @@ plant runs. Part of the composition root: the tag maps come from the simulator's
 (``simulators.signals.gate_node_ids``).
 
 1. ``pq db upgrade`` on the configured store (the embedded SQLite file by default);
-2. demo users (printed with their passwords; demo only);
+2. demo users (printed with their passwords; demo only), on duty for every line and shift (the roster:
+   operator, shift lead = engineer, quality engineer = admin) unless a roster is already set;
 3. if no model is in production: ``pq simulate history`` → ``pq db load`` → ``pq features backfill``
    → ``pq train`` → ``pq models promote`` (progress shown by each step);
 4. the simulator (``pq simulate serve``), one ``pq edge run`` per line, and ``pq ui``;
@@ -156,6 +157,19 @@ def _ensure_demo_users(store) -> None:
             set_password(store, username, password, actor=actor)
 
 
+def _ensure_demo_roster(store) -> None:
+    """Every line and shift gets the demo users on duty (operator, shift lead, quality engineer), so the
+    demo's alarms have an owner and escalate; a roster someone already set is left as it is."""
+    from pq.alerts.roster_store import list_duties, set_duty
+    from pq.auth.roles import Actor
+
+    if list_duties(store):
+        return
+    actor = Actor("demo", "admin", client="cli")
+    for role, username in (("operator", "operator"), ("shift_lead", "engineer"), ("quality_engineer", "admin")):
+        set_duty(store, "*", "*", role, username, actor=actor)
+
+
 def _write_tagmaps(directory: Path, line_ids: list[str], opcua_port: int) -> None:
     """The simulator's shipped tag map is line-1's; other lines differ only in line id and station."""
     from connectors.tagmap import SIMULATOR_TAGMAP
@@ -294,6 +308,7 @@ def demo(lines, history_days, sample_hz, speed, scenario, port, opcua_port, dura
         store = Store.open(settings)
         migrate.upgrade(store)
         _ensure_demo_users(store)
+        _ensure_demo_roster(store)
         if retrain or not _has_production_model(store):
             _first_models(store, work, lines, history_days, sample_hz, env, children)
         _start_line(work, line_ids, lines, speed, sample_hz, scenario, port, opcua_port, _next_serial(store), env,
@@ -353,6 +368,8 @@ def _start_line(work: Path, line_ids: list[str], lines: int, speed: float, sampl
     click.echo("Demo users (demo only; create real ones with `pq users add`):")
     for username, role, password in DEMO_USERS:
         click.echo(f"  {username:<10} password {password:<15} ({role})")
+    click.echo("On duty (Roster page): alarms go to operator, escalate to engineer (shift lead) and admin (quality "
+               "engineer) when nobody acknowledges them; the Handover page sums up each shift.")
     click.echo("Switch the simulator's scenario on the Conditions page (engineer). Ctrl-C stops everything.")
 
 
