@@ -296,3 +296,17 @@ def test_an_adopted_alarm_continues_from_its_stored_step_and_a_bad_rules_file_st
     bad.write_text("[[high]]\nafter_min = 5\nrole = \"boss\"\n")
     with pytest.raises(ConfigError, match=r"esc.toml: high\[1\].role"):
         _rt(settings_factory(escalation_file=bad), Clock())
+
+
+@pytest.mark.timeout(120)
+def test_a_line_whose_parts_carry_no_shift_is_assigned_by_the_plant_shift_clock(settings_factory):
+    """No shift in the parts' context: the plant's shift clock (PQ_SHIFT_STARTS, A=06:00 by default) says
+    whose shift it is; at 06:00 UTC that is A (ann), eight hours later B (bob)."""
+    roster = Roster([Duty(LINE, "A", "operator", "ann"), Duty(LINE, "B", "operator", "bob")])
+    rt, clock = _roster_rt(settings_factory, roster)
+    raised = [ch for ch in _parts(rt, clock, EPISODE, shift=None) if ch.event == "raised"][0].alert
+    assert raised["assigned_to"] == "ann"
+    rt2, clock2 = _roster_rt(settings_factory, roster)
+    clock2.advance(hours=8)
+    raised2 = [ch for ch in _parts(rt2, clock2, EPISODE, shift=None) if ch.event == "raised"][0].alert
+    assert raised2["assigned_to"] == "bob"

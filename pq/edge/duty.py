@@ -9,7 +9,8 @@ The housekeeper reads the roster from the store when it answers and hands it in 
 so an edge restarted during an outage still knows who is on duty.
 
 The current shift is the ``shift`` context value of the latest part the runtime decided (the
-connector reads it from the line with every part); until a part arrives, the alarm's own shift.
+connector reads it from the line with every part); until a part arrives, the alarm's own shift, and
+for a line whose parts carry no shift, the plant's shift clock (``PQ_SHIFT_STARTS``, ``pq.shifts``).
 
 A line without any roster entry (nor one for every line) has duty assignment switched off: no
 assignment, no escalation, no roster alarm (a plant that does not use rosters is not nagged); the
@@ -36,7 +37,7 @@ import os
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pq.alerts.discipline import AlarmBoard, Alert, Change
 from pq.alerts.escalation import EscalationRules, next_step
@@ -80,10 +81,12 @@ def _event(a: Alert, event: str, now: datetime, detail: dict) -> dict:
 
 
 class DutyDesk:
-    def __init__(self, line_id: str, rules: EscalationRules, cache: RosterCache | None = None):
+    def __init__(self, line_id: str, rules: EscalationRules, cache: RosterCache | None = None,
+                 shift_at: Callable[[datetime], str] | None = None):
         self.line_id = line_id
         self.rules = rules
         self.cache = cache
+        self.shift_at = shift_at  # the plant's shift clock: the shift when no part has said one
         self.roster: Roster | None = None
         self.roster_source: str | None = None
         self.active = False  # the line has a roster: assignment and escalation are on
@@ -122,6 +125,12 @@ class DutyDesk:
                            f"{ROLE_WORDS[duty.role]} {duty.username} takes it" if duty else "nobody on the roster at all")
         return duty
 
+    def _shift(self, now: datetime, alert_shift: str | None = None) -> str | None:
+        """The current shift: the latest part's (the line says it), else the alarm's own, else the clock's."""
+        if self.shift or alert_shift:
+            return self.shift or alert_shift
+        return self.shift_at(now) if self.shift_at is not None else None
+
     # -- per decision --------------------------------------------------------------------------------
     def assign(self, board: AlarmBoard, changes: list[Change], now: datetime, shift: str | None = None) -> list[Change]:
         """Assign each newly raised alert to the on-duty operator; patches the raised snapshot (so the
@@ -137,11 +146,11 @@ class DutyDesk:
             a = board.get(ch.alert["cause"])
             if a is None or a.id != ch.alert["id"]:
                 continue
-            duty = self._find(self.shift or a.shift, "operator", "the assignment", a)
+            duty = self._find(self._shift(now, a.shift), "operator", "the assignment", a)
             a.assigned_to = duty.username if duty else None
             ch.alert["assigned_to"] = a.assigned_to
             detail = {"role": duty.role if duty else "operator", "username": a.assigned_to,
-                      "shift": self.shift or a.shift}
+                      "shift": self._shift(now, a.shift)}
             out.append(Change("assigned", a.public(), _event(a, "assigned", now, detail), publish=False))
         return out
 
@@ -158,7 +167,7 @@ class DutyDesk:
             if due is None:
                 continue
             level, step = due
-            shift = self.shift or a.shift
+            shift = self._shift(now, a.shift)
             duty = self._find(shift, step.role, f"escalation step {level}", a)
             a.escalation_level, a.escalated_at, a.updated_at = level, now, now
             a.escalated_to, a.escalated_role = (duty.username, duty.role) if duty else (None, step.role)
@@ -173,9 +182,9 @@ class DutyDesk:
         return changes
 
     def _roster_alarm(self, board: AlarmBoard, now: datetime) -> list[Change]:
-        shift = self.shift
+        shift = self._shift(now)
         if shift is None:
-            return []  # no part yet: the shift is unknown
+            return []  # no part yet and no shift clock: the shift is unknown
         if self.roster.on_duty(self.line_id, shift, "operator") is not None:
             self._roster_alarm_shift = None
             return board.on_condition_ended(ROSTER_CAUSE, now)

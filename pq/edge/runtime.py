@@ -63,6 +63,7 @@ from pq.edge.ringbuffer import TagRings
 from pq.edge.source_changes import SourcePauses, signals_of
 from pq.edge.spool_writer import SpoolWriter
 from pq.errors import PQError
+from pq.shifts import ShiftClock
 from pq.spool.records import SampleBatch
 
 __all__ = ["LineRuntime", "Decision", "STATES"]
@@ -118,8 +119,10 @@ class LineRuntime:
         self.line_state = LineState(line_id, clock)
         self.episodes = EpisodeState()  # the operator-alarm rule's memory (two decisions)
         # owners and escalation; the roster's local copy sits beside the model's (pq/cli/edge_process.py)
+        shifts = ShiftClock.from_settings(settings)
         self.duty = DutyDesk(line_id, load_rules(settings.escalation_file),
-                             RosterCache(Path(settings.data_dir) / "edge" / line_id))
+                             RosterCache(Path(settings.data_dir) / "edge" / line_id),
+                             shift_at=lambda t: shifts.shift_at(t).name)
         self.source_pauses = SourcePauses(line_id)  # signals whose meaning changed on the server
         self._writer = SpoolWriter(sink, line_id) if sink is not None else None
         self._computers: dict[tuple, FeatureComputer] = {}
