@@ -254,6 +254,18 @@ def describe(lines, fmt):
         click.echo(frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=1))
 
 
+def _control_client(endpoint: str, user: str | None, timeout: float):
+    """An asyncua client for the simulator's control methods; ``user`` is NAME:PASSWORD when it needs one."""
+    from asyncua import Client
+
+    client = Client(endpoint, timeout=timeout)
+    if user:
+        name, _, password = user.partition(":")
+        client.set_user(name)
+        client.set_password(password)
+    return client
+
+
 @simulate.command("set-scenario")
 @click.argument("name")
 @click.option("--endpoint", default="opc.tcp://127.0.0.1:4840/pq/sim/", show_default=True)
@@ -274,15 +286,11 @@ def set_scenario(name, endpoint, line, user, timeout, season_day):
             raise click.BadParameter(str(e), param_hint="NAME") from None
 
     async def run() -> str:
-        from asyncua import Client, ua
+        from asyncua import ua
 
         from .signals import NAMESPACE_URI
 
-        client = Client(endpoint, timeout=timeout)
-        if user:
-            u, _, p = user.partition(":")
-            client.set_user(u)
-            client.set_password(p)
+        client = _control_client(endpoint, user, timeout)
         async with client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
             if season_day is not None:  # first, so the scenario's first cycle already has its season
@@ -313,15 +321,11 @@ def set_source_schema(change, endpoint, user, timeout):
     unit_fahrenheit, remove_tag, add_tag, data_type, eu_range on every line; restore undoes them."""
 
     async def run() -> None:
-        from asyncua import Client, ua
+        from asyncua import ua
 
         from .signals import NAMESPACE_URI
 
-        client = Client(endpoint, timeout=timeout)
-        if user:
-            u, _, p = user.partition(":")
-            client.set_user(u)
-            client.set_password(p)
+        client = _control_client(endpoint, user, timeout)
         async with client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
             await client.get_node(f"ns={ns};s=Simulator").call_method(

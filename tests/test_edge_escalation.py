@@ -12,7 +12,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
 
-import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
@@ -30,6 +29,7 @@ from pq.edge.modelwatch import ModelWatcher
 from pq.spool import Spool, SpoolDrainer
 from pq.storage import schema
 from tests.test_edge_runtime import LINE, RuleScorer, _cycle, _runtime
+from tests._mqtt import subscriber
 from tests.test_outputs import _Hook
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)
@@ -77,17 +77,6 @@ def _rt(settings, clock, spool=None, outputs=()):
     return rt
 
 
-def _subscriber(topic):
-    got, subscribed = [], threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-    sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
-    sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
-    sub.connect("127.0.0.1", 1883)
-    sub.loop_start()
-    assert subscribed.wait(60), "the broker on 127.0.0.1:1883 did not acknowledge the subscription"
-    return sub, got
-
 
 async def _housekeep_until(hk, cond, timeout_s=30.0):
     stop = asyncio.Event()
@@ -124,7 +113,7 @@ def test_alarm_assigned_and_escalated_on_schedule_with_the_store_down(sqlite_sto
 
     # 2. The edge restarts while the store is down: the roster comes from the local copy.
     topic = f"pqtest/{uuid.uuid4().hex[:8]}/alerts"
-    sub, got = _subscriber(topic)
+    sub, got = subscriber(topic)
     mq = MqttOutput("mqtt", topic=topic).start()
     hook_port = free_port()  # the pager gateway's webhook is down at first
     hook = WebhookOutput("pager", url=f"http://127.0.0.1:{hook_port}/pager")

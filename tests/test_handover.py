@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
@@ -28,6 +26,7 @@ from pq.shifts import Shift, ShiftClock, parse_shift_starts, zone
 from pq.storage import schema
 from pq.storage.catalog import ensure_line
 from pq.storage.parts import upsert_inspections, upsert_parts
+from tests._mqtt import subscriber
 from pq.spool.writers import write_line_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,17 +173,6 @@ def test_notes_are_role_checked_bounded_and_audited(store):
 
 
 # ------------------------------------------------------------------ pq handover send
-def _subscriber(topic: str):
-    got, subscribed = [], threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-    sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
-    sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
-    sub.connect("127.0.0.1", 1883)
-    sub.loop_start()
-    assert subscribed.wait(60), "the broker on 127.0.0.1:1883 did not acknowledge the subscription"
-    return sub, got
-
 
 @pytest.mark.timeout(240)
 def test_send_publishes_the_ended_shift_once_through_mqtt(tmp_path, settings_factory):
@@ -214,7 +202,7 @@ def test_send_publishes_the_ended_shift_once_through_mqtt(tmp_path, settings_fac
     env |= {"PQ_DATABASE_URL": f"sqlite:///{db}", "PQ_DATA_DIR": str(tmp_path / "var"), "PQ_SHIFT_STARTS": starts,
             "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pq.cli", "handover", "send", "--line", "line-s", "--outputs", str(outputs)]
-    sub, got = _subscriber(f"{topic_root}/line-s/handover")
+    sub, got = subscriber(f"{topic_root}/line-s/handover")
     try:
         proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stderr

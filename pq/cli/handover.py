@@ -31,14 +31,9 @@ def _clock():
 
 
 def _line_ids(store, line_ids: tuple[str, ...]) -> list[str]:
-    from sqlalchemy import select
+    from pq.storage.catalog import line_ids as stored_lines
 
-    from pq.storage import schema
-
-    if line_ids:
-        return list(line_ids)
-    with store.engine.connect() as conn:
-        return [r[0] for r in conn.execute(select(schema.lines.c.id).order_by(schema.lines.c.id))]
+    return list(line_ids) or stored_lines(store)
 
 
 @click.group()

@@ -20,7 +20,7 @@ from pq.errors import ConfigError
 from pq.storage import schema
 from pq.storage.engine import Store
 
-__all__ = ["TagDef", "ensure_line", "ensure_tags", "tag_table"]
+__all__ = ["TagDef", "ensure_line", "ensure_tags", "tag_table", "line_ids"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,9 @@ def tag_table(store: Store, line_id: str | None = None) -> list[dict]:
         query = query.where(schema.tags.c.line_id == line_id)
     with store.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query.order_by(schema.tags.c.line_id, schema.tags.c.name))]
+
+
+def line_ids(store: Store) -> list[str]:
+    """Every line the store knows, by id."""
+    with store.engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(schema.lines.c.id).order_by(schema.lines.c.id))]

@@ -10,12 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from dash import Input, Output, State, dcc, html, no_update
-from sqlalchemy import select
 
 from pq.errors import AuthError
 from pq.monitoring.handover import NOTE_MAX_CHARS, HandoverSummary, add_note, handover_summary
 from pq.shifts import Shift, ShiftClock
-from pq.storage import schema
+from pq.storage.catalog import line_ids
 from ui.pages import Page
 from ui.security import current_actor, secured_callback
 
@@ -25,8 +24,7 @@ _SHIFTS_OFFERED = 6
 
 
 def _lines(ctx) -> list[str]:
-    with ctx.store.engine.connect() as conn:
-        return [r[0] for r in conn.execute(select(schema.lines.c.id).order_by(schema.lines.c.id))]
+    return line_ids(ctx.store)
 
 
 def _shifts(ctx, now: datetime) -> list[Shift]:
